@@ -1,0 +1,162 @@
+package clusterflock
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/clusterflock/clusterflock/internal/proto"
+	"github.com/clusterflock/clusterflock/supervisor"
+)
+
+// execSpawner starts workers by re-executing this program.
+type execSpawner struct {
+	path     string
+	args     []string
+	env      []string // without the worker marker
+	addr     string   // the concrete address workers listen on
+	lifeline *os.File // read end, inherited by every worker
+	keep     *os.File // write end, held only by the supervisor
+}
+
+func newExecSpawner(o options, addr string) (*execSpawner, error) {
+	path, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("clusterflock: cannot find this program to re-execute: %w", err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("clusterflock: lifeline pipe: %w", err)
+	}
+	return &execSpawner{
+		path:     path,
+		args:     os.Args,
+		env:      workerEnviron(os.Environ(), o),
+		addr:     addr,
+		lifeline: r,
+		keep:     w,
+	}, nil
+}
+
+// workerEnviron returns env without any worker marker, with GOMAXPROCS set
+// as Options.GOMAXPROCS asks.
+func workerEnviron(env []string, o options) []string {
+	out := make([]string, 0, len(env)+2)
+	explicit := false
+	for _, kv := range env {
+		if strings.HasPrefix(kv, proto.EnvWorker+"=") {
+			continue
+		}
+		if strings.HasPrefix(kv, "GOMAXPROCS=") {
+			if o.GOMAXPROCS > 0 {
+				continue
+			}
+			explicit = true
+		}
+		out = append(out, kv)
+	}
+	switch {
+	case o.GOMAXPROCS > 0:
+		out = append(out, "GOMAXPROCS="+strconv.Itoa(o.GOMAXPROCS))
+	case !explicit:
+		out = append(out, "GOMAXPROCS="+strconv.Itoa(max(1, runtime.NumCPU()/o.Workers)))
+	}
+	return out
+}
+
+// Close releases the lifeline: workers still running see EOF.
+func (s *execSpawner) Close() error {
+	s.lifeline.Close()
+	return s.keep.Close()
+}
+
+// Spawn implements supervisor.Spawner.
+func (s *execSpawner) Spawn(w supervisor.Worker) (supervisor.Process, error) {
+	sr, sw, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("status pipe: %w", err)
+	}
+	marker := proto.WorkerEnv{SupervisorPID: os.Getpid(), Slot: w.Slot, Generation: w.Generation, Addr: s.addr}
+	cmd := &exec.Cmd{
+		Path:   s.path,
+		Args:   s.args,
+		Env:    append(s.env[:len(s.env):len(s.env)], proto.EnvWorker+"="+marker.Encode()),
+		Stdout: os.Stdout,
+		Stderr: os.Stderr,
+		// Slot i is fd 3+i: proto.StatusFD, proto.LifelineFD.
+		ExtraFiles: []*os.File{sw, s.lifeline},
+		// A backup for the lifeline: Pdeathsig fires when the forking
+		// thread exits, which is not always the supervisor's death.
+		SysProcAttr: &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM},
+	}
+	err = cmd.Start()
+	sw.Close()
+	if err != nil {
+		sr.Close()
+		return nil, err
+	}
+	p := &execProcess{cmd: cmd, status: sr, msgs: make(chan proto.Message, 4),
+		exited: make(chan struct{}), readDone: make(chan struct{})}
+	go p.read()
+	go p.wait()
+	return p, nil
+}
+
+// execProcess is a worker started by execSpawner.
+type execProcess struct {
+	cmd      *exec.Cmd
+	status   *os.File
+	msgs     chan proto.Message
+	exited   chan struct{}   // closed when the process is reaped
+	readDone chan struct{}   // closed when read returns
+	exit     supervisor.Exit // valid once exited is closed
+}
+
+func (p *execProcess) Pid() int                       { return p.cmd.Process.Pid }
+func (p *execProcess) Signal(sig os.Signal) error     { return p.cmd.Process.Signal(sig) }
+func (p *execProcess) Messages() <-chan proto.Message { return p.msgs }
+
+// Wait implements supervisor.Process.
+func (p *execProcess) Wait() supervisor.Exit {
+	<-p.exited
+	return p.exit
+}
+
+func (p *execProcess) read() {
+	defer close(p.readDone)
+	defer close(p.msgs)
+	defer p.status.Close()
+	r := proto.NewReader(p.status)
+	for {
+		m, err := r.Next()
+		if errors.Is(err, proto.ErrUnknown) {
+			continue
+		}
+		if err != nil {
+			return
+		}
+		p.msgs <- m
+	}
+}
+
+func (p *execProcess) wait() {
+	_ = p.cmd.Wait() // the exit status is in ProcessState
+	p.exit = supervisor.Exit{Code: p.cmd.ProcessState.ExitCode()}
+	if ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		p.exit = supervisor.Exit{Code: -1, Signal: ws.Signal()}
+	}
+	close(p.exited)
+	// The status pipe normally reaches EOF with the process; if a
+	// grandchild still holds the write end, stop reading after a moment.
+	select {
+	case <-p.readDone:
+	case <-time.After(200 * time.Millisecond):
+		p.status.SetReadDeadline(time.Now())
+	}
+}

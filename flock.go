@@ -1,0 +1,148 @@
+package clusterflock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strconv"
+	"time"
+
+	"github.com/clusterflock/clusterflock/internal/proto"
+)
+
+// Options configures a pool. The zero value is valid: one worker per CPU on
+// ":$PORT" (or ":5000"), a one-second graceful budget, text logs on stderr.
+type Options struct {
+	// Workers is the number of worker processes. 0 means runtime.NumCPU();
+	// negative is an error. SIGTTIN and SIGTTOU change it while running.
+	Workers int
+	// Addr is the TCP address every worker listens on, "host:port". "" means
+	// ":" + $PORT, or ":5000" when PORT is unset. Port 0 picks one free port
+	// for the whole pool. The port must be numeric.
+	Addr string
+	// ShutdownTimeout is how long a worker that is asked to stop (graceful
+	// shutdown, retirement, restart) may take to finish its in-flight
+	// requests before it is killed. 0 means 1s; negative is an error.
+	ShutdownTimeout time.Duration
+	// Logger receives the pool's logs. nil means text logs on stderr.
+	Logger *slog.Logger
+	// GOMAXPROCS is the GOMAXPROCS of each worker. 0 means NumCPU/Workers
+	// (at least 1), unless the GOMAXPROCS environment variable is set, which
+	// is then passed on unchanged. Negative is an error.
+	GOMAXPROCS int
+}
+
+// ErrInterrupted is returned by [Run] in the supervisor when SIGINT stopped
+// the pool: every worker was killed at once, without a graceful drain.
+var ErrInterrupted = errors.New("clusterflock: interrupted by SIGINT: workers killed at once")
+
+// Run serves h from a pool of worker processes until ctx is done or a
+// shutdown signal arrives. In the first process it is the supervisor; in each
+// re-executed worker it serves h on the worker's own SO_REUSEPORT listener.
+//
+// Every worker is this program re-executed with the same arguments and
+// environment, so code before Run runs in every worker too, and code after
+// Run runs when a worker's Run returns (after it stopped serving). Use
+// [IsWorker] to tell the two apart.
+//
+// In the supervisor, cancelling ctx stops the pool gracefully. Run returns
+// nil after a graceful stop in which every worker finished in time, and an
+// error prefixed "clusterflock:" otherwise: bad options (before anything is
+// started), workers that cannot start, workers killed at the shutdown
+// timeout, or [ErrInterrupted].
+func Run(ctx context.Context, h http.Handler, opts Options) error {
+	if h == nil {
+		return errors.New("clusterflock: handler is nil")
+	}
+	o, err := opts.withDefaults(os.Getenv)
+	if err != nil {
+		return err
+	}
+	if env, ok := workerEnv(); ok {
+		return runWorker(ctx, h, o, env)
+	}
+	return supervise(ctx, o, notifySignals())
+}
+
+// IsWorker reports whether this process is a clusterflock worker started by
+// its parent. It is true only until the worker's Run starts, which removes
+// the marker from the environment so the handler's subprocesses do not
+// inherit it.
+func IsWorker() bool {
+	_, ok := workerEnv()
+	return ok
+}
+
+// workerEnv reads the worker marker and accepts it only if it names this
+// process's parent.
+func workerEnv() (proto.WorkerEnv, bool) {
+	v, ok := os.LookupEnv(proto.EnvWorker)
+	if !ok {
+		return proto.WorkerEnv{}, false
+	}
+	env, err := proto.ParseWorkerEnv(v)
+	if err != nil || env.SupervisorPID != os.Getppid() {
+		return proto.WorkerEnv{}, false
+	}
+	return env, true
+}
+
+// options are Options with defaults applied and validated.
+type options struct{ Options }
+
+// withDefaults validates o and applies defaults; getenv reads $PORT.
+func (o Options) withDefaults(getenv func(string) string) (options, error) {
+	if runtime.GOOS != "linux" {
+		return options{}, fmt.Errorf("clusterflock: unsupported OS %q: the pool needs Linux SO_REUSEPORT balancing", runtime.GOOS)
+	}
+	if o.Workers < 0 {
+		return options{}, fmt.Errorf("clusterflock: Options.Workers is %d; want 0 (one per CPU) or more", o.Workers)
+	}
+	if o.ShutdownTimeout < 0 {
+		return options{}, fmt.Errorf("clusterflock: Options.ShutdownTimeout is %v; want 0 (1s) or more", o.ShutdownTimeout)
+	}
+	if o.GOMAXPROCS < 0 {
+		return options{}, fmt.Errorf("clusterflock: Options.GOMAXPROCS is %d; want 0 (automatic) or more", o.GOMAXPROCS)
+	}
+	r := options{Options: o}
+	if r.Workers == 0 {
+		r.Workers = runtime.NumCPU()
+	}
+	if r.ShutdownTimeout == 0 {
+		r.ShutdownTimeout = time.Second
+	}
+	if r.Logger == nil {
+		r.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if r.Addr == "" {
+		port := getenv("PORT")
+		if port == "" {
+			port = "5000"
+		}
+		if err := checkPort(port); err != nil {
+			return options{}, fmt.Errorf("clusterflock: environment variable PORT=%q: %v", port, err)
+		}
+		r.Addr = ":" + port
+	}
+	_, port, err := net.SplitHostPort(r.Addr)
+	if err != nil {
+		return options{}, fmt.Errorf("clusterflock: Options.Addr %q: %v", o.Addr, err)
+	}
+	if err := checkPort(port); err != nil {
+		return options{}, fmt.Errorf("clusterflock: Options.Addr %q: %v", o.Addr, err)
+	}
+	return r, nil
+}
+
+func checkPort(port string) error {
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	return nil
+}

@@ -1,0 +1,124 @@
+// Package proto is the private protocol between a clusterflock supervisor and
+// the workers it starts: the environment variable that makes a process a
+// worker, the file-descriptor slots it inherits, and the line messages a
+// worker writes back.
+//
+// A worker is started with:
+//   - the environment variable [EnvWorker] = "<supervisor pid>:<slot>:<generation>:<addr>";
+//   - fd 3 ([StatusFD]): the write end of the status pipe, on which the worker
+//     writes [Message] lines (ready, heartbeat, failure);
+//   - fd 4 ([LifelineFD]): the read end of the lifeline pipe, whose write end
+//     only the supervisor holds. It reads EOF when the supervisor is gone.
+package proto
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// EnvWorker is the environment variable that marks a process as a worker.
+const EnvWorker = "CLUSTERFLOCK_WORKER"
+
+// File-descriptor slots in a worker: os/exec's ExtraFiles slot i is fd 3+i.
+const (
+	StatusFD   = 3 // worker → supervisor messages (write end)
+	LifelineFD = 4 // EOF when the supervisor dies (read end)
+)
+
+// WorkerEnv is what the supervisor tells a worker through [EnvWorker].
+type WorkerEnv struct {
+	SupervisorPID int
+	Slot          int
+	Generation    int
+	Addr          string // the concrete host:port every worker listens on
+}
+
+// Encode returns the value of [EnvWorker] for w.
+func (w WorkerEnv) Encode() string {
+	return fmt.Sprintf("%d:%d:%d:%s", w.SupervisorPID, w.Slot, w.Generation, w.Addr)
+}
+
+// ParseWorkerEnv parses the value of [EnvWorker].
+func ParseWorkerEnv(s string) (WorkerEnv, error) {
+	parts := strings.SplitN(s, ":", 4)
+	if len(parts) != 4 {
+		return WorkerEnv{}, fmt.Errorf("malformed %s=%q", EnvWorker, s)
+	}
+	var w WorkerEnv
+	var err error
+	if w.SupervisorPID, err = strconv.Atoi(parts[0]); err != nil || w.SupervisorPID <= 1 {
+		return WorkerEnv{}, fmt.Errorf("malformed %s=%q: bad supervisor pid", EnvWorker, s)
+	}
+	if w.Slot, err = strconv.Atoi(parts[1]); err != nil || w.Slot < 0 {
+		return WorkerEnv{}, fmt.Errorf("malformed %s=%q: bad slot", EnvWorker, s)
+	}
+	if w.Generation, err = strconv.Atoi(parts[2]); err != nil || w.Generation < 0 {
+		return WorkerEnv{}, fmt.Errorf("malformed %s=%q: bad generation", EnvWorker, s)
+	}
+	w.Addr = parts[3]
+	if w.Addr == "" {
+		return WorkerEnv{}, fmt.Errorf("malformed %s=%q: empty address", EnvWorker, s)
+	}
+	return w, nil
+}
+
+// Kind is the kind of a worker message.
+type Kind string
+
+// Message kinds.
+const (
+	Ready     Kind = "ready"     // the listener is bound and the worker serves
+	Heartbeat Kind = "heartbeat" // the worker is alive and its event loop runs
+	Failed    Kind = "failed"    // the worker cannot serve; Text says why
+	Retiring  Kind = "retiring"  // the worker is draining on its own (e.g. max requests)
+)
+
+// Message is one line a worker writes on its status pipe.
+type Message struct {
+	Kind Kind
+	Text string
+}
+
+// Write writes m as one line to w. Newlines in Text are replaced by spaces.
+func Write(w io.Writer, m Message) error {
+	line := string(m.Kind)
+	if m.Text != "" {
+		line += " " + strings.ReplaceAll(m.Text, "\n", " ")
+	}
+	_, err := io.WriteString(w, line+"\n")
+	return err
+}
+
+// ErrUnknown is returned by [Reader.Next] for a line it does not understand.
+var ErrUnknown = errors.New("unknown worker message")
+
+// Reader reads [Message] lines.
+type Reader struct{ s *bufio.Scanner }
+
+// NewReader returns a Reader of r.
+func NewReader(r io.Reader) *Reader {
+	s := bufio.NewScanner(r)
+	s.Buffer(make([]byte, 0, 512), 64<<10)
+	return &Reader{s: s}
+}
+
+// Next returns the next message, or io.EOF at the end of the stream.
+func (r *Reader) Next() (Message, error) {
+	if !r.s.Scan() {
+		if err := r.s.Err(); err != nil {
+			return Message{}, err
+		}
+		return Message{}, io.EOF
+	}
+	kind, text, _ := strings.Cut(r.s.Text(), " ")
+	m := Message{Kind: Kind(kind), Text: text}
+	switch m.Kind {
+	case Ready, Heartbeat, Failed, Retiring:
+		return m, nil
+	}
+	return m, fmt.Errorf("%w: %q", ErrUnknown, r.s.Text())
+}

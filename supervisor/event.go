@@ -1,0 +1,66 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// EventKind names a lifecycle event.
+type EventKind string
+
+// Lifecycle events, in the order they usually happen to one worker.
+const (
+	EventSpawn     EventKind = "spawn"      // a worker was forked
+	EventReady     EventKind = "ready"      // a worker reported it serves
+	EventPoolReady EventKind = "pool-ready" // every slot has a ready worker (once per start and per restart)
+	EventStop      EventKind = "stop"       // a worker was asked to stop gracefully; Reason says why
+	EventKill      EventKind = "kill"       // a worker was sent SIGKILL; Reason says why
+	EventExit      EventKind = "exit"       // a worker exited; Exit says how, Reason is "" if it was asked to
+	EventRefork    EventKind = "refork"     // a slot is forked again after Delay
+	EventRefused   EventKind = "refused"    // a request (scale, restart) was refused; Reason says why
+	EventRestart   EventKind = "restart"    // a rolling restart began (Reason "begin") or ended ("done", "aborted: …")
+	EventStopping  EventKind = "stopping"   // the pool is stopping; Reason is "graceful" or "immediate"
+)
+
+// Event is one lifecycle event. Fields that do not apply to a Kind are zero.
+type Event struct {
+	Kind   EventKind
+	Worker Worker        // the worker concerned, if any
+	Exit   Exit          // for EventExit
+	Delay  time.Duration // for EventRefork
+	Reason string
+}
+
+// ErrKilled is returned by [Supervisor.Run] after [Supervisor.Kill].
+var ErrKilled = errors.New("workers killed at once on request")
+
+// StartError is returned by [Supervisor.Run] when workers keep exiting before
+// they become ready.
+type StartError struct {
+	Failures int    // consecutive workers that exited before ready
+	Reason   string // what the last one reported, or how it exited
+}
+
+// Error implements error.
+func (e *StartError) Error() string {
+	return fmt.Sprintf("%d workers in a row exited before becoming ready; last: %s", e.Failures, e.Reason)
+}
+
+// StopTimeoutError is returned by [Supervisor.Run] when workers outlived the
+// stop timeout and were killed.
+type StopTimeoutError struct {
+	Timeout time.Duration
+	Pids    []int // the workers killed
+}
+
+// Error implements error.
+func (e *StopTimeoutError) Error() string {
+	pids := make([]string, len(e.Pids))
+	for i, p := range e.Pids {
+		pids[i] = fmt.Sprint(p)
+	}
+	return fmt.Sprintf("%d worker(s) still running after the stop timeout of %v were killed (pid %s)",
+		len(e.Pids), e.Timeout, strings.Join(pids, ", "))
+}

@@ -1,0 +1,699 @@
+// Package supervisor starts, watches, restarts and signals a pool of worker
+// processes. It knows nothing of HTTP or sockets: it talks to the operating
+// system only through a [Spawner] and the [Process] values it returns, so its
+// logic is tested with fake processes.
+//
+// One goroutine (the one running [Supervisor.Run]) owns all state; one
+// goroutine per child forwards that child's messages and exit to it. Nothing
+// started by Run outlives Run.
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/clusterflock/clusterflock/internal/proto"
+)
+
+// Config configures a [Supervisor]. The zero value of every field but Spawner
+// is valid.
+type Config struct {
+	// Spawner starts worker processes. Required.
+	Spawner Spawner
+	// Workers is the initial number of workers. 0 means 1.
+	Workers int
+	// StopTimeout is how long a worker asked to stop gracefully may take
+	// before it is killed. 0 means 1s.
+	StopTimeout time.Duration
+	// HeartbeatTimeout: a worker that reports nothing (ready or heartbeat) for
+	// this long is killed and replaced. 0 means never.
+	HeartbeatTimeout time.Duration
+	// MaxStartFailures is how many workers in a row may exit before they
+	// become ready before Run gives up with a *StartError. 0 means 5.
+	MaxStartFailures int
+	// BackoffBase is the refork delay after the second young death in a row;
+	// it doubles with each further one. 0 means 100ms.
+	BackoffBase time.Duration
+	// BackoffMax caps the refork delay. 0 means 10s.
+	BackoffMax time.Duration
+	// YoungAge: a worker that dies before it is ready, or within this long of
+	// being forked, died young. Young deaths back off; a death at an older age
+	// resets the backoff. 0 means 1s.
+	YoungAge time.Duration
+	// Surge is how many replacement workers a rolling restart starts at once.
+	// 0 means 1.
+	Surge int
+	// Logger receives one record per event. nil means slog.Default().
+	Logger *slog.Logger
+	// OnEvent, if set, is called for every event, on the goroutine running
+	// Run, after the event is logged. It must not block or call the
+	// Supervisor's methods.
+	OnEvent func(Event)
+}
+
+// Supervisor runs a pool of workers. Create it with [New]; its methods are
+// safe for concurrent use.
+type Supervisor struct {
+	cfg    Config
+	cmds   chan command
+	events chan childEvent
+	done   chan struct{}
+}
+
+// New returns a Supervisor for cfg with defaults applied, or an error naming
+// the first invalid field.
+func New(cfg Config) (*Supervisor, error) {
+	if cfg.Spawner == nil {
+		return nil, errors.New("supervisor: Config.Spawner is nil")
+	}
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"Workers", int64(cfg.Workers)}, {"StopTimeout", int64(cfg.StopTimeout)},
+		{"HeartbeatTimeout", int64(cfg.HeartbeatTimeout)}, {"MaxStartFailures", int64(cfg.MaxStartFailures)},
+		{"BackoffBase", int64(cfg.BackoffBase)}, {"BackoffMax", int64(cfg.BackoffMax)},
+		{"YoungAge", int64(cfg.YoungAge)}, {"Surge", int64(cfg.Surge)},
+	} {
+		if f.v < 0 {
+			return nil, fmt.Errorf("supervisor: Config.%s is negative (%d)", f.name, f.v)
+		}
+	}
+	setDefault(&cfg.Workers, 1)
+	setDefault(&cfg.StopTimeout, time.Second)
+	setDefault(&cfg.MaxStartFailures, 5)
+	setDefault(&cfg.BackoffBase, 100*time.Millisecond)
+	setDefault(&cfg.BackoffMax, 10*time.Second)
+	setDefault(&cfg.YoungAge, time.Second)
+	setDefault(&cfg.Surge, 1)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Supervisor{
+		cfg:    cfg,
+		cmds:   make(chan command),
+		events: make(chan childEvent),
+		done:   make(chan struct{}),
+	}, nil
+}
+
+func setDefault[T comparable](p *T, def T) {
+	var zero T
+	if *p == zero {
+		*p = def
+	}
+}
+
+type commandKind int
+
+const (
+	cmdAdd commandKind = iota
+	cmdRetire
+	cmdStop
+	cmdKill
+	cmdRestart
+	cmdList
+)
+
+type command struct {
+	kind  commandKind
+	reply chan []Worker // for cmdList
+}
+
+// send delivers c to Run's loop; it reports false if Run is not running.
+func (s *Supervisor) send(c command) bool {
+	select {
+	case s.cmds <- c:
+		return true
+	case <-s.done:
+		return false
+	}
+}
+
+// Add forks one more worker. It reports false if Run has returned.
+func (s *Supervisor) Add() bool { return s.send(command{kind: cmdAdd}) }
+
+// Retire gracefully stops the oldest worker and shrinks the pool by one. It
+// is refused (an [EventRefused]) when one worker is left.
+func (s *Supervisor) Retire() bool { return s.send(command{kind: cmdRetire}) }
+
+// Stop begins a graceful stop: every worker is sent SIGTERM and given
+// StopTimeout before it is killed. Run returns when all have exited.
+func (s *Supervisor) Stop() bool { return s.send(command{kind: cmdStop}) }
+
+// Kill kills every worker at once with SIGKILL; Run returns [ErrKilled].
+func (s *Supervisor) Kill() bool { return s.send(command{kind: cmdKill}) }
+
+// Restart begins a rolling restart: each worker is replaced by a new one
+// (Surge at a time), the old one stopping only once its replacement is ready.
+func (s *Supervisor) Restart() bool { return s.send(command{kind: cmdRestart}) }
+
+// Workers returns the live workers ordered by ID, or nil if Run has returned.
+func (s *Supervisor) Workers() []Worker {
+	c := command{kind: cmdList, reply: make(chan []Worker, 1)}
+	if !s.send(c) {
+		return nil
+	}
+	return <-c.reply
+}
+
+// childEvent is what a child's goroutine or a timer reports to the loop.
+type childEvent struct {
+	id   int
+	msg  *proto.Message // a message, or
+	exit *Exit          // the exit, or
+	fire timerKind      // a timer firing
+	slot int            // for timerRefork
+}
+
+type timerKind int
+
+const (
+	timerNone timerKind = iota
+	timerStopDeadline
+	timerRefork
+)
+
+type worker struct {
+	Worker
+	proc       Process
+	lastSeen   time.Time // last message
+	killReason string    // set when we SIGKILL it
+	replaces   int       // ID of the worker this one replaces, or 0
+	stopTimer  *time.Timer
+}
+
+// loop is the state owned by Run's goroutine.
+type loop struct {
+	s   *Supervisor
+	log *slog.Logger
+
+	nextID   int
+	gen      int
+	slots    map[int]bool // slots that should have a worker
+	workers  map[int]*worker
+	reforks  map[int]*time.Timer // slot → pending refork
+	children int                 // child goroutines not yet finished
+
+	startFailures int    // consecutive exits before ready
+	lastFailure   string // reason of the last one
+	crashes       int    // consecutive young deaths
+	announced     bool   // EventPoolReady sent for the current target
+
+	restarting bool  // a rolling restart is under way
+	rolling    []int // IDs of old workers it still has to replace
+	inFlight   int   // replacements started and not yet ready
+
+	stopping bool
+	result   error
+	timeouts []int // pids killed at the stop deadline
+}
+
+// Run starts the workers and supervises them until ctx is done (a graceful
+// stop), [Supervisor.Stop] or [Supervisor.Kill] is called, or workers keep
+// failing to start. It returns nil after a graceful stop in which every
+// worker exited in time. Run may be called once.
+func (s *Supervisor) Run(ctx context.Context) error {
+	defer close(s.done)
+	l := &loop{
+		s:       s,
+		log:     s.cfg.Logger,
+		slots:   make(map[int]bool),
+		workers: make(map[int]*worker),
+		reforks: make(map[int]*time.Timer),
+	}
+	var beat <-chan time.Time
+	if hb := s.cfg.HeartbeatTimeout; hb > 0 {
+		t := time.NewTicker(max(hb/4, time.Millisecond))
+		defer t.Stop()
+		beat = t.C
+	}
+	for i := range s.cfg.Workers {
+		l.slots[i] = true
+		l.spawn(i, 0)
+		if l.stopping {
+			break
+		}
+	}
+	ctxDone := ctx.Done()
+	for !(l.stopping && l.children == 0) {
+		select {
+		case <-ctxDone:
+			ctxDone = nil
+			l.stop(false, "context done")
+		case c := <-s.cmds:
+			l.command(c)
+		case ev := <-s.events:
+			l.event(ev)
+		case <-beat:
+			l.checkHeartbeats()
+		}
+	}
+	for _, t := range l.reforks {
+		t.Stop()
+	}
+	if l.result == nil && len(l.timeouts) > 0 {
+		l.result = &StopTimeoutError{Timeout: s.cfg.StopTimeout, Pids: l.timeouts}
+	}
+	return l.result
+}
+
+func (l *loop) emit(ev Event) {
+	attrs := []any{"event", string(ev.Kind)}
+	if ev.Worker.ID != 0 {
+		attrs = append(attrs, "worker", ev.Worker.ID, "slot", ev.Worker.Slot, "generation", ev.Worker.Generation, "pid", ev.Worker.Pid)
+	}
+	level := slog.LevelInfo
+	msg := "worker " + string(ev.Kind)
+	switch ev.Kind {
+	case EventExit:
+		attrs = append(attrs, "status", ev.Exit.String())
+		if ev.Reason != "" {
+			level = slog.LevelWarn
+			msg = "worker exited unexpectedly"
+		}
+	case EventRefork:
+		attrs = append(attrs, "slot", ev.Worker.Slot, "delay", ev.Delay)
+	case EventKill, EventRefused:
+		level = slog.LevelWarn
+	case EventPoolReady:
+		msg = "all workers ready"
+		attrs = append(attrs, "workers", len(l.slots))
+	case EventRestart:
+		msg = "rolling restart"
+	case EventStopping:
+		msg = "pool stopping"
+	}
+	if ev.Reason != "" {
+		attrs = append(attrs, "reason", ev.Reason)
+	}
+	l.log.Log(context.Background(), level, msg, attrs...)
+	if l.s.cfg.OnEvent != nil {
+		l.s.cfg.OnEvent(ev)
+	}
+}
+
+// spawn forks a worker for slot; replaces is the ID of a worker it replaces.
+func (l *loop) spawn(slot, replaces int) *worker {
+	l.nextID++
+	w := &worker{Worker: Worker{ID: l.nextID, Slot: slot, Generation: l.gen, State: Starting}, replaces: replaces}
+	p, err := l.s.cfg.Spawner.Spawn(w.Worker)
+	if err != nil {
+		l.log.Error("cannot fork worker", "slot", slot, "err", err)
+		l.startFailed(slot, replaces, fmt.Sprintf("fork: %v", err))
+		return nil
+	}
+	w.proc = p
+	w.Pid = p.Pid()
+	w.Started = time.Now()
+	w.lastSeen = w.Started
+	l.workers[w.ID] = w
+	l.children++
+	go l.s.watch(w.ID, p)
+	l.emit(Event{Kind: EventSpawn, Worker: w.Worker})
+	return w
+}
+
+// watch forwards p's messages and then its exit to the loop.
+func (s *Supervisor) watch(id int, p Process) {
+	for m := range p.Messages() {
+		s.events <- childEvent{id: id, msg: &m}
+	}
+	e := p.Wait()
+	s.events <- childEvent{id: id, exit: &e}
+}
+
+// after arranges for ev to reach the loop after d, unless the timer is
+// stopped or Run has returned.
+func (l *loop) after(d time.Duration, ev childEvent) *time.Timer {
+	return time.AfterFunc(d, func() {
+		select {
+		case l.s.events <- ev:
+		case <-l.s.done:
+		}
+	})
+}
+
+func (l *loop) command(c command) {
+	switch c.kind {
+	case cmdList:
+		ws := make([]Worker, 0, len(l.workers))
+		for _, w := range l.workers {
+			ws = append(ws, w.Worker)
+		}
+		slices.SortFunc(ws, func(a, b Worker) int { return a.ID - b.ID })
+		c.reply <- ws
+	case cmdStop:
+		l.stop(false, "requested")
+	case cmdKill:
+		l.stop(true, "requested")
+	case cmdAdd:
+		if reason := l.busy(); reason != "" {
+			l.emit(Event{Kind: EventRefused, Reason: "add worker: " + reason})
+			return
+		}
+		slot := 0
+		for l.slots[slot] {
+			slot++
+		}
+		l.slots[slot] = true
+		l.announced = false
+		l.spawn(slot, 0)
+	case cmdRetire:
+		if reason := l.busy(); reason != "" {
+			l.emit(Event{Kind: EventRefused, Reason: "retire worker: " + reason})
+			return
+		}
+		if len(l.slots) <= 1 {
+			l.emit(Event{Kind: EventRefused, Reason: "retire worker: the pool keeps at least one worker"})
+			return
+		}
+		var oldest *worker
+		for _, w := range l.workers {
+			if w.State != Stopping && (oldest == nil || w.ID < oldest.ID) {
+				oldest = w
+			}
+		}
+		if oldest == nil { // only pending reforks: drop the highest one
+			slot := maxKey(l.reforks)
+			l.reforks[slot].Stop()
+			delete(l.reforks, slot)
+			delete(l.slots, slot)
+			return
+		}
+		delete(l.slots, oldest.Slot)
+		l.gracefulStop(oldest, "retired")
+	case cmdRestart:
+		if reason := l.busy(); reason != "" {
+			l.emit(Event{Kind: EventRefused, Reason: "rolling restart: " + reason})
+			return
+		}
+		l.gen++
+		l.restarting = true
+		for _, w := range l.workers {
+			if w.State != Stopping {
+				l.rolling = append(l.rolling, w.ID)
+			}
+		}
+		slices.Sort(l.rolling)
+		l.emit(Event{Kind: EventRestart, Reason: "begin"})
+		l.announced = false
+		l.roll()
+	}
+}
+
+func maxKey[V any](m map[int]V) int {
+	k := -1
+	for s := range m {
+		k = max(k, s)
+	}
+	return k
+}
+
+// busy says why the pool cannot change shape now, or "".
+func (l *loop) busy() string {
+	switch {
+	case l.stopping:
+		return "the pool is stopping"
+	case l.restarting:
+		return "a rolling restart is in progress"
+	case l.inFlight > 0:
+		return "a worker is being replaced"
+	}
+	return ""
+}
+
+// roll starts replacements until Surge are in flight or none are left.
+func (l *loop) roll() {
+	for l.inFlight < l.s.cfg.Surge && len(l.rolling) > 0 {
+		old, ok := l.workers[l.rolling[0]]
+		l.rolling = l.rolling[1:]
+		if !ok || old.State == Stopping {
+			continue
+		}
+		l.inFlight++
+		if l.spawn(old.Slot, old.ID) == nil {
+			return
+		}
+	}
+	if l.inFlight == 0 && len(l.rolling) == 0 {
+		l.restarting = false
+		l.emit(Event{Kind: EventRestart, Reason: "done"})
+		l.checkPoolReady()
+	}
+}
+
+func (l *loop) abortRoll(reason string) {
+	l.rolling = nil
+	l.restarting = false
+	l.emit(Event{Kind: EventRestart, Reason: "aborted: " + reason})
+}
+
+// stop begins stopping the pool: gracefully (SIGTERM, then SIGKILL after
+// StopTimeout) or at once (SIGKILL).
+func (l *loop) stop(immediate bool, why string) {
+	if l.stopping && !immediate {
+		return
+	}
+	mode := "graceful"
+	if immediate {
+		mode = "immediate"
+	}
+	l.emit(Event{Kind: EventStopping, Reason: mode + ": " + why})
+	l.stopping = true
+	l.restarting = false
+	l.rolling = nil
+	for slot, t := range l.reforks {
+		t.Stop()
+		delete(l.reforks, slot)
+	}
+	for _, w := range l.sorted() {
+		if immediate {
+			l.kill(w, "immediate stop")
+		} else if w.State != Stopping {
+			l.gracefulStop(w, "pool stopping")
+		}
+	}
+	if immediate && l.result == nil {
+		l.result = ErrKilled
+	}
+}
+
+func (l *loop) sorted() []*worker {
+	ws := make([]*worker, 0, len(l.workers))
+	for _, w := range l.workers {
+		ws = append(ws, w)
+	}
+	slices.SortFunc(ws, func(a, b *worker) int { return a.ID - b.ID })
+	return ws
+}
+
+func (l *loop) gracefulStop(w *worker, why string) {
+	w.State = Stopping
+	l.emit(Event{Kind: EventStop, Worker: w.Worker, Reason: why})
+	_ = w.proc.Signal(syscall.SIGTERM)
+	w.stopTimer = l.after(l.s.cfg.StopTimeout, childEvent{id: w.ID, fire: timerStopDeadline})
+}
+
+func (l *loop) kill(w *worker, why string) {
+	if w.killReason != "" {
+		return
+	}
+	w.killReason = why
+	l.emit(Event{Kind: EventKill, Worker: w.Worker, Reason: why})
+	_ = w.proc.Signal(os.Kill)
+}
+
+func (l *loop) event(ev childEvent) {
+	switch ev.fire {
+	case timerRefork:
+		delete(l.reforks, ev.slot)
+		if !l.stopping && l.slots[ev.slot] {
+			l.spawn(ev.slot, 0)
+		}
+		return
+	case timerStopDeadline:
+		if w, ok := l.workers[ev.id]; ok {
+			if l.stopping {
+				l.timeouts = append(l.timeouts, w.Pid)
+			}
+			l.kill(w, fmt.Sprintf("still running %v after SIGTERM", l.s.cfg.StopTimeout))
+		}
+		return
+	}
+	w, ok := l.workers[ev.id]
+	if !ok {
+		return
+	}
+	if ev.msg != nil {
+		l.message(w, *ev.msg)
+		return
+	}
+	l.exited(w, *ev.exit)
+}
+
+func (l *loop) message(w *worker, m proto.Message) {
+	w.lastSeen = time.Now()
+	switch m.Kind {
+	case proto.Ready:
+		if w.State != Starting {
+			return
+		}
+		w.State = Ready
+		l.startFailures = 0
+		l.emit(Event{Kind: EventReady, Worker: w.Worker})
+		if w.replaces != 0 {
+			l.inFlight--
+			if old, ok := l.workers[w.replaces]; ok && old.State != Stopping {
+				l.gracefulStop(old, "replaced")
+			}
+			if l.restarting {
+				l.roll()
+				return
+			}
+		}
+		l.checkPoolReady()
+	case proto.Failed:
+		l.lastFailure = m.Text
+	case proto.Retiring:
+		if l.stopping || w.State != Ready || l.busy() != "" {
+			return
+		}
+		for _, o := range l.workers {
+			if o.replaces == w.ID {
+				return // already being replaced
+			}
+		}
+		l.log.Info("worker asks to be replaced", "worker", w.ID, "pid", w.Pid, "reason", m.Text)
+		l.inFlight++
+		l.spawn(w.Slot, w.ID)
+	}
+}
+
+// checkPoolReady emits EventPoolReady once every slot has a ready worker.
+func (l *loop) checkPoolReady() {
+	if l.announced || l.stopping || l.restarting || l.inFlight > 0 {
+		return
+	}
+	ready := 0
+	for _, w := range l.workers {
+		if w.State == Ready {
+			ready++
+		}
+	}
+	if ready >= len(l.slots) {
+		l.announced = true
+		l.emit(Event{Kind: EventPoolReady})
+	}
+}
+
+func (l *loop) exited(w *worker, e Exit) {
+	delete(l.workers, w.ID)
+	l.children--
+	if w.stopTimer != nil {
+		w.stopTimer.Stop()
+	}
+	if w.State == Stopping || l.stopping {
+		l.emit(Event{Kind: EventExit, Worker: w.Worker, Exit: e})
+		return
+	}
+	reason := "unexpected exit"
+	if w.killReason != "" {
+		reason = "killed: " + w.killReason
+	}
+	if w.State == Starting {
+		reason = "exited before ready"
+	}
+	l.emit(Event{Kind: EventExit, Worker: w.Worker, Exit: e, Reason: reason})
+	if w.State == Starting {
+		detail := e.String()
+		if l.lastFailure != "" {
+			detail = l.lastFailure + " (" + detail + ")"
+			l.lastFailure = ""
+		}
+		l.startFailed(w.Slot, w.replaces, detail)
+		return
+	}
+	if l.replacing(w.ID) {
+		return // its replacement is on the way
+	}
+	young := time.Since(w.Started) < l.s.cfg.YoungAge
+	l.refork(w.Slot, young)
+}
+
+// replacing reports whether a live worker replaces the worker id.
+func (l *loop) replacing(id int) bool {
+	for _, o := range l.workers {
+		if o.replaces == id {
+			return true
+		}
+	}
+	return false
+}
+
+// startFailed handles a worker for slot that died (or could not be forked)
+// before it was ready.
+func (l *loop) startFailed(slot, replaces int, detail string) {
+	if replaces != 0 {
+		l.inFlight--
+		if l.stopping {
+			return
+		}
+		if _, alive := l.workers[replaces]; alive {
+			// The old worker keeps serving; a rolling restart stops here.
+			if l.restarting {
+				l.abortRoll("a new worker failed to start: " + detail)
+			}
+			return
+		}
+	}
+	if l.stopping {
+		return
+	}
+	l.startFailures++
+	l.lastFailure = ""
+	if l.startFailures >= l.s.cfg.MaxStartFailures {
+		l.result = &StartError{Failures: l.startFailures, Reason: detail}
+		l.stop(false, "workers fail to start")
+		return
+	}
+	l.refork(slot, true)
+}
+
+// refork schedules slot to be forked again, at once or after a backoff.
+func (l *loop) refork(slot int, young bool) {
+	if !l.slots[slot] {
+		return
+	}
+	if young {
+		l.crashes++
+	} else {
+		l.crashes = 0
+	}
+	var delay time.Duration
+	if l.crashes > 1 {
+		delay = min(l.s.cfg.BackoffBase<<min(l.crashes-2, 30), l.s.cfg.BackoffMax)
+	}
+	l.emit(Event{Kind: EventRefork, Worker: Worker{Slot: slot}, Delay: delay})
+	if delay == 0 {
+		l.spawn(slot, 0)
+		return
+	}
+	l.reforks[slot] = l.after(delay, childEvent{fire: timerRefork, slot: slot})
+}
+
+// checkHeartbeats kills workers that have been silent too long.
+func (l *loop) checkHeartbeats() {
+	limit := l.s.cfg.HeartbeatTimeout
+	for _, w := range l.sorted() {
+		if w.State != Stopping && time.Since(w.lastSeen) > limit {
+			l.kill(w, fmt.Sprintf("no heartbeat for %v", limit))
+		}
+	}
+}
