@@ -3,8 +3,8 @@ package supervisor
 import (
 	"fmt"
 	"os"
-	"syscall"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
