@@ -1,0 +1,70 @@
+package clusterflock
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestOptionsDefaults(t *testing.T) {
+	env := map[string]string{}
+	getenv := func(k string) string { return env[k] }
+	o, err := Options{}.withDefaults(getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Workers < 1 || o.Addr != ":5000" || o.ShutdownTimeout != time.Second || o.Logger == nil {
+		t.Errorf("defaults = %+v, want Workers ≥ 1, Addr :5000, ShutdownTimeout 1s, a Logger", o.Options)
+	}
+	env["PORT"] = "8123"
+	if o, err = (Options{}).withDefaults(getenv); err != nil || o.Addr != ":8123" {
+		t.Errorf("with PORT=8123: Addr %q, err %v; want :8123", o.Addr, err)
+	}
+	if o, err = (Options{Addr: "127.0.0.1:0"}).withDefaults(getenv); err != nil || o.Addr != "127.0.0.1:0" {
+		t.Errorf("explicit Addr: %q, %v", o.Addr, err)
+	}
+}
+
+func TestOptionsBadInput(t *testing.T) {
+	for _, tc := range []struct {
+		opts Options
+		port string
+		want []string // substrings of the error
+	}{
+		{Options{Workers: -1}, "", []string{"Options.Workers", "-1"}},
+		{Options{ShutdownTimeout: -time.Second}, "", []string{"Options.ShutdownTimeout", "-1s"}},
+		{Options{GOMAXPROCS: -2}, "", []string{"Options.GOMAXPROCS", "-2"}},
+		{Options{Addr: "127.0.0.1:notaport"}, "", []string{"Options.Addr", "127.0.0.1:notaport"}},
+		{Options{Addr: "127.0.0.1"}, "", []string{"Options.Addr", "127.0.0.1"}},
+		{Options{Addr: ":70000"}, "", []string{"Options.Addr", "70000"}},
+		{Options{}, "http", []string{"PORT", "http"}},
+	} {
+		_, err := tc.opts.withDefaults(func(string) string { return tc.port })
+		if err == nil {
+			t.Errorf("%+v (PORT=%q): no error", tc.opts, tc.port)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) || !strings.HasPrefix(err.Error(), "clusterflock: ") {
+				t.Errorf("%+v (PORT=%q): error %q does not name %q", tc.opts, tc.port, err, w)
+			}
+		}
+	}
+}
+
+func TestWorkerEnviron(t *testing.T) {
+	base := []string{"A=1", "CLUSTERFLOCK_WORKER=1:2:3:x", "B=2"}
+	got := workerEnviron(base, options{Options{Workers: 2}})
+	want := "GOMAXPROCS="
+	if strings.Contains(strings.Join(got, " "), "CLUSTERFLOCK_WORKER") || !strings.HasPrefix(got[len(got)-1], want) {
+		t.Errorf("workerEnviron = %v: want the marker removed and GOMAXPROCS added", got)
+	}
+	got = workerEnviron(append(base, "GOMAXPROCS=7"), options{Options{Workers: 2}})
+	if got[len(got)-1] != "GOMAXPROCS=7" {
+		t.Errorf("an explicit GOMAXPROCS was not kept: %v", got)
+	}
+	got = workerEnviron(append(base, "GOMAXPROCS=7"), options{Options{Workers: 2, GOMAXPROCS: 3}})
+	if j := strings.Join(got, " "); !strings.Contains(j, "GOMAXPROCS=3") || strings.Contains(j, "GOMAXPROCS=7") {
+		t.Errorf("Options.GOMAXPROCS did not win: %v", got)
+	}
+}

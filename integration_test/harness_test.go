@@ -1,0 +1,423 @@
+// Package integration_test runs clusterflock pools as real processes: the test
+// binary is both the supervisor and its workers (TestMain dispatches on
+// CF_HELPER), signals are real signals and requests go over real sockets on
+// 127.0.0.1. Every test waits on log events or answers with deadlines, never
+// on fixed sleeps, and kills and reaps the process group it started.
+package integration_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/clusterflock/clusterflock"
+)
+
+// Environment of a helper process (the supervisor and, inherited, its workers).
+const (
+	envHelper   = "CF_HELPER"   // mode: "pool", "exit-before-ready"
+	envAddr     = "CF_ADDR"     // Options.Addr
+	envWorkers  = "CF_WORKERS"  // Options.Workers
+	envShutdown = "CF_SHUTDOWN" // Options.ShutdownTimeout
+)
+
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(envHelper); mode != "" {
+		os.Exit(helper(mode))
+	}
+	os.Exit(m.Run())
+}
+
+// helper is main() of the program under test.
+func helper(mode string) int {
+	if mode == "exit-before-ready" && clusterflock.IsWorker() {
+		fmt.Fprintln(os.Stderr, `{"msg":"worker dies at start"}`)
+		return 3
+	}
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	opts := clusterflock.Options{Addr: os.Getenv(envAddr), Logger: logger}
+	var err error
+	if v := os.Getenv(envWorkers); v != "" {
+		if opts.Workers, err = strconv.Atoi(v); err != nil {
+			panic(err)
+		}
+	}
+	if v := os.Getenv(envShutdown); v != "" {
+		if opts.ShutdownTimeout, err = time.ParseDuration(v); err != nil {
+			panic(err)
+		}
+	}
+	worker := clusterflock.IsWorker()
+	err = clusterflock.Run(context.Background(), testHandler(), opts)
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	logger.Info("run returned", "err", msg, "worker", worker)
+	if err != nil {
+		return 1
+	}
+	return 0
+}
+
+func testHandler() http.Handler {
+	pid := strconv.Itoa(os.Getpid())
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Pid", pid)
+		io.WriteString(w, pid)
+	})
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
+		fmt.Fprintf(os.Stderr, `{"msg":"slow request started","pid":%s}`+"\n", pid)
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+		w.Header().Set("X-Pid", pid)
+		io.WriteString(w, pid)
+	})
+	mux.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, os.Getenv("CLUSTERFLOCK_WORKER"))
+	})
+	mux.HandleFunc("/exit", func(w http.ResponseWriter, r *http.Request) {
+		os.Exit(3)
+	})
+	return mux
+}
+
+// record is one JSON log line of a helper process.
+type record map[string]any
+
+func (r record) str(k string) string {
+	switch v := r[k].(type) {
+	case string:
+		return v
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	case nil:
+		return ""
+	default:
+		return fmt.Sprint(v)
+	}
+}
+
+func (r record) int(k string) int {
+	n, _ := strconv.Atoi(r.str(k))
+	return n
+}
+
+// pool is a helper process running a pool, in its own process group.
+type pool struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	addr string // host:port the pool serves on
+
+	mu      sync.Mutex
+	records []record
+	changed chan struct{} // closed and replaced when records grows
+	exited  chan struct{} // closed when the helper has been reaped
+	exit    *os.ProcessState
+}
+
+type poolConfig struct {
+	mode     string // default "pool"
+	addr     string // default "127.0.0.1:0"
+	workers  int    // default 2
+	shutdown time.Duration
+	noWait   bool // do not wait for the supervisor to start and its workers to be ready
+}
+
+// startPool starts a helper and waits until all its workers are ready.
+func startPool(t *testing.T, c poolConfig) *pool {
+	t.Helper()
+	if c.mode == "" {
+		c.mode = "pool"
+	}
+	if c.addr == "" {
+		c.addr = "127.0.0.1:0"
+	}
+	if c.workers == 0 {
+		c.workers = 2
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	// Under -race a process sleeps 1 s at exit (atexit_sleep_ms) unless told
+	// not to, which would make every worker outlive a short stop timeout.
+	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0 "+os.Getenv("GORACE"), envHelper+"="+c.mode, envAddr+"="+c.addr, envWorkers+"="+strconv.Itoa(c.workers))
+	if c.shutdown != 0 {
+		cmd.Env = append(cmd.Env, envShutdown+"="+c.shutdown.String())
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &pool{t: t, cmd: cmd, changed: make(chan struct{}), exited: make(chan struct{})}
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		s := bufio.NewScanner(stderr)
+		for s.Scan() {
+			var r record
+			if json.Unmarshal(s.Bytes(), &r) != nil {
+				r = record{"msg": "raw", "line": s.Text()}
+			}
+			p.mu.Lock()
+			p.records = append(p.records, r)
+			close(p.changed)
+			p.changed = make(chan struct{})
+			p.mu.Unlock()
+		}
+	}()
+	go func() {
+		<-readDone
+		cmd.Wait()
+		p.mu.Lock()
+		p.exit = cmd.ProcessState
+		p.mu.Unlock()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		// The whole group: the supervisor and every worker it started.
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		select {
+		case <-p.exited:
+		case <-time.After(10 * time.Second):
+			t.Errorf("helper %d not reaped", cmd.Process.Pid)
+		}
+		if t.Failed() {
+			p.dump()
+		}
+	})
+	if !c.noWait {
+		p.addr = p.waitFor("supervisor starting", nil, 10*time.Second).str("addr")
+		p.waitFor("all workers ready", nil, 10*time.Second)
+	}
+	return p
+}
+
+// dump logs everything the helper wrote, for a failed test.
+func (p *pool) dump() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, r := range p.records {
+		b, _ := json.Marshal(r)
+		p.t.Log(string(b))
+	}
+}
+
+// waitFor returns the first record from the start of the log with msg (and
+// matching ok, if not nil), waiting up to timeout.
+func (p *pool) waitFor(msg string, ok func(record) bool, timeout time.Duration) record {
+	p.t.Helper()
+	r, err := p.find(0, msg, ok, timeout)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return r
+}
+
+// find is waitFor from record index from, returning an error.
+func (p *pool) find(from int, msg string, ok func(record) bool, timeout time.Duration) (record, error) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for i := from; ; {
+		p.mu.Lock()
+		for ; i < len(p.records); i++ {
+			if r := p.records[i]; r.str("msg") == msg && (ok == nil || ok(r)) {
+				p.mu.Unlock()
+				return r, nil
+			}
+		}
+		changed := p.changed
+		p.mu.Unlock()
+		select {
+		case <-changed:
+		case <-p.exited:
+			// Scan what remains once more, then give up.
+			p.mu.Lock()
+			n := len(p.records)
+			p.mu.Unlock()
+			if i >= n {
+				return nil, fmt.Errorf("helper exited without logging %q", msg)
+			}
+		case <-deadline.C:
+			return nil, fmt.Errorf("no %q in the log after %v", msg, timeout)
+		}
+	}
+}
+
+// mark returns the current log length, for find(from=mark).
+func (p *pool) mark() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.records)
+}
+
+// all returns every record with msg so far.
+func (p *pool) all(msg string) []record {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []record
+	for _, r := range p.records {
+		if r.str("msg") == msg {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (p *pool) pid() int { return p.cmd.Process.Pid }
+
+func (p *pool) signal(sig syscall.Signal) {
+	p.t.Helper()
+	if err := syscall.Kill(p.pid(), sig); err != nil {
+		p.t.Fatalf("kill -%v %d: %v", sig, p.pid(), err)
+	}
+}
+
+// wait waits for the helper to exit and returns its exit code and the error
+// its Run returned ("" for nil).
+func (p *pool) wait(timeout time.Duration) (int, string) {
+	p.t.Helper()
+	select {
+	case <-p.exited:
+	case <-time.After(timeout):
+		p.t.Fatalf("supervisor %d still running after %v", p.pid(), timeout)
+	}
+	r, err := p.find(0, "run returned", func(r record) bool { return r.str("worker") == "false" }, time.Second)
+	if err != nil {
+		p.t.Fatalf("supervisor exited (%v) but did not log Run's return: %v", p.exit, err)
+	}
+	return p.exit.ExitCode(), r.str("err")
+}
+
+// workerPids returns the pids of the supervisor's live children.
+func (p *pool) workerPids() []int {
+	return childrenOf(p.pid())
+}
+
+// waitChildren waits until the supervisor has exactly n children.
+func (p *pool) waitChildren(n int, timeout time.Duration) {
+	p.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got := p.workerPids()
+		if len(got) == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("the supervisor has children %v after %v, want %d", got, timeout, n)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval, bounded by the deadline
+	}
+}
+
+func childrenOf(pid int) []int {
+	var out []int
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, task := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			n, _ := strconv.Atoi(f)
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// get requests path on a fresh connection (no keep-alive), with a deadline,
+// and returns the body.
+func (p *pool) get(path string) (string, error) {
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	resp, err := c.Get("http://" + p.addr + path)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("status %s: %s", resp.Status, b)
+	}
+	return string(b), nil
+}
+
+// pidsServing requests / on fresh connections until it has seen want
+// distinct pids or timeout passes, and returns the set seen.
+func (p *pool) pidsServing(want int, timeout time.Duration) map[string]int {
+	seen := map[string]int{}
+	deadline := time.Now().Add(timeout)
+	for len(seen) < want && time.Now().Before(deadline) {
+		body, err := p.get("/")
+		if err != nil {
+			p.t.Fatalf("GET /: %v", err)
+		}
+		seen[body]++
+	}
+	return seen
+}
+
+// alive reports whether pid exists (and is not a zombie).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name in parentheses.
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
+		return s[i+2] != 'Z'
+	}
+	return true
+}
+
+// waitGone waits until none of pids is alive.
+func waitGone(t *testing.T, pids []int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		var left []int
+		for _, pid := range pids {
+			if alive(pid) {
+				left = append(left, pid)
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("processes %v still alive after %v", left, timeout)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval, bounded by the deadline
+	}
+}
+
+// isConnErr reports whether err is a connection-level failure.
+func isConnErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
+}

@@ -1,0 +1,349 @@
+package integration_test
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestFreshConnectionsReachSeveralWorkers(t *testing.T) {
+	p := startPool(t, poolConfig{workers: 2})
+	seen := p.pidsServing(2, 10*time.Second)
+	if len(seen) < 2 {
+		t.Fatalf("fresh connections reached %d worker(s), want 2: %v", len(seen), seen)
+	}
+	for pid := range seen {
+		if pid == strconv.Itoa(p.pid()) {
+			t.Errorf("the supervisor (pid %s) served a request", pid)
+		}
+	}
+}
+
+func TestWorkerMarkerIsNotInherited(t *testing.T) {
+	p := startPool(t, poolConfig{workers: 1})
+	body, err := p.get("/env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		t.Errorf("CLUSTERFLOCK_WORKER in the handler's environment = %q, want it unset", body)
+	}
+}
+
+func TestTTINAddsWorker(t *testing.T) {
+	p := startPool(t, poolConfig{workers: 1})
+	mark := p.mark()
+	p.signal(syscall.SIGTTIN)
+	if _, err := p.find(mark, "worker ready", nil, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(p.workerPids()); got != 2 {
+		t.Fatalf("after TTIN the supervisor has %d children, want 2", got)
+	}
+	if seen := p.pidsServing(2, 10*time.Second); len(seen) != 2 {
+		t.Fatalf("after TTIN fresh connections reached %v, want 2 workers", seen)
+	}
+}
+
+func TestTTOURetiresOldest(t *testing.T) {
+	p := startPool(t, poolConfig{workers: 3})
+	ready := p.all("worker ready")
+	oldest := ready[0]
+	for _, r := range ready {
+		if r.int("worker") < oldest.int("worker") {
+			oldest = r
+		}
+	}
+	mark := p.mark()
+	p.signal(syscall.SIGTTOU)
+	stop, err := p.find(mark, "worker stop", nil, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stop.int("pid") != oldest.int("pid") || stop.str("reason") != "retired" {
+		t.Fatalf("TTOU stopped pid %d (%s), want the oldest worker, pid %d", stop.int("pid"), stop.str("reason"), oldest.int("pid"))
+	}
+	exit, err := p.find(mark, "worker exit", nil, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exit.int("pid") != oldest.int("pid") || exit.str("status") != "exit status 0" {
+		t.Fatalf("exit after TTOU: pid %d %q, want pid %d exit status 0", exit.int("pid"), exit.str("status"), oldest.int("pid"))
+	}
+	waitGone(t, []int{oldest.int("pid")}, 5*time.Second)
+	p.waitChildren(2, 10*time.Second)
+	// Not reforked, and refused at one worker. (Signals of one kind sent
+	// back to back may merge into one delivery: wait for each effect.)
+	mark = p.mark()
+	p.signal(syscall.SIGTTOU)
+	if _, err := p.find(mark, "worker exit", nil, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	p.signal(syscall.SIGTTOU)
+	if _, err := p.find(mark, "worker refused", func(r record) bool {
+		return strings.Contains(r.str("reason"), "at least one worker")
+	}, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	p.waitChildren(1, 10*time.Second)
+	if _, err := p.get("/"); err != nil {
+		t.Fatalf("the last worker does not serve: %v", err)
+	}
+}
+
+// TestGracefulStop: QUIT and TERM let an in-flight request finish, and the
+// supervisor exits 0 as soon as the workers are gone.
+func TestGracefulStop(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGQUIT, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			p := startPool(t, poolConfig{workers: 2, shutdown: 10 * time.Second})
+			workers := p.workerPids()
+			got := make(chan error, 1)
+			go func() {
+				_, err := p.get("/slow?ms=300")
+				got <- err
+			}()
+			p.waitFor("slow request started", nil, 10*time.Second)
+			start := time.Now()
+			p.signal(sig)
+			if err := <-got; err != nil {
+				t.Fatalf("in-flight request during %v: %v", sig, err)
+			}
+			code, runErr := p.wait(10 * time.Second)
+			took := time.Since(start)
+			if code != 0 || runErr != "" {
+				t.Fatalf("after %v: exit code %d, Run error %q; want 0 and nil", sig, code, runErr)
+			}
+			t.Logf("graceful stop with one in-flight request (300 ms left) took %v", took.Round(time.Millisecond))
+			waitGone(t, workers, 5*time.Second)
+		})
+	}
+}
+
+// TestGroupTERM: TERM to the whole process group (systemd, docker stop,
+// Ctrl-C style delivery) still lets the in-flight request finish.
+func TestGroupTERM(t *testing.T) {
+	p := startPool(t, poolConfig{workers: 2, shutdown: 10 * time.Second})
+	workers := p.workerPids()
+	got := make(chan error, 1)
+	go func() {
+		_, err := p.get("/slow?ms=300")
+		got <- err
+	}()
+	p.waitFor("slow request started", nil, 10*time.Second)
+	if err := syscall.Kill(-p.pid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("in-flight request during group TERM: %v", err)
+	}
+	if code, runErr := p.wait(10 * time.Second); code != 0 || runErr != "" {
+		t.Fatalf("after group TERM: exit code %d, Run error %q; want 0 and nil", code, runErr)
+	}
+	waitGone(t, workers, 5*time.Second)
+	if n := len(p.all("worker refork")); n != 0 {
+		t.Errorf("group TERM caused %d refork(s)", n)
+	}
+}
+
+// TestIdleKeepAliveDoesNotDelayStop: an idle keep-alive connection is closed
+// at once by a graceful stop, which does not wait for ShutdownTimeout.
+func TestIdleKeepAliveDoesNotDelayStop(t *testing.T) {
+	p := startPool(t, poolConfig{workers: 1, shutdown: time.Minute})
+	c, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	p.signal(syscall.SIGTERM)
+	// The server closes the idle connection: the read sees EOF.
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := br.ReadByte(); err == nil {
+		t.Fatal("idle keep-alive connection got data, want it closed")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("idle keep-alive connection was not closed by the graceful stop")
+	}
+	if code, runErr := p.wait(10 * time.Second); code != 0 || runErr != "" {
+		t.Fatalf("exit code %d, Run error %q; want 0 and nil", code, runErr)
+	}
+}
+
+// TestINTKillsAtOnce: INT does not wait for in-flight requests.
+func TestINTKillsAtOnce(t *testing.T) {
+	p := startPool(t, poolConfig{workers: 2, shutdown: time.Minute})
+	workers := p.workerPids()
+	got := make(chan error, 1)
+	go func() {
+		_, err := p.get("/slow?ms=30000")
+		got <- err
+	}()
+	p.waitFor("slow request started", nil, 10*time.Second)
+	p.signal(syscall.SIGINT)
+	code, runErr := p.wait(10 * time.Second)
+	if code == 0 || !strings.Contains(runErr, "SIGINT") {
+		t.Fatalf("after INT: exit code %d, Run error %q; want non-zero and an error naming SIGINT", code, runErr)
+	}
+	if err := <-got; err == nil {
+		t.Fatal("the in-flight request succeeded; INT should have killed its worker")
+	}
+	waitGone(t, workers, 5*time.Second)
+	for _, k := range p.all("worker kill") {
+		if k.str("reason") != "immediate stop" {
+			t.Errorf("kill reason %q", k.str("reason"))
+		}
+	}
+}
+
+// TestShutdownTimeoutKills: a request longer than ShutdownTimeout gets its
+// worker killed, and Run says so.
+func TestShutdownTimeoutKills(t *testing.T) {
+	p := startPool(t, poolConfig{workers: 1, shutdown: 300 * time.Millisecond})
+	workers := p.workerPids()
+	go p.get("/slow?ms=30000")
+	p.waitFor("slow request started", nil, 10*time.Second)
+	p.signal(syscall.SIGTERM)
+	code, runErr := p.wait(10 * time.Second)
+	if code == 0 || !strings.Contains(runErr, "ShutdownTimeout") || !strings.Contains(runErr, strconv.Itoa(workers[0])) {
+		t.Fatalf("exit code %d, Run error %q; want non-zero and an error naming ShutdownTimeout and pid %d", code, runErr, workers[0])
+	}
+	waitGone(t, workers, 5*time.Second)
+}
+
+// TestRefork: a worker killed from outside is replaced at once.
+func TestRefork(t *testing.T) {
+	for _, how := range []string{"SIGKILL", "os.Exit in handler"} {
+		t.Run(how, func(t *testing.T) {
+			p := startPool(t, poolConfig{workers: 2})
+			before := p.workerPids()
+			victim := before[0]
+			mark := p.mark()
+			start := time.Now()
+			if how == "SIGKILL" {
+				if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				// Whichever worker the request reaches exits; the
+				// request itself fails.
+				if _, err := p.get("/exit"); err == nil {
+					t.Fatal("GET /exit succeeded")
+				}
+				r, err := p.find(mark, "worker exited unexpectedly", nil, 10*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				victim = r.int("pid")
+			}
+			exit, err := p.find(mark, "worker exited unexpectedly", nil, 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if exit.int("pid") != victim {
+				t.Fatalf("unexpected exit logged for pid %d, want %d", exit.int("pid"), victim)
+			}
+			wantStatus := "killed by signal KILL"
+			if how != "SIGKILL" {
+				wantStatus = "exit status 3"
+			}
+			if exit.str("status") != wantStatus {
+				t.Errorf("exit status logged %q, want %q", exit.str("status"), wantStatus)
+			}
+			ready, err := p.find(mark, "worker ready", nil, 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The replacement serves.
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				body, err := p.get("/")
+				if err == nil && body == strconv.Itoa(ready.int("pid")) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("replacement pid %d never answered", ready.int("pid"))
+				}
+			}
+			t.Logf("%s: worker %d replaced by %d, serving after %v", how, victim, ready.int("pid"), time.Since(start).Round(time.Millisecond))
+			if got := p.workerPids(); len(got) != 2 || slices.Contains(got, victim) {
+				t.Fatalf("children after refork = %v, want 2 without %d", got, victim)
+			}
+		})
+	}
+}
+
+// TestNoOrphans: if the supervisor is SIGKILLed, its workers exit and the
+// port is released.
+func TestNoOrphans(t *testing.T) {
+	p := startPool(t, poolConfig{workers: 2})
+	workers := p.workerPids()
+	if err := syscall.Kill(p.pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitGone(t, workers, 5*time.Second)
+	t.Logf("workers gone %v after the supervisor's SIGKILL", time.Since(start).Round(time.Millisecond))
+	ln, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		t.Fatalf("port still held after the pool died: %v", err)
+	}
+	ln.Close()
+}
+
+// TestPortConflict: an address another program holds is reported at once,
+// naming the address and the cause.
+func TestPortConflict(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	p := startPool(t, poolConfig{addr: ln.Addr().String(), noWait: true})
+	code, runErr := p.wait(10 * time.Second)
+	if code == 0 || !strings.Contains(runErr, ln.Addr().String()) || !strings.Contains(runErr, "address already in use") {
+		t.Fatalf("exit code %d, Run error %q; want non-zero, naming %s and \"address already in use\"", code, runErr, ln.Addr())
+	}
+	if n := len(p.all("worker spawn")); n != 0 {
+		t.Errorf("%d worker(s) forked for an address in use", n)
+	}
+}
+
+// TestNoForkStorm: workers that die before they are ready are retried with
+// backoff, and Run gives up after a handful.
+func TestNoForkStorm(t *testing.T) {
+	p := startPool(t, poolConfig{mode: "exit-before-ready", workers: 2, noWait: true})
+	p.addr = p.waitFor("supervisor starting", nil, 10*time.Second).str("addr")
+	code, runErr := p.wait(20 * time.Second)
+	if code == 0 || !strings.Contains(runErr, "before becoming ready") || !strings.Contains(runErr, p.addr) || !strings.Contains(runErr, "exit status 3") {
+		t.Fatalf("exit code %d, Run error %q; want non-zero, naming %s and the workers' exit status 3", code, runErr, p.addr)
+	}
+	spawns := len(p.all("worker spawn"))
+	if spawns > 6 {
+		t.Errorf("%d forks before giving up; want at most 6", spawns)
+	}
+	delays := p.all("worker refork")
+	if len(delays) == 0 || delays[len(delays)-1].str("delay") == "0s" {
+		t.Errorf("reforks did not back off: %v", delays)
+	}
+}
+
+func TestBadAddr(t *testing.T) {
+	p := startPool(t, poolConfig{addr: "127.0.0.1:notaport", noWait: true})
+	code, runErr := p.wait(10 * time.Second)
+	if code == 0 || !strings.Contains(runErr, "Options.Addr") || !strings.Contains(runErr, "notaport") {
+		t.Fatalf("exit code %d, Run error %q; want non-zero and an error naming Options.Addr and the value", code, runErr)
+	}
+}

@@ -1,0 +1,67 @@
+package proto
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestWorkerEnvRoundTrip(t *testing.T) {
+	for _, w := range []WorkerEnv{
+		{SupervisorPID: 42, Slot: 3, Generation: 1, Addr: "127.0.0.1:5000"},
+		{SupervisorPID: 7, Addr: "[::1]:80"},
+		{SupervisorPID: 7, Addr: ":0"},
+	} {
+		got, err := ParseWorkerEnv(w.Encode())
+		if err != nil {
+			t.Fatalf("ParseWorkerEnv(%q): %v", w.Encode(), err)
+		}
+		if diff := cmp.Diff(w, got); diff != "" {
+			t.Errorf("round trip (-want +got):\n%s", diff)
+		}
+	}
+}
+
+func TestParseWorkerEnvRejects(t *testing.T) {
+	for _, s := range []string{"", "1", "x:0:0:a", "1:0:0:a", "42:-1:0:a", "42:0:x:a", "42:0:0:"} {
+		if _, err := ParseWorkerEnv(s); err == nil {
+			t.Errorf("ParseWorkerEnv(%q) succeeded", s)
+		}
+	}
+}
+
+func TestMessages(t *testing.T) {
+	var b bytes.Buffer
+	want := []Message{{Kind: Ready}, {Kind: Heartbeat}, {Kind: Failed, Text: "listen tcp: address already in use"}, {Kind: Retiring, Text: "max requests"}}
+	for _, m := range want {
+		if err := Write(&b, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.WriteString("bogus line\n")
+	Write(&b, Message{Kind: Failed, Text: "two\nlines"})
+	r := NewReader(&b)
+	var got []Message
+	for range want {
+		m, err := r.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, m)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("messages (-want +got):\n%s", diff)
+	}
+	if _, err := r.Next(); !errors.Is(err, ErrUnknown) {
+		t.Errorf("bogus line: err %v, want ErrUnknown", err)
+	}
+	if m, err := r.Next(); err != nil || m.Text != "two lines" {
+		t.Errorf("newline in text: %+v, %v", m, err)
+	}
+	if _, err := r.Next(); err != io.EOF {
+		t.Errorf("at end: %v, want io.EOF", err)
+	}
+}
