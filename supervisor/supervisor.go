@@ -186,6 +186,7 @@ type worker struct {
 	lastSeen   time.Time // last message
 	killReason string    // set when we SIGKILL it
 	replaces   int       // ID of the worker this one replaces, or 0
+	failure    string    // what it reported in a Failed message
 	stopTimer  *time.Timer
 }
 
@@ -201,10 +202,9 @@ type loop struct {
 	reforks  map[int]*time.Timer // slot → pending refork
 	children int                 // child goroutines not yet finished
 
-	startFailures int    // consecutive exits before ready
-	lastFailure   string // reason of the last one
-	crashes       int    // consecutive young deaths
-	announced     bool   // EventPoolReady sent for the current target
+	startFailures int  // consecutive exits before ready
+	crashes       int  // consecutive young deaths
+	announced     bool // EventPoolReady sent for the current target
 
 	restarting bool  // a rolling restart is under way
 	rolling    []int // IDs of old workers it still has to replace
@@ -453,6 +453,7 @@ func (l *loop) abortRoll(reason string) {
 	l.rolling = nil
 	l.restarting = false
 	l.emit(Event{Kind: EventRestart, Reason: "aborted: " + reason})
+	l.checkPoolReady()
 }
 
 // stop begins stopping the pool: gracefully (SIGTERM, then SIGKILL after
@@ -560,7 +561,7 @@ func (l *loop) message(w *worker, m proto.Message) {
 		}
 		l.checkPoolReady()
 	case proto.Failed:
-		l.lastFailure = m.Text
+		w.failure = m.Text
 	case proto.Retiring:
 		if l.stopping || w.State != Ready || l.busy() != "" {
 			return
@@ -613,9 +614,8 @@ func (l *loop) exited(w *worker, e Exit) {
 	l.emit(Event{Kind: EventExit, Worker: w.Worker, Exit: e, Reason: reason})
 	if w.State == Starting {
 		detail := e.String()
-		if l.lastFailure != "" {
-			detail = l.lastFailure + " (" + detail + ")"
-			l.lastFailure = ""
+		if w.failure != "" {
+			detail = w.failure + " (" + detail + ")"
 		}
 		l.startFailed(w.Slot, w.replaces, detail)
 		return
@@ -642,22 +642,17 @@ func (l *loop) replacing(id int) bool {
 func (l *loop) startFailed(slot, replaces int, detail string) {
 	if replaces != 0 {
 		l.inFlight--
-		if l.stopping {
-			return
+		if l.restarting && !l.stopping {
+			l.abortRoll("a new worker failed to start: " + detail)
 		}
 		if _, alive := l.workers[replaces]; alive {
-			// The old worker keeps serving; a rolling restart stops here.
-			if l.restarting {
-				l.abortRoll("a new worker failed to start: " + detail)
-			}
-			return
+			return // the old worker keeps serving
 		}
 	}
 	if l.stopping {
 		return
 	}
 	l.startFailures++
-	l.lastFailure = ""
 	if l.startFailures >= l.s.cfg.MaxStartFailures {
 		l.result = &StartError{Failures: l.startFailures, Reason: detail}
 		l.stop(false, "workers fail to start")
