@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/clusterflock/clusterflock/internal/proto"
+	"github.com/clusterflock/clusterflock/reuseport"
 	"github.com/clusterflock/clusterflock/supervisor"
 )
 
@@ -21,11 +22,12 @@ type execSpawner struct {
 	args     []string
 	env      []string // without the worker marker
 	addr     string   // the concrete address workers listen on
+	mig      reuseport.Migration
 	lifeline *os.File // read end, inherited by every worker
 	keep     *os.File // write end, held only by the supervisor
 }
 
-func newExecSpawner(o options, addr string) (*execSpawner, error) {
+func newExecSpawner(o options, addr string, mig reuseport.Migration) (*execSpawner, error) {
 	path, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("clusterflock: cannot find this program to re-execute: %w", err)
@@ -39,6 +41,7 @@ func newExecSpawner(o options, addr string) (*execSpawner, error) {
 		args:     os.Args,
 		env:      workerEnviron(os.Environ(), o),
 		addr:     addr,
+		mig:      mig,
 		lifeline: r,
 		keep:     w,
 	}, nil
@@ -82,7 +85,7 @@ func (s *execSpawner) Spawn(w supervisor.Worker) (supervisor.Process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("status pipe: %w", err)
 	}
-	marker := proto.WorkerEnv{SupervisorPID: os.Getpid(), Slot: w.Slot, Generation: w.Generation, Addr: s.addr}
+	marker := proto.WorkerEnv{SupervisorPID: os.Getpid(), Slot: w.Slot, Generation: w.Generation, Migration: string(s.mig), Addr: s.addr}
 	cmd := &exec.Cmd{
 		Path:   s.path,
 		Args:   s.args,

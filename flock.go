@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/clusterflock/clusterflock/internal/proto"
+	"github.com/clusterflock/clusterflock/reuseport"
 )
 
 // Options configures a pool. The zero value is valid: one worker per CPU on
@@ -35,7 +36,47 @@ type Options struct {
 	// (at least 1), unless the GOMAXPROCS environment variable is set, which
 	// is then passed on unchanged. Negative is an error.
 	GOMAXPROCS int
+	// HeartbeatTimeout: a worker that has not reported for this long (it is
+	// stopped, or its runtime is wedged) is killed and replaced. Workers
+	// report every second. 0 means 10s; negative is an error.
+	HeartbeatTimeout time.Duration
+	// MaxRequests, if positive, recycles a worker after it has served that
+	// many requests plus a random 0…MaxRequestsJitter: a replacement is
+	// started and, once it is ready, the old worker drains and exits. 0 means
+	// never; negative is an error.
+	MaxRequests int
+	// MaxRequestsJitter spreads recycling so workers do not recycle together.
+	// 0 means none; negative is an error.
+	MaxRequestsJitter int
+	// RestartSurge is how many workers a rolling restart (SIGHUP) replaces
+	// at once. 0 means 1; negative is an error.
+	RestartSurge int
+	// Migration chooses how connections queued on a retiring worker's
+	// listener reach the others instead of being reset. "" (MigrationAuto)
+	// picks the best available and logs it at start; naming one that this
+	// machine cannot offer is an error.
+	Migration Migration
 }
+
+// Migration names a mechanism that moves connections queued on a closing
+// listener to the pool's other listeners.
+type Migration string
+
+// Migration mechanisms.
+const (
+	// MigrationAuto picks MigrationEBPF when the process may load BPF
+	// programs (root or CAP_BPF), else MigrationSysctl when the operator set
+	// net.ipv4.tcp_migrate_req=1, else MigrationNone.
+	MigrationAuto Migration = ""
+	// MigrationEBPF attaches a reuseport BPF program that keeps the kernel's
+	// hash balancing and migrates queued connections. No host-wide change.
+	MigrationEBPF Migration = Migration(reuseport.MigrationEBPF)
+	// MigrationSysctl relies on net.ipv4.tcp_migrate_req=1 (read, never set).
+	MigrationSysctl Migration = Migration(reuseport.MigrationSysctl)
+	// MigrationNone migrates nothing: under load a retiring worker may lose
+	// the few connections still queued in its listener when it closes.
+	MigrationNone Migration = Migration(reuseport.MigrationNone)
+)
 
 // ErrInterrupted is returned by [Run] in the supervisor when SIGINT stopped
 // the pool: every worker was killed at once, without a graceful drain.
@@ -106,8 +147,27 @@ func (o Options) withDefaults(getenv func(string) string) (options, error) {
 	if o.ShutdownTimeout < 0 {
 		return options{}, fmt.Errorf("clusterflock: Options.ShutdownTimeout is %v; want 0 (1s) or more", o.ShutdownTimeout)
 	}
-	if o.GOMAXPROCS < 0 {
-		return options{}, fmt.Errorf("clusterflock: Options.GOMAXPROCS is %d; want 0 (automatic) or more", o.GOMAXPROCS)
+	for _, f := range []struct {
+		name, want string
+		v          int64
+	}{
+		{"GOMAXPROCS", "0 (automatic) or more", int64(o.GOMAXPROCS)},
+		{"MaxRequests", "0 (never) or more", int64(o.MaxRequests)},
+		{"MaxRequestsJitter", "0 or more", int64(o.MaxRequestsJitter)},
+		{"RestartSurge", "0 (one) or more", int64(o.RestartSurge)},
+	} {
+		if f.v < 0 {
+			return options{}, fmt.Errorf("clusterflock: Options.%s is %d; want %s", f.name, f.v, f.want)
+		}
+	}
+	if o.HeartbeatTimeout < 0 {
+		return options{}, fmt.Errorf("clusterflock: Options.HeartbeatTimeout is %v; want 0 (10s) or more", o.HeartbeatTimeout)
+	}
+	switch o.Migration {
+	case MigrationAuto, MigrationEBPF, MigrationSysctl, MigrationNone:
+	default:
+		return options{}, fmt.Errorf("clusterflock: Options.Migration is %q; want \"\", %q, %q or %q",
+			o.Migration, MigrationEBPF, MigrationSysctl, MigrationNone)
 	}
 	r := options{Options: o}
 	if r.Workers == 0 {
@@ -115,6 +175,12 @@ func (o Options) withDefaults(getenv func(string) string) (options, error) {
 	}
 	if r.ShutdownTimeout == 0 {
 		r.ShutdownTimeout = time.Second
+	}
+	if r.HeartbeatTimeout == 0 {
+		r.HeartbeatTimeout = 10 * time.Second
+	}
+	if r.RestartSurge == 0 {
+		r.RestartSurge = 1
 	}
 	if r.Logger == nil {
 		r.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))

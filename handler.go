@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -47,10 +49,14 @@ func runWorker(ctx context.Context, h http.Handler, o options, env proto.WorkerE
 		status.send(proto.Message{Kind: proto.Failed, Text: err.Error()})
 		return fmt.Errorf("clusterflock: worker: %w", err)
 	}
+	if err := reuseport.EnableMigration(ln, reuseport.Migration(env.Migration)); err != nil {
+		log.Warn("cannot enable connection migration on this worker's listener", "migration", env.Migration, "err", err)
+	}
 	ln = &onceCloseListener{Listener: ln}
 	conns := &connTracker{}
+	recycle := newRecycler(o)
 	srv := &http.Server{
-		Handler:           h,
+		Handler:           recycle.wrap(h),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ConnState:         conns.track,
@@ -72,6 +78,10 @@ func runWorker(ctx context.Context, h http.Handler, o options, env proto.WorkerE
 		select {
 		case <-beat.C:
 			status.send(proto.Message{Kind: proto.Heartbeat})
+			if n, over := recycle.over(); over {
+				// Asked again each beat until the supervisor acts on it.
+				status.send(proto.Message{Kind: proto.Retiring, Text: fmt.Sprintf("served %d requests (MaxRequests)", n)})
+			}
 			continue
 		case sig := <-sigs:
 			if sig != syscall.SIGTERM && sig != syscall.SIGQUIT {
@@ -179,4 +189,34 @@ type onceCloseListener struct {
 func (l *onceCloseListener) Close() error {
 	l.once.Do(func() { l.err = l.Listener.Close() })
 	return l.err
+}
+
+// recycler counts requests for Options.MaxRequests.
+type recycler struct {
+	limit int64 // 0: never
+	n     atomic.Int64
+}
+
+func newRecycler(o options) *recycler {
+	r := &recycler{}
+	if o.MaxRequests > 0 {
+		r.limit = int64(o.MaxRequests + rand.IntN(o.MaxRequestsJitter+1))
+	}
+	return r
+}
+
+func (r *recycler) wrap(h http.Handler) http.Handler {
+	if r.limit == 0 {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.n.Add(1)
+		h.ServeHTTP(w, req)
+	})
+}
+
+// over returns the count and whether it reached the limit.
+func (r *recycler) over() (int64, bool) {
+	n := r.n.Load()
+	return n, r.limit > 0 && n >= r.limit
 }

@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
+	"github.com/clusterflock/clusterflock/internal/sdnotify"
 	"github.com/clusterflock/clusterflock/reuseport"
 	"github.com/clusterflock/clusterflock/supervisor"
 	"golang.org/x/sys/unix"
@@ -20,7 +22,7 @@ import (
 func handledSignals() []os.Signal {
 	return []os.Signal{
 		syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGINT,
-		syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGHUP,
+		syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGHUP, syscall.SIGUSR2,
 	}
 }
 
@@ -32,10 +34,32 @@ func notifySignals() chan os.Signal {
 	return c
 }
 
+func signalName(sig os.Signal) string {
+	if s, ok := sig.(syscall.Signal); ok {
+		if name := unix.SignalName(s); name != "" {
+			return name
+		}
+	}
+	return sig.String()
+}
+
 // supervise runs the supervisor role until the pool has stopped. Signals
 // arrive on sigs (tests feed it directly); it stops them on return.
 func supervise(ctx context.Context, o options, sigs chan os.Signal) error {
 	defer signal.Stop(sigs)
+	log := o.Logger
+	heir := takeUpgradeRole(log)
+	if heir != nil {
+		o.Addr = heir.env.Addr // the concrete address, even for port 0
+	}
+	err := superviseAs(ctx, o, sigs, heir)
+	if err != nil {
+		heir.fail(err)
+	}
+	return err
+}
+
+func superviseAs(ctx context.Context, o options, sigs chan os.Signal, heir *upgradeRole) error {
 	log := o.Logger
 	res, err := reuseport.Reserve(o.Addr)
 	if err != nil {
@@ -44,51 +68,55 @@ func supervise(ctx context.Context, o options, sigs chan os.Signal) error {
 	defer res.Close()
 	addr := res.Addr()
 
-	sp, err := newExecSpawner(o, addr)
+	mig, why := reuseport.Migration(o.Migration), ""
+	if mig == "" {
+		mig, why = reuseport.DetectMigration()
+	} else if err := reuseport.CheckMigration(mig); err != nil {
+		return fmt.Errorf("clusterflock: Options.Migration %q is not available here: %w", o.Migration, err)
+	}
+
+	sp, err := newExecSpawner(o, addr, mig)
 	if err != nil {
 		return err
 	}
 	defer sp.Close()
 
 	sup, err := supervisor.New(supervisor.Config{
-		Spawner:     sp,
-		Workers:     o.Workers,
-		StopTimeout: o.ShutdownTimeout,
-		Logger:      log,
+		Spawner:          sp,
+		Workers:          o.Workers,
+		StopTimeout:      o.ShutdownTimeout,
+		HeartbeatTimeout: o.HeartbeatTimeout,
+		Surge:            o.RestartSurge,
+		Logger:           log,
+		OnEvent: func(ev supervisor.Event) {
+			if ev.Kind == supervisor.EventPoolReady {
+				heir.ready()
+			}
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("clusterflock: %w", err)
 	}
-	log.Info("supervisor starting", "pid", os.Getpid(), "addr", addr, "workers", o.Workers)
+	start := []any{"pid", os.Getpid(), "addr", addr, "workers", o.Workers, "migration", string(mig)}
+	if heir != nil {
+		start = append(start, "upgrade_from", heir.env.OldPID)
+	}
+	log.Info("supervisor starting", start...)
+	if mig == reuseport.MigrationNone {
+		log.Warn("no connection migration: a retiring worker may reset connections still queued on its listener; run with CAP_BPF or set net.ipv4.tcp_migrate_req=1",
+			"reason", why)
+	}
 
-	stopSignals := make(chan struct{})
-	signalsDone := make(chan struct{})
+	d := &dispatcher{o: o, sup: sup, addr: addr, notify: sdnotify.FromEnv(), upgrades: make(chan upgradeResult, 1)}
+	stop := make(chan struct{})
+	done := make(chan struct{})
 	go func() {
-		defer close(signalsDone)
-		for {
-			select {
-			case <-stopSignals:
-				return
-			case sig := <-sigs:
-				log.Info("signal received", "signal", unix.SignalName(sig.(syscall.Signal)))
-				switch sig {
-				case syscall.SIGTTIN:
-					sup.Add()
-				case syscall.SIGTTOU:
-					sup.Retire()
-				case syscall.SIGTERM, syscall.SIGQUIT:
-					sup.Stop()
-				case syscall.SIGINT:
-					sup.Kill()
-				case syscall.SIGHUP:
-					sup.Restart()
-				}
-			}
-		}
+		defer close(done)
+		d.run(sigs, stop)
 	}()
 	err = sup.Run(ctx)
-	close(stopSignals)
-	<-signalsDone
+	close(stop)
+	<-done
 
 	var se *supervisor.StartError
 	var te *supervisor.StopTimeoutError
@@ -104,4 +132,93 @@ func supervise(ctx context.Context, o options, sigs chan os.Signal) error {
 		return fmt.Errorf("clusterflock: ShutdownTimeout exceeded: %w", err)
 	}
 	return fmt.Errorf("clusterflock: %w", err)
+}
+
+// dispatcher turns signals and upgrade results into supervisor calls. It
+// runs on its own goroutine while the supervisor runs.
+type dispatcher struct {
+	o        options
+	sup      *supervisor.Supervisor
+	addr     string
+	notify   sdnotify.Notifier
+	upgrades chan upgradeResult
+	pending  *successor // a new supervisor that is not ready yet
+	stopping bool
+}
+
+func (d *dispatcher) run(sigs <-chan os.Signal, stop <-chan struct{}) {
+	log := d.o.Logger
+	defer d.abandonUpgrade()
+	for {
+		select {
+		case <-stop:
+			return
+		case res := <-d.upgrades:
+			d.pending = nil
+			if res.err != nil {
+				log.Error("binary upgrade failed; the old pool keeps serving", "err", res.err.Error())
+				continue
+			}
+			log.Info("binary upgrade: the new supervisor serves; stopping this one", "new_pid", res.pid)
+			if err := d.notify.Notify(fmt.Sprintf("MAINPID=%d", res.pid)); err != nil {
+				log.Warn("cannot notify systemd of the new main PID", "err", err.Error())
+			}
+			d.stopping = true
+			d.sup.Stop()
+		case sig := <-sigs:
+			log.Info("signal received", "signal", signalName(sig))
+			switch sig {
+			case syscall.SIGTTIN:
+				d.sup.Add()
+			case syscall.SIGTTOU:
+				d.sup.Retire()
+			case syscall.SIGTERM, syscall.SIGQUIT:
+				d.stopping = true
+				d.sup.Stop()
+			case syscall.SIGINT:
+				d.stopping = true
+				d.sup.Kill()
+			case syscall.SIGHUP:
+				d.sup.Restart()
+			case syscall.SIGUSR2:
+				d.startUpgrade()
+			}
+		}
+	}
+}
+
+func (d *dispatcher) startUpgrade() {
+	log := d.o.Logger
+	switch {
+	case d.stopping:
+		log.Warn("binary upgrade refused: the pool is stopping")
+		return
+	case d.pending != nil:
+		log.Warn("binary upgrade refused: one is already under way", "new_pid", d.pending.cmd.Process.Pid)
+		return
+	}
+	s, err := startSuccessor(d.addr, d.upgrades)
+	if err != nil {
+		log.Error("binary upgrade failed: cannot start a new supervisor", "err", err.Error())
+		return
+	}
+	d.pending = s
+	log.Info("binary upgrade: new supervisor started", "new_pid", s.cmd.Process.Pid)
+}
+
+// abandonUpgrade stops a new supervisor that was not ready when this one
+// stopped, and waits (bounded) until it has exited.
+func (d *dispatcher) abandonUpgrade() {
+	if d.pending == nil {
+		return
+	}
+	pid := d.pending.cmd.Process.Pid
+	d.o.Logger.Warn("stopping the unfinished binary upgrade", "new_pid", pid)
+	_ = d.pending.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.upgrades:
+	case <-time.After(d.o.ShutdownTimeout + 2*time.Second):
+		_ = d.pending.cmd.Process.Kill()
+		<-d.upgrades
+	}
 }

@@ -4,7 +4,8 @@
 // worker writes back.
 //
 // A worker is started with:
-//   - the environment variable [EnvWorker] = "<supervisor pid>:<slot>:<generation>:<addr>";
+//   - the environment variable [EnvWorker] =
+//     "<supervisor pid>:<slot>:<generation>:<migration>:<addr>";
 //   - fd 3 ([StatusFD]): the write end of the status pipe, on which the worker
 //     writes [Message] lines (ready, heartbeat, failure);
 //   - fd 4 ([LifelineFD]): the read end of the lifeline pipe, whose write end
@@ -34,18 +35,19 @@ type WorkerEnv struct {
 	SupervisorPID int
 	Slot          int
 	Generation    int
+	Migration     string // the reuseport migration mechanism in force
 	Addr          string // the concrete host:port every worker listens on
 }
 
 // Encode returns the value of [EnvWorker] for w.
 func (w WorkerEnv) Encode() string {
-	return fmt.Sprintf("%d:%d:%d:%s", w.SupervisorPID, w.Slot, w.Generation, w.Addr)
+	return fmt.Sprintf("%d:%d:%d:%s:%s", w.SupervisorPID, w.Slot, w.Generation, w.Migration, w.Addr)
 }
 
 // ParseWorkerEnv parses the value of [EnvWorker].
 func ParseWorkerEnv(s string) (WorkerEnv, error) {
-	parts := strings.SplitN(s, ":", 4)
-	if len(parts) != 4 {
+	parts := strings.SplitN(s, ":", 5)
+	if len(parts) != 5 {
 		return WorkerEnv{}, fmt.Errorf("malformed %s=%q", EnvWorker, s)
 	}
 	var w WorkerEnv
@@ -59,7 +61,8 @@ func ParseWorkerEnv(s string) (WorkerEnv, error) {
 	if w.Generation, err = strconv.Atoi(parts[2]); err != nil || w.Generation < 0 {
 		return WorkerEnv{}, fmt.Errorf("malformed %s=%q: bad generation", EnvWorker, s)
 	}
-	w.Addr = parts[3]
+	w.Migration = parts[3]
+	w.Addr = parts[4]
 	if w.Addr == "" {
 		return WorkerEnv{}, fmt.Errorf("malformed %s=%q: empty address", EnvWorker, s)
 	}
@@ -121,4 +124,28 @@ func (r *Reader) Next() (Message, error) {
 		return m, nil
 	}
 	return m, fmt.Errorf("%w: %q", ErrUnknown, r.s.Text())
+}
+
+// EnvUpgrade marks a process as the new supervisor of a binary upgrade:
+// "<old supervisor pid>:<addr>". It inherits the write end of a pipe at
+// [StatusFD] on which it writes a [Ready] message once its workers serve.
+const EnvUpgrade = "CLUSTERFLOCK_UPGRADE"
+
+// UpgradeEnv is what an old supervisor tells its successor.
+type UpgradeEnv struct {
+	OldPID int
+	Addr   string // the concrete address the pool serves on
+}
+
+// Encode returns the value of [EnvUpgrade] for u.
+func (u UpgradeEnv) Encode() string { return fmt.Sprintf("%d:%s", u.OldPID, u.Addr) }
+
+// ParseUpgradeEnv parses the value of [EnvUpgrade].
+func ParseUpgradeEnv(s string) (UpgradeEnv, error) {
+	pid, addr, ok := strings.Cut(s, ":")
+	n, err := strconv.Atoi(pid)
+	if !ok || err != nil || n <= 1 || addr == "" {
+		return UpgradeEnv{}, fmt.Errorf("malformed %s=%q", EnvUpgrade, s)
+	}
+	return UpgradeEnv{OldPID: n, Addr: addr}, nil
 }

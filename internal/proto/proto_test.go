@@ -11,7 +11,7 @@ import (
 
 func TestWorkerEnvRoundTrip(t *testing.T) {
 	for _, w := range []WorkerEnv{
-		{SupervisorPID: 42, Slot: 3, Generation: 1, Addr: "127.0.0.1:5000"},
+		{SupervisorPID: 42, Slot: 3, Generation: 1, Migration: "ebpf", Addr: "127.0.0.1:5000"},
 		{SupervisorPID: 7, Addr: "[::1]:80"},
 		{SupervisorPID: 7, Addr: ":0"},
 	} {
@@ -26,7 +26,7 @@ func TestWorkerEnvRoundTrip(t *testing.T) {
 }
 
 func TestParseWorkerEnvRejects(t *testing.T) {
-	for _, s := range []string{"", "1", "x:0:0:a", "1:0:0:a", "42:-1:0:a", "42:0:x:a", "42:0:0:"} {
+	for _, s := range []string{"", "1", "x:0:0::a", "1:0:0::a", "42:-1:0::a", "42:0:x::a", "42:0:0::", "42:0:0:a"} {
 		if _, err := ParseWorkerEnv(s); err == nil {
 			t.Errorf("ParseWorkerEnv(%q) succeeded", s)
 		}
