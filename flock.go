@@ -51,6 +51,12 @@ type Options struct {
 	// RestartSurge is how many workers a rolling restart (SIGHUP) replaces
 	// at once. 0 means 1; negative is an error.
 	RestartSurge int
+	// Server, if set, is the template of each worker's http.Server (Run
+	// only): its timeouts, TLSConfig (then workers serve HTTPS), HTTP2,
+	// Protocols, ErrorLog, ConnState and context hooks are used. Its Addr
+	// and Handler must be unset. Unset, or zero in the template:
+	// ReadHeaderTimeout 10s (no slowloris), IdleTimeout 120s.
+	Server *http.Server
 	// Migration chooses how connections queued on a retiring worker's
 	// listener reach the others instead of being reset. "" (MigrationAuto)
 	// picks the best available and logs it at start; naming one that this
@@ -100,12 +106,48 @@ func Run(ctx context.Context, h http.Handler, opts Options) error {
 	if h == nil {
 		return errors.New("clusterflock: handler is nil")
 	}
+	if err := checkServerTemplate(opts.Server); err != nil {
+		return err
+	}
 	o, err := opts.withDefaults(os.Getenv)
 	if err != nil {
 		return err
 	}
+	rec := newRecycler(o)
+	return run(ctx, httpServe(h, o, rec), o, rec)
+}
+
+// ServeFunc serves connections from ln until ctx is done, then stops
+// gracefully: it stops accepting, finishes the work in flight and returns
+// nil. (The worker closes ln just after ctx is done, too.) Returning before
+// ctx is done counts as the worker failing. ctx carries the [WorkerInfo].
+type ServeFunc func(ctx context.Context, ln net.Listener) error
+
+// Serve is [Run] for any server that serves on a net.Listener: gRPC, a raw
+// TCP protocol, another HTTP stack. In each worker it calls serve with the
+// worker's own listener; everything else (signals, re-forks, restarts,
+// upgrades) is as for Run. Options.Server and Options.MaxRequests, which
+// are about HTTP, must be unset.
+func Serve(ctx context.Context, serve ServeFunc, opts Options) error {
+	if serve == nil {
+		return errors.New("clusterflock: serve function is nil")
+	}
+	if opts.Server != nil {
+		return errors.New("clusterflock: Options.Server applies to Run only; configure your own server in the serve function")
+	}
+	if opts.MaxRequests != 0 || opts.MaxRequestsJitter != 0 {
+		return errors.New("clusterflock: Options.MaxRequests counts HTTP requests and applies to Run only")
+	}
+	o, err := opts.withDefaults(os.Getenv)
+	if err != nil {
+		return err
+	}
+	return run(ctx, serve, o, &recycler{})
+}
+
+func run(ctx context.Context, serve ServeFunc, o options, rec *recycler) error {
 	if env, ok := workerEnv(); ok {
-		return runWorker(ctx, h, o, env)
+		return runWorker(ctx, serve, o, env, rec)
 	}
 	return supervise(ctx, o, notifySignals())
 }

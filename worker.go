@@ -1,0 +1,185 @@
+package clusterflock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/clusterflock/clusterflock/internal/proto"
+	"github.com/clusterflock/clusterflock/reuseport"
+)
+
+// heartbeatInterval is how often a worker tells the supervisor it is alive.
+const heartbeatInterval = time.Second
+
+// WorkerInfo identifies the worker a piece of code runs in.
+type WorkerInfo struct {
+	Slot          int // position in the pool, 0 … Workers-1; kept by a replacement
+	Generation    int // 0, then +1 per rolling restart
+	PID           int // this worker's process ID
+	SupervisorPID int
+}
+
+type workerKey struct{}
+
+// WorkerFromContext returns the worker serving ctx: a request's context in a
+// handler given to [Run], or the context given to a [ServeFunc]. It reports
+// false outside a worker.
+func WorkerFromContext(ctx context.Context) (WorkerInfo, bool) {
+	w, ok := ctx.Value(workerKey{}).(WorkerInfo)
+	return w, ok
+}
+
+// runWorker is the worker role: listen on the pool's address, tell the
+// supervisor, run serve until asked to stop, then stop it and return.
+func runWorker(ctx context.Context, serve ServeFunc, o options, env proto.WorkerEnv, rec *recycler) error {
+	// The inherited fds must not leak into the handler's subprocesses, and
+	// the marker must not make them think they are workers.
+	syscall.CloseOnExec(proto.StatusFD)
+	syscall.CloseOnExec(proto.LifelineFD)
+	os.Unsetenv(proto.EnvWorker)
+	status := &statusWriter{f: os.NewFile(proto.StatusFD, "clusterflock-status")}
+	defer status.f.Close()
+	lifeline := os.NewFile(proto.LifelineFD, "clusterflock-lifeline")
+	defer lifeline.Close()
+
+	log := o.Logger.With("pid", os.Getpid(), "slot", env.Slot, "generation", env.Generation)
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, handledSignals()...)
+	defer signal.Stop(sigs)
+
+	ln, err := reuseport.Listen(ctx, "tcp", env.Addr)
+	if err != nil {
+		status.send(proto.Message{Kind: proto.Failed, Text: err.Error()})
+		return fmt.Errorf("clusterflock: worker: %w", err)
+	}
+	if err := reuseport.EnableMigration(ln, reuseport.Migration(env.Migration)); err != nil {
+		log.Warn("cannot enable connection migration on this worker's listener", "migration", env.Migration, "err", err)
+	}
+	ln = &onceCloseListener{Listener: ln}
+	defer ln.Close()
+
+	info := WorkerInfo{Slot: env.Slot, Generation: env.Generation, PID: os.Getpid(), SupervisorPID: env.SupervisorPID}
+	sctx, stop := context.WithCancel(context.WithValue(ctx, workerKey{}, info))
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- serve(sctx, ln) }()
+	status.send(proto.Message{Kind: proto.Ready})
+
+	orphaned := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, lifeline) // returns at EOF: the supervisor is gone
+		close(orphaned)
+	}()
+	beat := time.NewTicker(heartbeatInterval)
+	defer beat.Stop()
+
+wait:
+	for {
+		select {
+		case <-beat.C:
+			status.send(proto.Message{Kind: proto.Heartbeat})
+			if n, over := rec.over(); over {
+				// Asked again each beat until the supervisor acts on it.
+				status.send(proto.Message{Kind: proto.Retiring, Text: fmt.Sprintf("served %d requests (MaxRequests)", n)})
+			}
+		case sig := <-sigs:
+			if sig == syscall.SIGTERM || sig == syscall.SIGQUIT {
+				log.Debug("worker stopping", "signal", signalName(sig))
+				break wait
+			} // the supervisor acts on the others
+		case <-orphaned:
+			log.Warn("supervisor is gone; worker stopping")
+			break wait
+		case <-ctx.Done():
+			break wait
+		case err := <-served:
+			if err == nil {
+				err = errors.New("the serve function returned before the worker was asked to stop")
+			}
+			status.send(proto.Message{Kind: proto.Failed, Text: err.Error()})
+			return fmt.Errorf("clusterflock: worker: %w", err)
+		}
+	}
+	// Stop: the serve function sees its context done; closing the listener
+	// (after that) makes the kernel migrate connections still queued on it.
+	stop()
+	ln.Close()
+	// The supervisor kills the worker at ShutdownTimeout; this deadline, a
+	// little later, matters only if the supervisor is gone.
+	limit := time.NewTimer(o.ShutdownTimeout + time.Second)
+	defer limit.Stop()
+	select {
+	case err := <-served:
+		if err != nil {
+			return fmt.Errorf("clusterflock: worker stop: %w", err)
+		}
+		return nil
+	case <-limit.C:
+		return fmt.Errorf("clusterflock: worker stop: still serving %v after being asked to stop", o.ShutdownTimeout+time.Second)
+	}
+}
+
+// statusWriter writes messages to the supervisor, one at a time.
+type statusWriter struct {
+	mu sync.Mutex
+	f  *os.File
+}
+
+func (s *statusWriter) send(m proto.Message) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_ = proto.Write(s.f, m) // a write error means the supervisor is gone: the lifeline says so
+}
+
+// onceCloseListener lets drain close the listener before Shutdown does.
+type onceCloseListener struct {
+	net.Listener
+	once sync.Once
+	err  error
+}
+
+func (l *onceCloseListener) Close() error {
+	l.once.Do(func() { l.err = l.Listener.Close() })
+	return l.err
+}
+
+// recycler counts requests for Options.MaxRequests.
+type recycler struct {
+	limit int64 // 0: never
+	n     atomic.Int64
+}
+
+func newRecycler(o options) *recycler {
+	r := &recycler{}
+	if o.MaxRequests > 0 {
+		r.limit = int64(o.MaxRequests + rand.IntN(o.MaxRequestsJitter+1))
+	}
+	return r
+}
+
+func (r *recycler) wrap(h http.Handler) http.Handler {
+	if r.limit == 0 {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.n.Add(1)
+		h.ServeHTTP(w, req)
+	})
+}
+
+// over returns the count and whether it reached the limit.
+func (r *recycler) over() (int64, bool) {
+	n := r.n.Load()
+	return n, r.limit > 0 && n >= r.limit
+}
