@@ -1,3 +1,5 @@
+//go:build unix
+
 package clusterflock
 
 import (
@@ -21,13 +23,13 @@ type execSpawner struct {
 	path     string
 	args     []string
 	env      []string // without the worker marker
-	addr     string   // the concrete address workers listen on
+	src      *listenerSource
 	mig      reuseport.Migration
 	lifeline *os.File // read end, inherited by every worker
 	keep     *os.File // write end, held only by the supervisor
 }
 
-func newExecSpawner(o options, addr string, mig reuseport.Migration) (*execSpawner, error) {
+func newExecSpawner(o options, src *listenerSource, mig reuseport.Migration) (*execSpawner, error) {
 	path, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("clusterflock: cannot find this program to re-execute: %w", err)
@@ -40,7 +42,7 @@ func newExecSpawner(o options, addr string, mig reuseport.Migration) (*execSpawn
 		path:     path,
 		args:     os.Args,
 		env:      workerEnviron(os.Environ(), o),
-		addr:     addr,
+		src:      src,
 		mig:      mig,
 		lifeline: r,
 		keep:     w,
@@ -85,18 +87,19 @@ func (s *execSpawner) Spawn(w supervisor.Worker) (supervisor.Process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("status pipe: %w", err)
 	}
-	marker := proto.WorkerEnv{SupervisorPID: os.Getpid(), Slot: w.Slot, Generation: w.Generation, Migration: string(s.mig), Addr: s.addr}
+	marker := proto.WorkerEnv{SupervisorPID: os.Getpid(), Slot: w.Slot, Generation: w.Generation, Migration: string(s.mig), Addr: s.src.addr}
+	files := []*os.File{sw, s.lifeline} // proto.StatusFD, proto.LifelineFD
+	if s.src.shared != nil {
+		files = append(files, s.src.shared) // proto.ListenerFD
+	}
 	cmd := &exec.Cmd{
-		Path:   s.path,
-		Args:   s.args,
-		Env:    append(s.env[:len(s.env):len(s.env)], proto.EnvWorker+"="+marker.Encode()),
-		Stdout: os.Stdout,
-		Stderr: os.Stderr,
-		// Slot i is fd 3+i: proto.StatusFD, proto.LifelineFD.
-		ExtraFiles: []*os.File{sw, s.lifeline},
-		// A backup for the lifeline: Pdeathsig fires when the forking
-		// thread exits, which is not always the supervisor's death.
-		SysProcAttr: &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM},
+		Path:        s.path,
+		Args:        s.args,
+		Env:         append(s.env[:len(s.env):len(s.env)], proto.EnvWorker+"="+marker.Encode()),
+		Stdout:      os.Stdout,
+		Stderr:      os.Stderr,
+		ExtraFiles:  files, // slot i is fd 3+i
+		SysProcAttr: workerSysProcAttr(),
 	}
 	err = cmd.Start()
 	sw.Close()

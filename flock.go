@@ -145,13 +145,6 @@ func Serve(ctx context.Context, serve ServeFunc, opts Options) error {
 	return run(ctx, serve, o, &recycler{})
 }
 
-func run(ctx context.Context, serve ServeFunc, o options, rec *recycler) error {
-	if env, ok := workerEnv(); ok {
-		return runWorker(ctx, serve, o, env, rec)
-	}
-	return supervise(ctx, o, notifySignals())
-}
-
 // IsWorker reports whether this process is a clusterflock worker started by
 // its parent. It is true only until the worker's Run starts, which removes
 // the marker from the environment so the handler's subprocesses do not
@@ -180,9 +173,6 @@ type options struct{ Options }
 
 // withDefaults validates o and applies defaults; getenv reads $PORT.
 func (o Options) withDefaults(getenv func(string) string) (options, error) {
-	if runtime.GOOS != "linux" {
-		return options{}, fmt.Errorf("clusterflock: unsupported OS %q: the pool needs Linux SO_REUSEPORT balancing", runtime.GOOS)
-	}
 	if o.Workers < 0 {
 		return options{}, fmt.Errorf("clusterflock: Options.Workers is %d; want 0 (one per CPU) or more", o.Workers)
 	}
@@ -253,4 +243,22 @@ func checkPort(port string) error {
 		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
 	}
 	return nil
+}
+
+// WorkerInfo identifies the worker a piece of code runs in.
+type WorkerInfo struct {
+	Slot          int // position in the pool, 0 … Workers-1; kept by a replacement
+	Generation    int // 0, then +1 per rolling restart
+	PID           int // this worker's process ID
+	SupervisorPID int
+}
+
+type workerKey struct{}
+
+// WorkerFromContext returns the worker serving ctx: a request's context in a
+// handler given to [Run], or the context given to a [ServeFunc]. It reports
+// false outside a worker.
+func WorkerFromContext(ctx context.Context) (WorkerInfo, bool) {
+	w, ok := ctx.Value(workerKey{}).(WorkerInfo)
+	return w, ok
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -164,4 +166,34 @@ func (c *connTracker) waitNoNew(limit time.Duration) {
 			return
 		}
 	}
+}
+
+// recycler counts requests for Options.MaxRequests.
+type recycler struct {
+	limit int64 // 0: never
+	n     atomic.Int64
+}
+
+func newRecycler(o options) *recycler {
+	r := &recycler{}
+	if o.MaxRequests > 0 {
+		r.limit = int64(o.MaxRequests + rand.IntN(o.MaxRequestsJitter+1))
+	}
+	return r
+}
+
+func (r *recycler) wrap(h http.Handler) http.Handler {
+	if r.limit == 0 {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.n.Add(1)
+		h.ServeHTTP(w, req)
+	})
+}
+
+// over returns the count and whether it reached the limit.
+func (r *recycler) over() (int64, bool) {
+	n := r.n.Load()
+	return n, r.limit > 0 && n >= r.limit
 }

@@ -1,3 +1,5 @@
+//go:build unix
+
 package clusterflock
 
 import (
@@ -43,6 +45,14 @@ func signalName(sig os.Signal) string {
 	return sig.String()
 }
 
+// run is the role dispatch behind Run and Serve.
+func run(ctx context.Context, serve ServeFunc, o options, rec *recycler) error {
+	if env, ok := workerEnv(); ok {
+		return runWorker(ctx, serve, o, env, rec)
+	}
+	return supervise(ctx, o, notifySignals())
+}
+
 // supervise runs the supervisor role until the pool has stopped. Signals
 // arrive on sigs (tests feed it directly); it stops them on return.
 func supervise(ctx context.Context, o options, sigs chan os.Signal) error {
@@ -61,21 +71,29 @@ func supervise(ctx context.Context, o options, sigs chan os.Signal) error {
 
 func superviseAs(ctx context.Context, o options, sigs chan os.Signal, heir *upgradeRole) error {
 	log := o.Logger
-	res, err := reuseport.Reserve(o.Addr)
+	src, err := openListenerSource(o, heir)
 	if err != nil {
-		return fmt.Errorf("clusterflock: cannot use Options.Addr %q: %w", o.Addr, err)
+		return err
 	}
-	defer res.Close()
-	addr := res.Addr()
+	defer src.Close()
+	addr := src.addr
 
 	mig, why := reuseport.Migration(o.Migration), ""
-	if mig == "" {
+	switch {
+	case src.shared != nil:
+		if mig != "" {
+			return fmt.Errorf("clusterflock: Options.Migration %q does not apply: workers share one listener (%s)", o.Migration, src.why)
+		}
+		mig, why = sharedMigration, src.why
+	case mig == "":
 		mig, why = reuseport.DetectMigration()
-	} else if err := reuseport.CheckMigration(mig); err != nil {
-		return fmt.Errorf("clusterflock: Options.Migration %q is not available here: %w", o.Migration, err)
+	default:
+		if err := reuseport.CheckMigration(mig); err != nil {
+			return fmt.Errorf("clusterflock: Options.Migration %q is not available here: %w", o.Migration, err)
+		}
 	}
 
-	sp, err := newExecSpawner(o, addr, mig)
+	sp, err := newExecSpawner(o, src, mig)
 	if err != nil {
 		return err
 	}
@@ -102,12 +120,14 @@ func superviseAs(ctx context.Context, o options, sigs chan os.Signal, heir *upgr
 		start = append(start, "upgrade_from", heir.env.OldPID)
 	}
 	log.Info("supervisor starting", start...)
-	if mig == reuseport.MigrationNone {
+	if src.shared != nil {
+		log.Info("workers share one listener", "reason", src.why)
+	} else if mig == reuseport.MigrationNone {
 		log.Warn("no connection migration: a retiring worker may reset connections still queued on its listener; run with CAP_BPF or set net.ipv4.tcp_migrate_req=1",
 			"reason", why)
 	}
 
-	d := &dispatcher{o: o, sup: sup, addr: addr, notify: sdnotify.FromEnv(), upgrades: make(chan upgradeResult, 1)}
+	d := &dispatcher{o: o, sup: sup, src: src, notify: sdnotify.FromEnv(), upgrades: make(chan upgradeResult, 1)}
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -139,7 +159,7 @@ func superviseAs(ctx context.Context, o options, sigs chan os.Signal, heir *upgr
 type dispatcher struct {
 	o        options
 	sup      *supervisor.Supervisor
-	addr     string
+	src      *listenerSource
 	notify   sdnotify.Notifier
 	upgrades chan upgradeResult
 	pending  *successor // a new supervisor that is not ready yet
@@ -197,7 +217,7 @@ func (d *dispatcher) startUpgrade() {
 		log.Warn("binary upgrade refused: one is already under way", "new_pid", d.pending.cmd.Process.Pid)
 		return
 	}
-	s, err := startSuccessor(d.addr, d.upgrades)
+	s, err := startSuccessor(d.src, d.upgrades)
 	if err != nil {
 		log.Error("binary upgrade failed: cannot start a new supervisor", "err", err.Error())
 		return

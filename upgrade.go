@@ -1,3 +1,5 @@
+//go:build unix
+
 package clusterflock
 
 import (
@@ -31,7 +33,7 @@ type successor struct {
 }
 
 // startSuccessor starts the new supervisor and reports on results once.
-func startSuccessor(addr string, results chan<- upgradeResult) (*successor, error) {
+func startSuccessor(src *listenerSource, results chan<- upgradeResult) (*successor, error) {
 	path, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -46,7 +48,12 @@ func startSuccessor(addr string, results chan<- upgradeResult) (*successor, erro
 			env = append(env, kv)
 		}
 	}
-	env = append(env, proto.EnvUpgrade+"="+proto.UpgradeEnv{OldPID: os.Getpid(), Addr: addr}.Encode())
+	marker := proto.UpgradeEnv{OldPID: os.Getpid(), Shared: src.shared != nil, Addr: src.addr}
+	env = append(env, proto.EnvUpgrade+"="+marker.Encode())
+	files := []*os.File{w} // proto.StatusFD
+	if src.shared != nil {
+		files = append(files, nil, src.shared) // proto.ListenerFD
+	}
 	cmd := &exec.Cmd{
 		Path:       path,
 		Args:       os.Args,
@@ -54,7 +61,7 @@ func startSuccessor(addr string, results chan<- upgradeResult) (*successor, erro
 		Stdin:      os.Stdin,
 		Stdout:     os.Stdout,
 		Stderr:     os.Stderr,
-		ExtraFiles: []*os.File{w}, // proto.StatusFD
+		ExtraFiles: files,
 	}
 	err = cmd.Start()
 	w.Close()
@@ -100,6 +107,7 @@ func (s *successor) watch(results chan<- upgradeResult) {
 type upgradeRole struct {
 	env    proto.UpgradeEnv
 	status *os.File // nil once "ready" is sent
+	shared *os.File // the pool's listener, if the old pool shared one
 }
 
 // takeUpgradeRole reads and removes the upgrade marker; it returns nil if
@@ -116,7 +124,12 @@ func takeUpgradeRole(log *slog.Logger) *upgradeRole {
 		return nil
 	}
 	syscall.CloseOnExec(proto.StatusFD)
-	return &upgradeRole{env: env, status: os.NewFile(proto.StatusFD, "clusterflock-upgrade")}
+	u := &upgradeRole{env: env, status: os.NewFile(proto.StatusFD, "clusterflock-upgrade")}
+	if env.Shared {
+		syscall.CloseOnExec(proto.ListenerFD)
+		u.shared = os.NewFile(proto.ListenerFD, "clusterflock-listener")
+	}
+	return u
 }
 
 // ready tells the old supervisor that this one serves.

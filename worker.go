@@ -1,3 +1,5 @@
+//go:build unix
+
 package clusterflock
 
 import (
@@ -5,13 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -21,24 +20,6 @@ import (
 
 // heartbeatInterval is how often a worker tells the supervisor it is alive.
 const heartbeatInterval = time.Second
-
-// WorkerInfo identifies the worker a piece of code runs in.
-type WorkerInfo struct {
-	Slot          int // position in the pool, 0 … Workers-1; kept by a replacement
-	Generation    int // 0, then +1 per rolling restart
-	PID           int // this worker's process ID
-	SupervisorPID int
-}
-
-type workerKey struct{}
-
-// WorkerFromContext returns the worker serving ctx: a request's context in a
-// handler given to [Run], or the context given to a [ServeFunc]. It reports
-// false outside a worker.
-func WorkerFromContext(ctx context.Context) (WorkerInfo, bool) {
-	w, ok := ctx.Value(workerKey{}).(WorkerInfo)
-	return w, ok
-}
 
 // runWorker is the worker role: listen on the pool's address, tell the
 // supervisor, run serve until asked to stop, then stop it and return.
@@ -58,7 +39,7 @@ func runWorker(ctx context.Context, serve ServeFunc, o options, env proto.Worker
 	signal.Notify(sigs, handledSignals()...)
 	defer signal.Stop(sigs)
 
-	ln, err := reuseport.Listen(ctx, "tcp", env.Addr)
+	ln, err := workerListener(env)
 	if err != nil {
 		status.send(proto.Message{Kind: proto.Failed, Text: err.Error()})
 		return fmt.Errorf("clusterflock: worker: %w", err)
@@ -152,34 +133,4 @@ type onceCloseListener struct {
 func (l *onceCloseListener) Close() error {
 	l.once.Do(func() { l.err = l.Listener.Close() })
 	return l.err
-}
-
-// recycler counts requests for Options.MaxRequests.
-type recycler struct {
-	limit int64 // 0: never
-	n     atomic.Int64
-}
-
-func newRecycler(o options) *recycler {
-	r := &recycler{}
-	if o.MaxRequests > 0 {
-		r.limit = int64(o.MaxRequests + rand.IntN(o.MaxRequestsJitter+1))
-	}
-	return r
-}
-
-func (r *recycler) wrap(h http.Handler) http.Handler {
-	if r.limit == 0 {
-		return h
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		r.n.Add(1)
-		h.ServeHTTP(w, req)
-	})
-}
-
-// over returns the count and whether it reached the limit.
-func (r *recycler) over() (int64, bool) {
-	n := r.n.Load()
-	return n, r.limit > 0 && n >= r.limit
 }

@@ -13,26 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Migration names how connections queued on a closing listener reach the
-// other listeners of its group instead of being reset.
-type Migration string
-
-// Migration mechanisms, best first.
-const (
-	// MigrationEBPF attaches a two-instruction BPF_PROG_TYPE_SK_REUSEPORT
-	// program (SK_PASS) with the SELECT_OR_MIGRATE attach type to the group:
-	// hash balancing is unchanged and queued connections migrate. Needs
-	// CAP_BPF (or root) to load the program.
-	MigrationEBPF Migration = "ebpf"
-	// MigrationSysctl relies on net.ipv4.tcp_migrate_req=1, set by the
-	// operator (this package reads it, never sets it).
-	MigrationSysctl Migration = "sysctl"
-	// MigrationNone: connections still queued on a closing listener are
-	// reset by the kernel. Retirement stays graceful but may lose a few
-	// connections under load.
-	MigrationNone Migration = "none"
-)
-
 const migrateSysctl = "/proc/sys/net/ipv4/tcp_migrate_req"
 
 // DetectMigration returns the best mechanism this process can use, and why

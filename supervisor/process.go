@@ -3,11 +3,8 @@ package supervisor
 import (
 	"fmt"
 	"os"
-	"strings"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/clusterflock/clusterflock/internal/proto"
 )
@@ -76,8 +73,21 @@ type Worker struct {
 }
 
 func signalName(s syscall.Signal) string {
-	if name := unix.SignalName(s); name != "" {
-		return strings.TrimPrefix(name, "SIG")
+	switch s {
+	case syscall.SIGKILL:
+		return "KILL"
+	case syscall.SIGTERM:
+		return "TERM"
+	case syscall.SIGINT:
+		return "INT"
+	case syscall.SIGQUIT:
+		return "QUIT"
+	case syscall.SIGSEGV:
+		return "SEGV"
+	case syscall.SIGABRT:
+		return "ABRT"
+	case syscall.SIGHUP:
+		return "HUP"
 	}
 	return s.String()
 }

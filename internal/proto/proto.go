@@ -28,6 +28,7 @@ const EnvWorker = "CLUSTERFLOCK_WORKER"
 const (
 	StatusFD   = 3 // worker → supervisor messages (write end)
 	LifelineFD = 4 // EOF when the supervisor dies (read end)
+	ListenerFD = 5 // the shared listening socket, when workers share one
 )
 
 // WorkerEnv is what the supervisor tells a worker through [EnvWorker].
@@ -127,25 +128,36 @@ func (r *Reader) Next() (Message, error) {
 }
 
 // EnvUpgrade marks a process as the new supervisor of a binary upgrade:
-// "<old supervisor pid>:<addr>". It inherits the write end of a pipe at
-// [StatusFD] on which it writes a [Ready] message once its workers serve.
+// "<old supervisor pid>:<shared>:<addr>". It inherits the write end of a
+// pipe at [StatusFD] on which it writes a [Ready] message once its workers
+// serve, and, if shared is 1, the pool's listening socket at [ListenerFD].
 const EnvUpgrade = "CLUSTERFLOCK_UPGRADE"
 
 // UpgradeEnv is what an old supervisor tells its successor.
 type UpgradeEnv struct {
 	OldPID int
+	Shared bool   // the pool's listener is inherited at ListenerFD
 	Addr   string // the concrete address the pool serves on
 }
 
 // Encode returns the value of [EnvUpgrade] for u.
-func (u UpgradeEnv) Encode() string { return fmt.Sprintf("%d:%s", u.OldPID, u.Addr) }
+func (u UpgradeEnv) Encode() string {
+	shared := 0
+	if u.Shared {
+		shared = 1
+	}
+	return fmt.Sprintf("%d:%d:%s", u.OldPID, shared, u.Addr)
+}
 
 // ParseUpgradeEnv parses the value of [EnvUpgrade].
 func ParseUpgradeEnv(s string) (UpgradeEnv, error) {
-	pid, addr, ok := strings.Cut(s, ":")
-	n, err := strconv.Atoi(pid)
-	if !ok || err != nil || n <= 1 || addr == "" {
+	parts := strings.SplitN(s, ":", 3)
+	if len(parts) != 3 {
 		return UpgradeEnv{}, fmt.Errorf("malformed %s=%q", EnvUpgrade, s)
 	}
-	return UpgradeEnv{OldPID: n, Addr: addr}, nil
+	n, err := strconv.Atoi(parts[0])
+	if err != nil || n <= 1 || (parts[1] != "0" && parts[1] != "1") || parts[2] == "" {
+		return UpgradeEnv{}, fmt.Errorf("malformed %s=%q", EnvUpgrade, s)
+	}
+	return UpgradeEnv{OldPID: n, Shared: parts[1] == "1", Addr: parts[2]}, nil
 }

@@ -1,0 +1,123 @@
+//go:build unix
+
+package clusterflock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"syscall"
+
+	"github.com/clusterflock/clusterflock/internal/proto"
+	"github.com/clusterflock/clusterflock/reuseport"
+)
+
+// sharedMigration is the worker-marker "migration" of a pool whose workers
+// share one inherited listener: its accept queue is shared, so a retiring
+// worker hands nothing over and loses nothing.
+const sharedMigration = "shared"
+
+// listenerSource is where a pool's workers get their listeners.
+type listenerSource struct {
+	addr   string   // the concrete address
+	shared *os.File // a listening socket every worker inherits, or nil: each opens its own
+	hold   io.Closer
+	why    string // how the source was chosen, for the log
+}
+
+func (s *listenerSource) Close() error {
+	if s.shared != nil {
+		s.shared.Close()
+	}
+	if s.hold != nil {
+		return s.hold.Close()
+	}
+	return nil
+}
+
+// openListenerSource picks the source: the socket systemd passed (socket
+// activation), or one inherited by a binary upgrade; on Linux a reservation
+// of the address that each worker's SO_REUSEPORT listener joins; elsewhere
+// one listener the supervisor opens and every worker inherits.
+func openListenerSource(o options, heir *upgradeRole) (*listenerSource, error) {
+	if heir != nil && heir.shared != nil {
+		return &listenerSource{addr: heir.env.Addr, shared: heir.shared, why: "inherited from the old supervisor"}, nil
+	}
+	if f, err := systemdListener(); err != nil || f != nil {
+		if err != nil {
+			return nil, fmt.Errorf("clusterflock: socket activation: %w", err)
+		}
+		addr, err := listenerAddr(f)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("clusterflock: socket activation: fd 3: %w", err)
+		}
+		return &listenerSource{addr: addr, shared: f, why: "socket activation (LISTEN_FDS); Options.Addr is not used"}, nil
+	}
+	if runtime.GOOS != "linux" {
+		ln, err := net.Listen("tcp", o.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("clusterflock: cannot use Options.Addr %q: %w", o.Addr, err)
+		}
+		defer ln.Close()
+		f, err := ln.(*net.TCPListener).File()
+		if err != nil {
+			return nil, fmt.Errorf("clusterflock: listener: %w", err)
+		}
+		return &listenerSource{addr: ln.Addr().String(), shared: f,
+			why: "no kernel-balanced SO_REUSEPORT on " + runtime.GOOS + ": workers share one listener"}, nil
+	}
+	res, err := reuseport.Reserve(o.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("clusterflock: cannot use Options.Addr %q: %w", o.Addr, err)
+	}
+	return &listenerSource{addr: res.Addr(), hold: res}, nil
+}
+
+// systemdListener returns the socket systemd passed at fd 3, or nil when
+// LISTEN_PID does not name this process. It removes the LISTEN_* variables
+// so that workers and the handler's subprocesses do not see them.
+func systemdListener() (*os.File, error) {
+	pid, fds := os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDS")
+	if pid == "" || pid != strconv.Itoa(os.Getpid()) {
+		return nil, nil
+	}
+	for _, k := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
+		os.Unsetenv(k)
+	}
+	if fds != "1" {
+		return nil, fmt.Errorf("LISTEN_FDS=%q: the pool serves exactly one socket", fds)
+	}
+	syscall.CloseOnExec(3)
+	return os.NewFile(3, "systemd-socket"), nil
+}
+
+// listenerAddr checks that f is a listening TCP socket and returns its address.
+func listenerAddr(f *os.File) (string, error) {
+	ln, err := net.FileListener(f) // a duplicate; f stays open
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	if _, ok := ln.(*net.TCPListener); !ok {
+		return "", errors.New("not a TCP listening socket")
+	}
+	return ln.Addr().String(), nil
+}
+
+// workerListener returns this worker's listener: its own SO_REUSEPORT one,
+// or the shared socket it inherited.
+func workerListener(env proto.WorkerEnv) (net.Listener, error) {
+	if env.Migration != sharedMigration {
+		return reuseport.Listen(context.Background(), "tcp", env.Addr)
+	}
+	syscall.CloseOnExec(proto.ListenerFD)
+	f := os.NewFile(proto.ListenerFD, "clusterflock-listener")
+	defer f.Close()
+	return net.FileListener(f)
+}

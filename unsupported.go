@@ -1,0 +1,15 @@
+//go:build !unix
+
+package clusterflock
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+)
+
+// run fails: the pool re-executes itself with inherited file descriptors
+// and POSIX signals, which this OS does not have.
+func run(ctx context.Context, serve ServeFunc, o options, rec *recycler) error {
+	return fmt.Errorf("clusterflock: unsupported OS %q: the pool needs a Unix system (Linux for SO_REUSEPORT balancing)", runtime.GOOS)
+}
