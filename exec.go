@@ -24,12 +24,13 @@ type execSpawner struct {
 	args     []string
 	env      []string // without the worker marker
 	src      *listenerSource
+	own      *children
 	mig      reuseport.Migration
 	lifeline *os.File // read end, inherited by every worker
 	keep     *os.File // write end, held only by the supervisor
 }
 
-func newExecSpawner(o options, src *listenerSource, mig reuseport.Migration) (*execSpawner, error) {
+func newExecSpawner(o options, src *listenerSource, mig reuseport.Migration, own *children) (*execSpawner, error) {
 	path, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("clusterflock: cannot find this program to re-execute: %w", err)
@@ -43,6 +44,7 @@ func newExecSpawner(o options, src *listenerSource, mig reuseport.Migration) (*e
 		args:     os.Args,
 		env:      workerEnviron(os.Environ(), o),
 		src:      src,
+		own:      own,
 		mig:      mig,
 		lifeline: r,
 		keep:     w,
@@ -55,8 +57,9 @@ func workerEnviron(env []string, o options) []string {
 	out := make([]string, 0, len(env)+2)
 	explicit := false
 	for _, kv := range env {
-		if strings.HasPrefix(kv, proto.EnvWorker+"=") {
-			continue
+		if strings.HasPrefix(kv, proto.EnvWorker+"=") || strings.HasPrefix(kv, proto.EnvUpgrade+"=") ||
+			strings.HasPrefix(kv, "NOTIFY_SOCKET=") || strings.HasPrefix(kv, "WATCHDOG_") {
+			continue // the supervisor's alone
 		}
 		if strings.HasPrefix(kv, "GOMAXPROCS=") {
 			if o.GOMAXPROCS > 0 {
@@ -101,13 +104,18 @@ func (s *execSpawner) Spawn(w supervisor.Worker) (supervisor.Process, error) {
 		ExtraFiles:  files, // slot i is fd 3+i
 		SysProcAttr: workerSysProcAttr(),
 	}
-	err = cmd.Start()
+	err = s.own.start(func() (int, error) {
+		if err := cmd.Start(); err != nil {
+			return 0, err
+		}
+		return cmd.Process.Pid, nil
+	})
 	sw.Close()
 	if err != nil {
 		sr.Close()
 		return nil, err
 	}
-	p := &execProcess{cmd: cmd, status: sr, msgs: make(chan proto.Message, 4),
+	p := &execProcess{cmd: cmd, own: s.own, status: sr, msgs: make(chan proto.Message, 4),
 		exited: make(chan struct{}), readDone: make(chan struct{})}
 	go p.read()
 	go p.wait()
@@ -117,6 +125,7 @@ func (s *execSpawner) Spawn(w supervisor.Worker) (supervisor.Process, error) {
 // execProcess is a worker started by execSpawner.
 type execProcess struct {
 	cmd      *exec.Cmd
+	own      *children
 	status   *os.File
 	msgs     chan proto.Message
 	exited   chan struct{}   // closed when the process is reaped
@@ -153,10 +162,8 @@ func (p *execProcess) read() {
 
 func (p *execProcess) wait() {
 	_ = p.cmd.Wait() // the exit status is in ProcessState
-	p.exit = supervisor.Exit{Code: p.cmd.ProcessState.ExitCode()}
-	if ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		p.exit = supervisor.Exit{Code: -1, Signal: ws.Signal()}
-	}
+	p.own.done(p.cmd.Process.Pid)
+	p.exit = exitOf(p.cmd.ProcessState)
 	close(p.exited)
 	// The status pipe normally reaches EOF with the process; if a
 	// grandchild still holds the write end, stop reading after a moment.
@@ -165,4 +172,15 @@ func (p *execProcess) wait() {
 	case <-time.After(200 * time.Millisecond):
 		p.status.SetReadDeadline(time.Now())
 	}
+}
+
+// exitOf converts a process state (nil if it could not be waited for).
+func exitOf(ps *os.ProcessState) supervisor.Exit {
+	if ps == nil {
+		return supervisor.Exit{Code: -1}
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return supervisor.Exit{Code: -1, Signal: ws.Signal()}
+	}
+	return supervisor.Exit{Code: ps.ExitCode()}
 }

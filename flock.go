@@ -14,6 +14,7 @@ import (
 
 	"github.com/clusterflock/clusterflock/internal/proto"
 	"github.com/clusterflock/clusterflock/reuseport"
+	"github.com/clusterflock/clusterflock/supervisor"
 )
 
 // Options configures a pool. The zero value is valid: one worker per CPU on
@@ -57,6 +58,11 @@ type Options struct {
 	// and Handler must be unset. Unset, or zero in the template:
 	// ReadHeaderTimeout 10s (no slowloris), IdleTimeout 120s.
 	Server *http.Server
+	// OnEvent, if set, is called in the supervisor for every lifecycle event
+	// (spawn, ready, exit, refork, stop, kill, restart, …), for metrics or
+	// alerts. It runs on the supervisor's goroutine, after the event is
+	// logged, and must not block.
+	OnEvent func(supervisor.Event)
 	// Migration chooses how connections queued on a retiring worker's
 	// listener reach the others instead of being reset. "" (MigrationAuto)
 	// picks the best available and logs it at start; naming one that this

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -24,7 +25,7 @@ import (
 func handledSignals() []os.Signal {
 	return []os.Signal{
 		syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGINT,
-		syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGHUP, syscall.SIGUSR2,
+		syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2,
 	}
 }
 
@@ -93,12 +94,14 @@ func superviseAs(ctx context.Context, o options, sigs chan os.Signal, heir *upgr
 		}
 	}
 
-	sp, err := newExecSpawner(o, src, mig)
+	own := &children{}
+	sp, err := newExecSpawner(o, src, mig, own)
 	if err != nil {
 		return err
 	}
 	defer sp.Close()
 
+	sd := &systemd{n: sdnotify.FromEnv(), log: log, addr: addr}
 	sup, err := supervisor.New(supervisor.Config{
 		Spawner:          sp,
 		Workers:          o.Workers,
@@ -109,6 +112,10 @@ func superviseAs(ctx context.Context, o options, sigs chan os.Signal, heir *upgr
 		OnEvent: func(ev supervisor.Event) {
 			if ev.Kind == supervisor.EventPoolReady {
 				heir.ready()
+			}
+			sd.event(ev)
+			if o.OnEvent != nil {
+				o.OnEvent(ev)
 			}
 		},
 	})
@@ -127,16 +134,17 @@ func superviseAs(ctx context.Context, o options, sigs chan os.Signal, heir *upgr
 			"reason", why)
 	}
 
-	d := &dispatcher{o: o, sup: sup, src: src, notify: sdnotify.FromEnv(), upgrades: make(chan upgradeResult, 1)}
+	d := &dispatcher{o: o, sup: sup, src: src, sd: sd, own: own, upgrades: make(chan upgradeResult, 1)}
 	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		d.run(sigs, stop)
-	}()
+	var wg sync.WaitGroup
+	wg.Go(func() { d.run(sigs, stop) })
+	if os.Getpid() == 1 {
+		log.Info("running as PID 1: reaping orphaned processes")
+		wg.Go(func() { reapOrphans(own, stop) })
+	}
 	err = sup.Run(ctx)
 	close(stop)
-	<-done
+	wg.Wait()
 
 	var se *supervisor.StartError
 	var te *supervisor.StopTimeoutError
@@ -160,7 +168,8 @@ type dispatcher struct {
 	o        options
 	sup      *supervisor.Supervisor
 	src      *listenerSource
-	notify   sdnotify.Notifier
+	sd       *systemd
+	own      *children
 	upgrades chan upgradeResult
 	pending  *successor // a new supervisor that is not ready yet
 	stopping bool
@@ -169,10 +178,20 @@ type dispatcher struct {
 func (d *dispatcher) run(sigs <-chan os.Signal, stop <-chan struct{}) {
 	log := d.o.Logger
 	defer d.abandonUpgrade()
+	var watchdog <-chan time.Time
+	if iv := watchdogInterval(); iv > 0 && d.sd.n.Enabled() {
+		t := time.NewTicker(iv)
+		defer t.Stop()
+		watchdog = t.C
+	}
 	for {
 		select {
 		case <-stop:
 			return
+		case <-watchdog:
+			if d.sup.Workers() != nil { // the supervisor's loop answers
+				d.sd.send("WATCHDOG=1")
+			}
 		case res := <-d.upgrades:
 			d.pending = nil
 			if res.err != nil {
@@ -180,9 +199,7 @@ func (d *dispatcher) run(sigs <-chan os.Signal, stop <-chan struct{}) {
 				continue
 			}
 			log.Info("binary upgrade: the new supervisor serves; stopping this one", "new_pid", res.pid)
-			if err := d.notify.Notify(fmt.Sprintf("MAINPID=%d", res.pid)); err != nil {
-				log.Warn("cannot notify systemd of the new main PID", "err", err.Error())
-			}
+			d.sd.mainPID(res.pid)
 			d.stopping = true
 			d.sup.Stop()
 		case sig := <-sigs:
@@ -202,6 +219,8 @@ func (d *dispatcher) run(sigs <-chan os.Signal, stop <-chan struct{}) {
 				d.sup.Restart()
 			case syscall.SIGUSR2:
 				d.startUpgrade()
+			case syscall.SIGUSR1:
+				d.logWorkers()
 			}
 		}
 	}
@@ -217,7 +236,7 @@ func (d *dispatcher) startUpgrade() {
 		log.Warn("binary upgrade refused: one is already under way", "new_pid", d.pending.cmd.Process.Pid)
 		return
 	}
-	s, err := startSuccessor(d.src, d.upgrades)
+	s, err := startSuccessor(d.src, d.own, d.upgrades)
 	if err != nil {
 		log.Error("binary upgrade failed: cannot start a new supervisor", "err", err.Error())
 		return
@@ -240,5 +259,15 @@ func (d *dispatcher) abandonUpgrade() {
 	case <-time.After(d.o.ShutdownTimeout + 2*time.Second):
 		_ = d.pending.cmd.Process.Kill()
 		<-d.upgrades
+	}
+}
+
+// logWorkers logs one line per live worker (SIGUSR1).
+func (d *dispatcher) logWorkers() {
+	ws := d.sup.Workers()
+	d.o.Logger.Info("worker table", "workers", len(ws))
+	for _, w := range ws {
+		d.o.Logger.Info("worker", "worker", w.ID, "slot", w.Slot, "generation", w.Generation, "pid", w.Pid,
+			"state", string(w.State), "uptime", time.Since(w.Started).Round(time.Millisecond))
 	}
 }

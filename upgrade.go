@@ -30,10 +30,11 @@ type upgradeResult struct {
 type successor struct {
 	cmd    *exec.Cmd
 	status *os.File
+	own    *children
 }
 
 // startSuccessor starts the new supervisor and reports on results once.
-func startSuccessor(src *listenerSource, results chan<- upgradeResult) (*successor, error) {
+func startSuccessor(src *listenerSource, own *children, results chan<- upgradeResult) (*successor, error) {
 	path, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -63,13 +64,18 @@ func startSuccessor(src *listenerSource, results chan<- upgradeResult) (*success
 		Stderr:     os.Stderr,
 		ExtraFiles: files,
 	}
-	err = cmd.Start()
+	err = own.start(func() (int, error) {
+		if err := cmd.Start(); err != nil {
+			return 0, err
+		}
+		return cmd.Process.Pid, nil
+	})
 	w.Close()
 	if err != nil {
 		r.Close()
 		return nil, err
 	}
-	s := &successor{cmd: cmd, status: r}
+	s := &successor{cmd: cmd, status: r, own: own}
 	go s.watch(results)
 	return s, nil
 }
@@ -88,6 +94,7 @@ func (s *successor) watch(results chan<- upgradeResult) {
 		switch m.Kind {
 		case proto.Ready:
 			// It lives on after this process: do not wait for it.
+			s.own.done(pid)
 			s.cmd.Process.Release()
 			results <- upgradeResult{pid: pid}
 			return
@@ -96,7 +103,8 @@ func (s *successor) watch(results chan<- upgradeResult) {
 		}
 	}
 	_ = s.cmd.Wait() // the exit status is in ProcessState
-	why := s.cmd.ProcessState.String()
+	s.own.done(pid)
+	why := exitOf(s.cmd.ProcessState).String()
 	if failure != "" {
 		why = failure + " (" + why + ")"
 	}

@@ -31,6 +31,7 @@ type Event struct {
 	Exit   Exit          // for EventExit
 	Delay  time.Duration // for EventRefork
 	Reason string
+	Pool   int // for EventPoolReady: the number of workers
 }
 
 // ErrKilled is returned by [Supervisor.Run] after [Supervisor.Kill].

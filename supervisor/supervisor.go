@@ -273,7 +273,7 @@ func (l *loop) emit(ev Event) {
 	msg := "worker " + string(ev.Kind)
 	switch ev.Kind {
 	case EventExit:
-		attrs = append(attrs, "status", ev.Exit.String())
+		attrs = append(attrs, "status", ev.Exit.String(), "uptime", time.Since(ev.Worker.Started).Round(time.Millisecond))
 		if ev.Reason != "" {
 			level = slog.LevelWarn
 			msg = "worker exited unexpectedly"
@@ -284,7 +284,7 @@ func (l *loop) emit(ev Event) {
 		level = slog.LevelWarn
 	case EventPoolReady:
 		msg = "all workers ready"
-		attrs = append(attrs, "workers", len(l.slots))
+		attrs = append(attrs, "workers", ev.Pool)
 	case EventRestart:
 		msg = "rolling restart"
 	case EventStopping:
@@ -590,7 +590,7 @@ func (l *loop) checkPoolReady() {
 	}
 	if ready >= len(l.slots) {
 		l.announced = true
-		l.emit(Event{Kind: EventPoolReady})
+		l.emit(Event{Kind: EventPoolReady, Pool: len(l.slots)})
 	}
 }
 

@@ -1,0 +1,87 @@
+package clusterflock
+
+import (
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// children is the set of processes this supervisor started and waits for
+// itself (workers, a new supervisor). The reaper leaves them alone.
+type children struct {
+	mu   sync.Mutex
+	pids map[int]bool
+}
+
+// start runs start (a fork) and records the pid it returns, with the set
+// locked so that the reaper cannot see the child before it is recorded.
+func (c *children) start(start func() (int, error)) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	pid, err := start()
+	if err == nil {
+		if c.pids == nil {
+			c.pids = make(map[int]bool)
+		}
+		c.pids[pid] = true
+	}
+	return err
+}
+
+func (c *children) done(pid int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.pids, pid)
+}
+
+func (c *children) has(pid int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pids[pid]
+}
+
+// reapOrphans runs while the supervisor runs as PID 1 (a container without
+// an init): processes orphaned below it (a handler's grandchildren) are
+// re-parented to it, and it reaps them so they do not stay zombies. It
+// reaps only processes that are not in own. It returns when stop is closed.
+func reapOrphans(own *children, stop <-chan struct{}) {
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGCHLD)
+	defer signal.Stop(sigc)
+	tick := time.NewTicker(time.Second) // own children may hide others for a moment
+	defer tick.Stop()
+	for {
+		for {
+			pid := waitablePid()
+			if pid <= 0 || own.has(pid) {
+				break
+			}
+			var ws unix.WaitStatus
+			unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		}
+		select {
+		case <-stop:
+			return
+		case <-sigc:
+		case <-tick.C:
+		}
+	}
+}
+
+// waitablePid returns a child that has exited, without reaping it, or 0.
+func waitablePid() int {
+	var info unix.Siginfo
+	if err := unix.Waitid(unix.P_ALL, 0, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil); err != nil {
+		return 0
+	}
+	// si_pid is the first field of the union after si_signo, si_errno and
+	// si_code, which starts at the union's (pointer) alignment.
+	const ptr = unsafe.Sizeof(uintptr(0))
+	off := (12 + ptr - 1) &^ (ptr - 1)
+	return int(*(*int32)(unsafe.Add(unsafe.Pointer(&info), off)))
+}

@@ -1,0 +1,75 @@
+//go:build unix
+
+package clusterflock
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/clusterflock/clusterflock/internal/sdnotify"
+	"github.com/clusterflock/clusterflock/supervisor"
+	"golang.org/x/sys/unix"
+)
+
+// systemd tells systemd (Type=notify or notify-reload) what the pool does:
+// READY=1 when every worker serves, RELOADING=1 during a rolling restart,
+// STOPPING=1 on shutdown, STATUS= lines, MAINPID= after a binary upgrade,
+// and WATCHDOG=1 while the supervisor's loop answers. Without NOTIFY_SOCKET
+// it does nothing.
+type systemd struct {
+	n    sdnotify.Notifier
+	log  *slog.Logger
+	addr string
+}
+
+func (s *systemd) send(state string) {
+	if err := s.n.Notify(state); err != nil {
+		s.log.Warn("cannot notify systemd", "state", state, "err", err.Error())
+	}
+}
+
+// event is called on the supervisor's goroutine for every event.
+func (s *systemd) event(ev supervisor.Event) {
+	if !s.n.Enabled() {
+		return
+	}
+	switch ev.Kind {
+	case supervisor.EventPoolReady:
+		s.send(fmt.Sprintf("READY=1\nSTATUS=%d workers serving on %s", ev.Pool, s.addr))
+	case supervisor.EventRestart:
+		if ev.Reason == "begin" {
+			s.send(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d\nSTATUS=rolling restart", monotonicUsec()))
+		} else if ev.Reason != "done" { // done is followed by EventPoolReady
+			s.send("READY=1\nSTATUS=rolling restart " + ev.Reason)
+		}
+	case supervisor.EventStopping:
+		s.send("STOPPING=1\nSTATUS=stopping (" + ev.Reason + ")")
+	}
+}
+
+// mainPID tells systemd that pid is the service's main process now.
+func (s *systemd) mainPID(pid int) { s.send("MAINPID=" + strconv.Itoa(pid)) }
+
+// watchdogInterval returns half of WATCHDOG_USEC, if systemd asks this
+// process for keep-alives, or 0.
+func watchdogInterval() time.Duration {
+	usec, err := strconv.ParseInt(os.Getenv("WATCHDOG_USEC"), 10, 64)
+	if err != nil || usec <= 0 {
+		return 0
+	}
+	if p := os.Getenv("WATCHDOG_PID"); p != "" && p != strconv.Itoa(os.Getpid()) {
+		return 0
+	}
+	return time.Duration(usec) * time.Microsecond / 2
+}
+
+func monotonicUsec() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return ts.Nano() / 1000
+}
