@@ -3,14 +3,18 @@ package clusterflock_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/clusterflock/clusterflock"
+	"github.com/clusterflock/clusterflock/supervisor"
 )
 
 // A pool of one worker per CPU on :5000 (or $PORT), each answering with its
@@ -35,6 +39,57 @@ func ExampleRun_options() {
 		ShutdownTimeout: 10 * time.Second,
 	}
 	if err := clusterflock.Run(ctx, http.NotFoundHandler(), opts); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// Serve runs any server that accepts on a net.Listener, here a line echo.
+// On stop, ctx is done: stop accepting, finish what is in flight, return nil.
+func ExampleServe() {
+	serve := func(ctx context.Context, ln net.Listener) error {
+		go func() { <-ctx.Done(); ln.Close() }()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil // asked to stop
+				}
+				return err
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}
+	if err := clusterflock.Serve(context.Background(), serve, clusterflock.Options{Workers: 2}); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// An http.Server template sets timeouts and TLS the standard way; OnEvent
+// exports lifecycle events, and handlers can tell which worker they run in.
+func ExampleOptions() {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		wk, _ := clusterflock.WorkerFromContext(r.Context())
+		fmt.Fprintf(w, "slot %d, generation %d, pid %d\n", wk.Slot, wk.Generation, wk.PID)
+	})
+	var crashes atomic.Int64 // e.g. exported as a metric
+	opts := clusterflock.Options{
+		Server: &http.Server{
+			ReadHeaderTimeout: 5 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			// TLSConfig: &tls.Config{Certificates: certs}, // then workers serve HTTPS
+		},
+		MaxRequests:       10000, // recycle each worker after 10000–11000 requests
+		MaxRequestsJitter: 1000,
+		OnEvent: func(ev supervisor.Event) {
+			if ev.Kind == supervisor.EventExit && ev.Reason != "" {
+				crashes.Add(1) // must not block
+			}
+		},
+	}
+	if err := clusterflock.Run(context.Background(), h, opts); err != nil {
 		log.Fatal(err)
 	}
 }
