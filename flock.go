@@ -156,22 +156,28 @@ func Serve(ctx context.Context, serve ServeFunc, opts Options) error {
 // the marker from the environment so the handler's subprocesses do not
 // inherit it.
 func IsWorker() bool {
-	_, ok := workerEnv()
-	return ok
+	_, ok, err := workerEnv()
+	return ok && err == nil
 }
 
 // workerEnv reads the worker marker and accepts it only if it names this
 // process's parent.
-func workerEnv() (proto.WorkerEnv, bool) {
+// A marker that is malformed or names another process is an error, never
+// a reason to become a supervisor: that would start a pool inside a pool
+// (for instance in a worker whose supervisor died as it started).
+func workerEnv() (proto.WorkerEnv, bool, error) {
 	v, ok := os.LookupEnv(proto.EnvWorker)
 	if !ok {
-		return proto.WorkerEnv{}, false
+		return proto.WorkerEnv{}, false, nil
 	}
 	env, err := proto.ParseWorkerEnv(v)
-	if err != nil || env.SupervisorPID != os.Getppid() {
-		return proto.WorkerEnv{}, false
+	if err != nil {
+		return proto.WorkerEnv{}, true, fmt.Errorf("clusterflock: %w; refusing to start a pool inside a worker", err)
 	}
-	return env, true
+	if ppid := os.Getppid(); env.SupervisorPID != ppid {
+		return proto.WorkerEnv{}, true, fmt.Errorf("clusterflock: %s names supervisor %d, but this process's parent is %d (the supervisor is gone, or the variable was copied); refusing to start", proto.EnvWorker, env.SupervisorPID, ppid)
+	}
+	return env, true, nil
 }
 
 // options are Options with defaults applied and validated.

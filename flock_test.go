@@ -1,6 +1,10 @@
 package clusterflock
 
 import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -66,5 +70,33 @@ func TestWorkerEnviron(t *testing.T) {
 	got = workerEnviron(append(base, "GOMAXPROCS=7"), options{Options{Workers: 2, GOMAXPROCS: 3}})
 	if j := strings.Join(got, " "); !strings.Contains(j, "GOMAXPROCS=3") || strings.Contains(j, "GOMAXPROCS=7") {
 		t.Errorf("Options.GOMAXPROCS did not win: %v", got)
+	}
+}
+
+// A worker marker that does not name this process's parent (its supervisor
+// died as it started, or the variable was copied) is refused: never a
+// nested pool.
+func TestForeignWorkerMarkerIsRefused(t *testing.T) {
+	for _, v := range []string{"999999:0:0:ebpf:127.0.0.1:1", "garbage"} {
+		t.Setenv("CLUSTERFLOCK_WORKER", v)
+		if IsWorker() {
+			t.Errorf("IsWorker() with %q = true", v)
+		}
+		err := Run(t.Context(), http.NotFoundHandler(), Options{Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
+		if err == nil || !strings.Contains(err.Error(), "refusing") {
+			t.Errorf("Run with CLUSTERFLOCK_WORKER=%q: %v, want an error refusing to start", v, err)
+		}
+	}
+}
+
+func TestServerTemplateChecked(t *testing.T) {
+	for _, tmpl := range []*http.Server{{Addr: ":80"}, {Handler: http.NotFoundHandler()}} {
+		err := Run(t.Context(), http.NotFoundHandler(), Options{Server: tmpl})
+		if err == nil || !strings.Contains(err.Error(), "Options.Server") {
+			t.Errorf("Run with Server %+v: %v, want an error naming Options.Server", tmpl, err)
+		}
+	}
+	if err := Serve(t.Context(), func(context.Context, net.Listener) error { return nil }, Options{MaxRequests: 5}); err == nil {
+		t.Error("Serve with MaxRequests: no error")
 	}
 }

@@ -42,9 +42,10 @@ func httpServe(h http.Handler, o options, rec *recycler) ServeFunc {
 			if ctx.Err() == nil {
 				return err
 			}
+			return drain(srv, ln, conns, o.ShutdownTimeout, nil)
 		case <-ctx.Done():
+			return drain(srv, ln, conns, o.ShutdownTimeout, errc)
 		}
-		return drain(srv, ln, conns, o.ShutdownTimeout)
 	}
 }
 
@@ -104,12 +105,19 @@ func checkServerTemplate(tmpl *http.Server) error {
 }
 
 // drain stops srv without losing a request that reached it: it stops
-// accepting, waits until every accepted connection has had its first
-// request read (Shutdown would close those without an answer), then shuts
-// down, which finishes in-flight requests and closes idle connections.
-func drain(srv *http.Server, ln net.Listener, conns *connTracker, timeout time.Duration) error {
+// accepting and waits for Serve to return (served, unless nil: it has), so
+// every accepted connection is tracked; then it waits until each has had its
+// first request read (Shutdown would close those without an answer), and
+// shuts down, which finishes in-flight requests and closes idle connections.
+func drain(srv *http.Server, ln net.Listener, conns *connTracker, timeout time.Duration, served <-chan error) error {
 	srv.SetKeepAlivesEnabled(false) // responses from now on say Connection: close
 	ln.Close()
+	if served != nil {
+		select {
+		case <-served: // Serve marks a connection StateNew before it accepts the next
+		case <-time.After(newConnDrainLimit):
+		}
+	}
 	conns.waitNoNew(newConnDrainLimit)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout+time.Second)
 	defer cancel()

@@ -48,7 +48,9 @@ func signalName(sig os.Signal) string {
 
 // run is the role dispatch behind Run and Serve.
 func run(ctx context.Context, serve ServeFunc, o options, rec *recycler) error {
-	if env, ok := workerEnv(); ok {
+	if env, ok, err := workerEnv(); err != nil {
+		return err
+	} else if ok {
 		return runWorker(ctx, serve, o, env, rec)
 	}
 	return supervise(ctx, o, notifySignals())

@@ -18,8 +18,11 @@ import (
 	"github.com/clusterflock/clusterflock/reuseport"
 )
 
-// heartbeatInterval is how often a worker tells the supervisor it is alive.
-const heartbeatInterval = time.Second
+// heartbeatInterval is how often a worker tells the supervisor it is alive:
+// every second, and at least four times per HeartbeatTimeout.
+func heartbeatInterval(timeout time.Duration) time.Duration {
+	return max(min(time.Second, timeout/4), time.Millisecond)
+}
 
 // runWorker is the worker role: listen on the pool's address, tell the
 // supervisor, run serve until asked to stop, then stop it and return.
@@ -62,7 +65,7 @@ func runWorker(ctx context.Context, serve ServeFunc, o options, env proto.Worker
 		_, _ = io.Copy(io.Discard, lifeline) // returns at EOF: the supervisor is gone
 		close(orphaned)
 	}()
-	beat := time.NewTicker(heartbeatInterval)
+	beat := time.NewTicker(heartbeatInterval(o.HeartbeatTimeout))
 	defer beat.Stop()
 
 wait:

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package integration_test runs clusterflock pools as real processes: the test
 // binary is both the supervisor and its workers (TestMain dispatches on
 // CF_HELPER), signals are real signals and requests go over real sockets on
@@ -17,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,15 +28,27 @@ import (
 	"time"
 
 	"github.com/clusterflock/clusterflock"
+	"github.com/clusterflock/clusterflock/supervisor"
 )
 
 // Environment of a helper process (the supervisor and, inherited, its workers).
 const (
-	envHelper   = "CF_HELPER"   // mode: "pool", "exit-before-ready"
-	envAddr     = "CF_ADDR"     // Options.Addr
-	envWorkers  = "CF_WORKERS"  // Options.Workers
-	envShutdown = "CF_SHUTDOWN" // Options.ShutdownTimeout
+	envHelper      = "CF_HELPER"       // mode: "pool", "exit-before-ready"
+	envAddr        = "CF_ADDR"         // Options.Addr
+	envWorkers     = "CF_WORKERS"      // Options.Workers
+	envShutdown    = "CF_SHUTDOWN"     // Options.ShutdownTimeout
+	envMigration   = "CF_MIGRATION"    // Options.Migration
+	envHeartbeat   = "CF_HEARTBEAT"    // Options.HeartbeatTimeout
+	envMaxRequests = "CF_MAX_REQUESTS" // Options.MaxRequests
+	envSurge       = "CF_SURGE"        // Options.RestartSurge
+	// envFailUpgrade makes a new supervisor started by a binary upgrade
+	// (CLUSTERFLOCK_UPGRADE in its environment) exit 1 before Run.
+	envFailUpgrade = "CF_FAIL_UPGRADE"
+	envOnEvent     = "CF_ON_EVENT" // log every Options.OnEvent call as "on-event"
 )
+
+// envUpgrade is the library's marker of a new supervisor (internal/proto).
+const envUpgrade = "CLUSTERFLOCK_UPGRADE"
 
 func TestMain(m *testing.M) {
 	if mode := os.Getenv(envHelper); mode != "" {
@@ -48,26 +63,61 @@ func helper(mode string) int {
 		fmt.Fprintln(os.Stderr, `{"msg":"worker dies at start"}`)
 		return 3
 	}
+	if os.Getenv(envFailUpgrade) != "" && os.Getenv(envUpgrade) != "" {
+		fmt.Fprintf(os.Stderr, `{"msg":"new supervisor fails before Run","pid":%d}`+"\n", os.Getpid())
+		return 1
+	}
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	opts := clusterflock.Options{Addr: os.Getenv(envAddr), Logger: logger}
-	var err error
-	if v := os.Getenv(envWorkers); v != "" {
-		if opts.Workers, err = strconv.Atoi(v); err != nil {
-			panic(err)
+	opts := clusterflock.Options{
+		Addr:      os.Getenv(envAddr),
+		Logger:    logger,
+		Migration: clusterflock.Migration(os.Getenv(envMigration)),
+	}
+	for _, f := range []struct {
+		env string
+		n   *int
+	}{{envWorkers, &opts.Workers}, {envMaxRequests, &opts.MaxRequests}, {envSurge, &opts.RestartSurge}} {
+		if v := os.Getenv(f.env); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				panic(err)
+			}
+			*f.n = n
 		}
 	}
-	if v := os.Getenv(envShutdown); v != "" {
-		if opts.ShutdownTimeout, err = time.ParseDuration(v); err != nil {
-			panic(err)
+	for _, f := range []struct {
+		env string
+		d   *time.Duration
+	}{{envShutdown, &opts.ShutdownTimeout}, {envHeartbeat, &opts.HeartbeatTimeout}} {
+		if v := os.Getenv(f.env); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				panic(err)
+			}
+			*f.d = d
+		}
+	}
+	if os.Getenv(envOnEvent) != "" {
+		opts.OnEvent = func(ev supervisor.Event) {
+			logger.Info("on-event", "kind", string(ev.Kind), "worker", ev.Worker.ID)
 		}
 	}
 	worker := clusterflock.IsWorker()
-	err = clusterflock.Run(context.Background(), testHandler(), opts)
+	var err error
+	switch mode {
+	case "tcp":
+		err = clusterflock.Serve(context.Background(), serveEcho, opts)
+	case "tls":
+		opts.Server = &http.Server{TLSConfig: selfSignedTLS()}
+		fallthrough
+	default:
+		err = clusterflock.Run(context.Background(), testHandler(), opts)
+	}
 	msg := ""
 	if err != nil {
 		msg = err.Error()
 	}
-	logger.Info("run returned", "err", msg, "worker", worker)
+	logger.Info("run returned", "err", msg, "worker", worker, "pid", os.Getpid())
 	if err != nil {
 		return 1
 	}
@@ -93,6 +143,20 @@ func testHandler() http.Handler {
 	})
 	mux.HandleFunc("/exit", func(w http.ResponseWriter, r *http.Request) {
 		os.Exit(3)
+	})
+	mux.HandleFunc("/getenv", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, os.Getenv(r.URL.Query().Get("k")))
+	})
+	mux.HandleFunc("/whoami", func(w http.ResponseWriter, r *http.Request) {
+		wk, ok := clusterflock.WorkerFromContext(r.Context())
+		fmt.Fprintf(w, "%t %d %d %d", ok, wk.Slot, wk.Generation, wk.PID)
+	})
+	// /orphan starts a shell that leaves a background sleep behind and
+	// exits: the sleep is orphaned and re-parented (to PID 1 of its
+	// namespace). It answers the shell's exit status.
+	mux.HandleFunc("/orphan", func(w http.ResponseWriter, r *http.Request) {
+		err := exec.Command("sh", "-c", "sleep 0.3 >/dev/null 2>&1 &").Run()
+		fmt.Fprint(w, err)
 	})
 	return mux
 }
@@ -127,19 +191,37 @@ type pool struct {
 	mu      sync.Mutex
 	records []record
 	changed chan struct{} // closed and replaced when records grows
+	logDone chan struct{} // closed at EOF on stderr: every process of the group has exited
 	exited  chan struct{} // closed when the helper has been reaped
 	exit    *os.ProcessState
+	others  []int // processes of the group that are not its children (a new supervisor), for cleanup
 }
 
 type poolConfig struct {
-	mode     string // default "pool"
-	addr     string // default "127.0.0.1:0"
-	workers  int    // default 2
-	shutdown time.Duration
-	noWait   bool // do not wait for the supervisor to start and its workers to be ready
+	mode        string // default "pool"
+	addr        string // default "127.0.0.1:0"
+	workers     int    // default 2
+	shutdown    time.Duration
+	migration   string        // Options.Migration; "" is auto
+	heartbeat   time.Duration // Options.HeartbeatTimeout
+	maxRequests int           // Options.MaxRequests
+	surge       int           // Options.RestartSurge
+	failUpgrade bool          // a new supervisor of a binary upgrade exits 1 before Run
+	env         []string      // more environment
+	files       []*os.File    // inherited as fd 3, 4, …
+	shell       string        // run the helper as sh -c shell exe args (e.g. to set LISTEN_PID=$$)
+	cloneflags  uintptr       // e.g. CLONE_NEWPID
+	// unprivileged runs the pool as user nobody (uid and gid 65534), with no
+	// capabilities, from a copy of the test binary that nobody can execute.
+	unprivileged bool
+	noWait       bool // do not wait for the supervisor to start and its workers to be ready
 }
 
-// startPool starts a helper and waits until all its workers are ready.
+const nobody = 65534
+
+// startPool starts a helper and waits until all its workers are ready. If
+// the helper cannot start because the migration mechanism c.migration is not
+// available here, the test is skipped with the helper's reason.
 func startPool(t *testing.T, c poolConfig) *pool {
 	t.Helper()
 	if c.mode == "" {
@@ -155,26 +237,59 @@ func startPool(t *testing.T, c poolConfig) *pool {
 	if err != nil {
 		t.Fatal(err)
 	}
+	dir := ""
+	if c.unprivileged {
+		exe, dir = copyForNobody(t, exe)
+	}
 	cmd := exec.Command(exe, "-test.run=^$")
+	if c.shell != "" {
+		cmd = exec.Command("sh", "-c", c.shell, exe, "-test.run=^$")
+	}
+	cmd.ExtraFiles = c.files
+	cmd.Dir = dir
 	// Under -race a process sleeps 1 s at exit (atexit_sleep_ms) unless told
 	// not to, which would make every worker outlive a short stop timeout.
 	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0 "+os.Getenv("GORACE"), envHelper+"="+c.mode, envAddr+"="+c.addr, envWorkers+"="+strconv.Itoa(c.workers))
-	if c.shutdown != 0 {
-		cmd.Env = append(cmd.Env, envShutdown+"="+c.shutdown.String())
+	for _, kv := range [][2]string{
+		{envShutdown, durationEnv(c.shutdown)},
+		{envMigration, c.migration},
+		{envHeartbeat, durationEnv(c.heartbeat)},
+		{envMaxRequests, intEnv(c.maxRequests)},
+		{envSurge, intEnv(c.surge)},
+	} {
+		if kv[1] != "" {
+			cmd.Env = append(cmd.Env, kv[0]+"="+kv[1])
+		}
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stderr, err := cmd.StderrPipe()
+	if c.failUpgrade {
+		cmd.Env = append(cmd.Env, envFailUpgrade+"=1")
+	}
+	cmd.Env = append(cmd.Env, c.env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Cloneflags: c.cloneflags}
+	if c.unprivileged {
+		// From uid 0 to another uid, execve clears every capability.
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: nobody, Gid: nobody}
+	}
+	// The helper's stderr is a plain pipe, not cmd.StderrPipe: a new
+	// supervisor started by a binary upgrade writes to it too and outlives
+	// the helper, so reading it must not be tied to reaping the helper.
+	stderr, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	cmd.Stderr = w
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		stderr.Close()
 		t.Fatal(err)
 	}
-	p := &pool{t: t, cmd: cmd, changed: make(chan struct{}), exited: make(chan struct{})}
-	readDone := make(chan struct{})
+	p := &pool{t: t, cmd: cmd, changed: make(chan struct{}), logDone: make(chan struct{}), exited: make(chan struct{})}
 	go func() {
-		defer close(readDone)
+		defer close(p.logDone)
+		defer stderr.Close()
 		s := bufio.NewScanner(stderr)
+		s.Buffer(nil, 1<<20)
 		for s.Scan() {
 			var r record
 			if json.Unmarshal(s.Bytes(), &r) != nil {
@@ -188,7 +303,6 @@ func startPool(t *testing.T, c poolConfig) *pool {
 		}
 	}()
 	go func() {
-		<-readDone
 		cmd.Wait()
 		p.mu.Lock()
 		p.exit = cmd.ProcessState
@@ -196,22 +310,108 @@ func startPool(t *testing.T, c poolConfig) *pool {
 		close(p.exited)
 	}()
 	t.Cleanup(func() {
-		// The whole group: the supervisor and every worker it started.
+		// The whole group: the supervisor, every worker it started and a
+		// new supervisor of a binary upgrade with its workers.
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		select {
-		case <-p.exited:
-		case <-time.After(10 * time.Second):
-			t.Errorf("helper %d not reaped", cmd.Process.Pid)
+		for _, c := range []struct {
+			what string
+			ch   chan struct{}
+		}{{"reaped", p.exited}, {"gone (its stderr still open)", p.logDone}} {
+			select {
+			case <-c.ch:
+			case <-time.After(10 * time.Second):
+				t.Errorf("helper %d (group %d) not %s", cmd.Process.Pid, cmd.Process.Pid, c.what)
+			}
 		}
+		p.mu.Lock()
+		others := p.others
+		p.mu.Unlock()
+		waitGone(t, others, 10*time.Second)
 		if t.Failed() {
 			p.dump()
 		}
 	})
 	if !c.noWait {
-		p.addr = p.waitFor("supervisor starting", nil, 10*time.Second).str("addr")
+		r, err := p.find(0, "", func(r record) bool {
+			return r.str("msg") == "supervisor starting" || r.str("msg") == "run returned"
+		}, 10*time.Second)
+		if err != nil {
+			t.Fatalf("waiting for \"supervisor starting\": %v", err)
+		}
+		if r.str("msg") == "run returned" {
+			if e := r.str("err"); strings.Contains(e, "is not available here") {
+				t.Skipf("SKIP: migration %q is not available on this machine: %s", c.migration, e)
+			}
+			t.Fatalf("the pool did not start: Run returned %q", r.str("err"))
+		}
+		p.addr = r.str("addr")
 		p.waitFor("all workers ready", nil, 10*time.Second)
 	}
 	return p
+}
+
+func durationEnv(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
+}
+
+func intEnv(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return strconv.Itoa(n)
+}
+
+// copyForNobody copies the test binary to a fresh directory that user
+// nobody can enter and execute from (the test binary itself lives in a
+// 0700 directory), removed when the test ends. It returns the copy's path
+// and its directory.
+func copyForNobody(t *testing.T, exe string) (string, string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "clusterflock-nobody-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
+		if fi, err := os.Stat(d); err != nil || fi.Mode().Perm()&0o001 == 0 {
+			t.Skipf("SKIP: user nobody cannot enter %s, a parent of %s: no place for the unprivileged pool's binary", d, dir)
+		}
+		if d == "/" {
+			break
+		}
+	}
+	src, err := os.Open(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	path := filepath.Join(dir, "pool")
+	dst, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.Copy(dst, src)
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, dir
+}
+
+// alsoReap makes cleanup wait until pid, a process of the pool's group that
+// is not the helper's child (a new supervisor), is gone too.
+func (p *pool) alsoReap(pid int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.others = append(p.others, pid)
 }
 
 // dump logs everything the helper wrote, for a failed test.
@@ -224,8 +424,8 @@ func (p *pool) dump() {
 	}
 }
 
-// waitFor returns the first record from the start of the log with msg (and
-// matching ok, if not nil), waiting up to timeout.
+// waitFor returns the first record from the start of the log with msg (any
+// msg if "") and matching ok, if not nil, waiting up to timeout.
 func (p *pool) waitFor(msg string, ok func(record) bool, timeout time.Duration) record {
 	p.t.Helper()
 	r, err := p.find(0, msg, ok, timeout)
@@ -242,7 +442,7 @@ func (p *pool) find(from int, msg string, ok func(record) bool, timeout time.Dur
 	for i := from; ; {
 		p.mu.Lock()
 		for ; i < len(p.records); i++ {
-			if r := p.records[i]; r.str("msg") == msg && (ok == nil || ok(r)) {
+			if r := p.records[i]; (msg == "" || r.str("msg") == msg) && (ok == nil || ok(r)) {
 				p.mu.Unlock()
 				return r, nil
 			}
@@ -251,7 +451,7 @@ func (p *pool) find(from int, msg string, ok func(record) bool, timeout time.Dur
 		p.mu.Unlock()
 		select {
 		case <-changed:
-		case <-p.exited:
+		case <-p.logDone:
 			// Scan what remains once more, then give up.
 			p.mu.Lock()
 			n := len(p.records)
@@ -303,7 +503,9 @@ func (p *pool) wait(timeout time.Duration) (int, string) {
 	case <-time.After(timeout):
 		p.t.Fatalf("supervisor %d still running after %v", p.pid(), timeout)
 	}
-	r, err := p.find(0, "run returned", func(r record) bool { return r.str("worker") == "false" }, time.Second)
+	r, err := p.find(0, "run returned", func(r record) bool {
+		return r.str("worker") == "false" && r.int("pid") == p.pid()
+	}, 5*time.Second)
 	if err != nil {
 		p.t.Fatalf("supervisor exited (%v) but did not log Run's return: %v", p.exit, err)
 	}

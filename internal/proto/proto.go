@@ -53,7 +53,7 @@ func ParseWorkerEnv(s string) (WorkerEnv, error) {
 	}
 	var w WorkerEnv
 	var err error
-	if w.SupervisorPID, err = strconv.Atoi(parts[0]); err != nil || w.SupervisorPID <= 1 {
+	if w.SupervisorPID, err = strconv.Atoi(parts[0]); err != nil || w.SupervisorPID <= 0 {
 		return WorkerEnv{}, fmt.Errorf("malformed %s=%q: bad supervisor pid", EnvWorker, s)
 	}
 	if w.Slot, err = strconv.Atoi(parts[1]); err != nil || w.Slot < 0 {
@@ -156,7 +156,7 @@ func ParseUpgradeEnv(s string) (UpgradeEnv, error) {
 		return UpgradeEnv{}, fmt.Errorf("malformed %s=%q", EnvUpgrade, s)
 	}
 	n, err := strconv.Atoi(parts[0])
-	if err != nil || n <= 1 || (parts[1] != "0" && parts[1] != "1") || parts[2] == "" {
+	if err != nil || n <= 0 || (parts[1] != "0" && parts[1] != "1") || parts[2] == "" {
 		return UpgradeEnv{}, fmt.Errorf("malformed %s=%q", EnvUpgrade, s)
 	}
 	return UpgradeEnv{OldPID: n, Shared: parts[1] == "1", Addr: parts[2]}, nil

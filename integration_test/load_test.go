@@ -1,0 +1,272 @@
+//go:build linux
+
+package integration_test
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Load parameters. Every request opens a new connection: Go's http.Client
+// retries a failed request on a reused keep-alive connection, which would
+// hide losses; nothing retries a fresh connection.
+const (
+	loadClients  = 8                      // closed-loop clients, one connection each at a time
+	loadBound    = 6 * time.Second        // a load stops by itself after this long
+	loadDeadline = 5 * time.Second        // per request: dial, write and read
+	loadTail     = 300 * time.Millisecond // load after the last event
+	loadMin      = 2000                   // requests a load makes at least, unless it hits loadBound
+)
+
+// load is a bounded closed-loop load of new connections: loadClients
+// goroutines each send "GET /" with Connection: close on a fresh TCP
+// connection, read the whole answer, and start over, until stopped or
+// loadBound passes.
+type load struct {
+	t     *testing.T
+	addr  string
+	start time.Time
+	quit  chan struct{} // closed to stop the clients
+	done  chan struct{} // closed when every client has returned
+	once  sync.Once
+
+	mu       sync.Mutex
+	served   []int          // pid that answered each successful request, in order
+	failures map[string]int // failed requests by kind
+	total    int
+	boundHit bool // the clients stopped at loadBound, not when asked
+}
+
+// startLoad starts the clients against addr; they are stopped and waited for
+// when the test ends, if not before.
+func startLoad(t *testing.T, addr string) *load {
+	l := &load{t: t, addr: addr, start: time.Now(), quit: make(chan struct{}), done: make(chan struct{}), failures: map[string]int{}}
+	bound := time.AfterFunc(loadBound, func() {
+		l.mu.Lock()
+		l.boundHit = true
+		l.mu.Unlock()
+		l.stop()
+	})
+	var wg sync.WaitGroup
+	for range loadClients {
+		wg.Go(l.client)
+	}
+	go func() {
+		wg.Wait()
+		bound.Stop()
+		close(l.done)
+	}()
+	t.Cleanup(func() {
+		l.stop()
+		<-l.done
+	})
+	return l
+}
+
+func (l *load) stop() { l.once.Do(func() { close(l.quit) }) }
+
+func (l *load) client() {
+	d := &net.Dialer{Timeout: loadDeadline}
+	for {
+		select {
+		case <-l.quit:
+			return
+		default:
+		}
+		pid, kind := request(d, l.addr)
+		l.mu.Lock()
+		l.total++
+		if kind == "" {
+			l.served = append(l.served, pid)
+		} else {
+			l.failures[kind]++
+		}
+		l.mu.Unlock()
+	}
+}
+
+const loadRequest = "GET / HTTP/1.1\r\nHost: clusterflock\r\nConnection: close\r\n\r\n"
+
+// request makes one request on a new connection and returns the pid that
+// answered, or the kind of failure.
+func request(d *net.Dialer, addr string) (pid int, failure string) {
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		return 0, "dial: " + errKind(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(loadDeadline))
+	if _, err := io.WriteString(c, loadRequest); err != nil {
+		return 0, "write: " + errKind(err)
+	}
+	br := bufio.NewReader(c)
+	if _, err := br.Peek(1); err != nil {
+		return 0, "read, no byte of an answer: " + errKind(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return 0, "read header: " + errKind(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return 0, "read body: " + errKind(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, "status " + resp.Status
+	}
+	pid, err = strconv.Atoi(string(body))
+	if err != nil {
+		return 0, fmt.Sprintf("bad body %q", body)
+	}
+	return pid, ""
+}
+
+// errKind names err without addresses: an errno name, EOF or timeout.
+func errKind(err error) string {
+	var errno syscall.Errno
+	var ne net.Error
+	switch {
+	case errors.As(err, &errno):
+		if name := unix.ErrnoName(errno); name != "" {
+			return name
+		}
+		return errno.Error()
+	case errors.Is(err, io.EOF):
+		return "EOF"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "unexpected EOF"
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	}
+	return err.Error()
+}
+
+// successes returns the number of successful requests so far.
+func (l *load) successes() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.served)
+}
+
+// waitServed waits until n more requests than at mark have succeeded.
+// It polls: the clients report thousands of times a second.
+func (l *load) waitServed(mark, n int, timeout time.Duration) {
+	l.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got := l.successes() - mark
+		if got >= n {
+			return
+		}
+		select {
+		case <-l.done:
+			l.t.Fatalf("the load stopped after %v with %d of %d successful requests", time.Since(l.start).Round(time.Millisecond), got, n)
+		default:
+		}
+		if time.Now().After(deadline) {
+			l.t.Fatalf("%d of %d successful requests after %v (%s)", got, n, timeout, l.summary())
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval, bounded by the deadline
+	}
+}
+
+// pidsSince returns how many successful requests each pid answered since
+// the mark (a value of successes).
+func (l *load) pidsSince(mark int) map[int]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[int]int{}
+	for _, pid := range l.served[mark:] {
+		out[pid]++
+	}
+	return out
+}
+
+// result is what a load saw.
+type result struct {
+	total, failed int
+	failures      map[string]int
+	took          time.Duration
+}
+
+func (r result) String() string {
+	s := fmt.Sprintf("failed/total = %d/%d in %v", r.failed, r.total, r.took.Round(time.Millisecond))
+	if r.failed > 0 {
+		var kinds []string
+		for _, k := range slices.Sorted(maps.Keys(r.failures)) {
+			kinds = append(kinds, fmt.Sprintf("%s ×%d", k, r.failures[k]))
+		}
+		s += " (" + strings.Join(kinds, ", ") + ")"
+	}
+	return s
+}
+
+func (l *load) summary() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r := result{total: l.total, failures: maps.Clone(l.failures), took: time.Since(l.start)}
+	for _, n := range l.failures {
+		r.failed += n
+	}
+	return r.String()
+}
+
+// finish lets the load run for a further loadTail and until loadMin
+// requests in all (within loadBound), stops it, logs its counts under label
+// and returns them. It fails the test if the load had stopped at its bound
+// before finish was called: what happened after that was not under load.
+func (l *load) finish(label string) result {
+	l.t.Helper()
+	l.mu.Lock()
+	early := l.boundHit
+	l.mu.Unlock()
+	tail := time.NewTimer(loadTail)
+	select {
+	case <-tail.C:
+	case <-l.done:
+		tail.Stop()
+	}
+	for l.requests() < loadMin {
+		select {
+		case <-l.done:
+		case <-time.After(5 * time.Millisecond): // polling interval, bounded by loadBound
+			continue
+		}
+		break
+	}
+	l.stop()
+	<-l.done
+	l.mu.Lock()
+	r := result{total: l.total, failures: maps.Clone(l.failures), took: time.Since(l.start)}
+	l.mu.Unlock()
+	for _, n := range r.failures {
+		r.failed += n
+	}
+	l.t.Logf("%s: %v", label, r)
+	if early {
+		l.t.Errorf("%s: the load stopped at its bound of %v before the events were over: they were not all under load", label, loadBound)
+	}
+	return r
+}
+
+func (l *load) requests() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.total
+}
