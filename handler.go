@@ -13,7 +13,8 @@ import (
 )
 
 // newConnDrainLimit bounds the wait for accepted connections whose first
-// request has not been read yet, before Shutdown (which would drop them).
+// request has not reached its handler yet, before Shutdown (which would
+// close them unanswered).
 const newConnDrainLimit = time.Second
 
 // httpServe returns the ServeFunc of Run: an http.Server for h, built from
@@ -21,7 +22,7 @@ const newConnDrainLimit = time.Second
 func httpServe(h http.Handler, o options, rec *recycler) ServeFunc {
 	return func(ctx context.Context, ln net.Listener) error {
 		conns := &connTracker{}
-		srv := newServer(o.Server, rec.wrap(h), conns, o.Logger)
+		srv := newServer(o.Server, conns.wrap(rec.wrap(h)), conns, o.Logger)
 		base := context.WithoutCancel(ctx) // in-flight requests outlive the stop signal
 		srv.BaseContext = func(l net.Listener) context.Context {
 			if o.Server != nil && o.Server.BaseContext != nil {
@@ -58,6 +59,7 @@ func newServer(tmpl *http.Server, h http.Handler, conns *connTracker, log *slog.
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ConnState:         conns.track,
+		ConnContext:       conns.connContext(nil),
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	if tmpl == nil {
@@ -74,10 +76,10 @@ func newServer(tmpl *http.Server, h http.Handler, conns *connTracker, log *slog.
 	}
 	srv.MaxHeaderBytes = tmpl.MaxHeaderBytes
 	srv.TLSNextProto = tmpl.TLSNextProto
+	srv.ConnContext = conns.connContext(tmpl.ConnContext)
 	if tmpl.ErrorLog != nil {
 		srv.ErrorLog = tmpl.ErrorLog
 	}
-	srv.ConnContext = tmpl.ConnContext
 	srv.DisableGeneralOptionsHandler = tmpl.DisableGeneralOptionsHandler
 	srv.HTTP2 = tmpl.HTTP2
 	srv.Protocols = tmpl.Protocols
@@ -128,32 +130,75 @@ func drain(srv *http.Server, ln net.Listener, conns *connTracker, timeout time.D
 	return nil
 }
 
-// connTracker counts connections that were accepted but have not yet had a
-// request read (http.StateNew).
+// connTracker tracks connections that were accepted but whose first
+// request has not reached its handler. Go's Server.Shutdown closes such a
+// connection without an answer, even after it read the request (net/http
+// checks shuttingDown between reading a request and calling the handler),
+// so a drain waits for this set to empty before it shuts down.
 type connTracker struct {
 	mu     sync.Mutex
 	fresh  map[net.Conn]struct{}
 	change chan struct{} // closed and replaced on every change
 }
 
+type trackedConnKey struct{}
+
+// trackedConn is in every request's context: its connection, and whether a
+// handler has started on it.
+type trackedConn struct {
+	c       net.Conn
+	started atomic.Bool
+}
+
+// connContext returns the server's ConnContext: user's, then ours.
+func (c *connTracker) connContext(user func(context.Context, net.Conn) context.Context) func(context.Context, net.Conn) context.Context {
+	return func(ctx context.Context, conn net.Conn) context.Context {
+		if user != nil {
+			ctx = user(ctx, conn)
+		}
+		return context.WithValue(ctx, trackedConnKey{}, &trackedConn{c: conn})
+	}
+}
+
+// wrap marks a connection started when its first handler runs.
+func (c *connTracker) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if t, ok := r.Context().Value(trackedConnKey{}).(*trackedConn); ok && t.started.CompareAndSwap(false, true) {
+			c.remove(t.c)
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 func (c *connTracker) track(conn net.Conn, s http.ConnState) {
+	switch s {
+	case http.StateNew:
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.fresh == nil {
+			c.fresh = make(map[net.Conn]struct{})
+		}
+		c.fresh[conn] = struct{}{}
+	case http.StateClosed, http.StateHijacked:
+		c.remove(conn)
+	}
+}
+
+func (c *connTracker) remove(conn net.Conn) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.fresh == nil {
-		c.fresh = make(map[net.Conn]struct{})
+	if _, ok := c.fresh[conn]; !ok {
+		return
 	}
-	if s == http.StateNew {
-		c.fresh[conn] = struct{}{}
-	} else {
-		delete(c.fresh, conn)
-	}
+	delete(c.fresh, conn)
 	if c.change != nil {
 		close(c.change)
 		c.change = nil
 	}
 }
 
-// waitNoNew waits until no connection is in StateNew, or limit passes.
+// waitNoNew waits until every tracked connection has started a handler or
+// closed, or limit passes.
 func (c *connTracker) waitNoNew(limit time.Duration) {
 	deadline := time.NewTimer(limit)
 	defer deadline.Stop()

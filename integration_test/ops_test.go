@@ -149,6 +149,8 @@ func TestWorkerFromContext(t *testing.T) {
 // SIGUSR1 logs the worker table.
 func TestOnEventAndWorkerTable(t *testing.T) {
 	p := startPool(t, poolConfig{workers: 2, env: []string{envOnEvent + "=1"}})
+	// OnEvent runs after the event is logged: wait for its last call.
+	p.waitFor("on-event", func(r record) bool { return r.str("kind") == "pool-ready" }, 10*time.Second)
 	var kinds []string
 	for _, r := range p.all("on-event") {
 		kinds = append(kinds, r.str("kind"))
