@@ -298,11 +298,21 @@ func TestNoOrphans(t *testing.T) {
 	start := time.Now()
 	waitGone(t, workers, 5*time.Second)
 	t.Logf("workers gone %v after the supervisor's SIGKILL", time.Since(start).Round(time.Millisecond))
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		t.Fatalf("port still held after the pool died: %v", err)
+	// The port is free again: a program without SO_REUSEPORT can take it.
+	// (Retried briefly: another program's client socket may hold the same
+	// port number as its ephemeral port for a moment.)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ln, err := net.Listen("tcp", p.addr)
+		if err == nil {
+			ln.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("port still held 10s after the pool died: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval, bounded by the deadline
 	}
-	ln.Close()
 }
 
 // TestPortConflict: an address another program holds is reported at once,

@@ -134,10 +134,21 @@ type loadResult struct {
 	mu        sync.Mutex
 	ok        int64
 	failed    int64
-	retryable int64            // keep-alive connection closed by the server before any response byte
-	kinds     map[string]int64 // failed requests by kind
-	failAt    []time.Duration  // when failures happened (first 10000)
+	retryable int64             // keep-alive connection closed by the server before any response byte
+	kinds     map[string]int64  // failed requests by kind
+	samples   map[string]string // one error message per kind
+	failAt    []time.Duration   // when failures happened (first 10000)
 	firstPid  map[int]time.Duration
+}
+
+func (r *loadResult) sampleString() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var parts []string
+	for _, k := range sortedKeys(r.samples) {
+		parts = append(parts, k+": "+r.samples[k])
+	}
+	return strings.Join(parts, "; ")
 }
 
 func (r *loadResult) kindString() string {
@@ -184,7 +195,9 @@ func classify(stage string, err error, got bool) string {
 		return stage + ":epipe"
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return stage + ":timeout"
-	case errors.Is(err, io.EOF) && !got:
+	case (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) && !got:
+		// http.ReadResponse reports EOF before the status line as
+		// io.ErrUnexpectedEOF.
 		return stage + ":eof-no-bytes"
 	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
 		return stage + ":eof-partial"
@@ -195,15 +208,28 @@ func classify(stage string, err error, got bool) string {
 // runLoad drives addr with conns closed-loop clients until ctx ends. With
 // keepAlive false every request uses a new connection (Connection: close).
 func runLoad(ctx context.Context, addr string, conns int, keepAlive bool, start time.Time) *loadResult {
-	res := &loadResult{kinds: map[string]int64{}, firstPid: map[int]time.Duration{}}
+	res := newLoadResult()
+	runLoadInto(ctx, res, addr, conns, keepAlive, start)
+	return res
+}
+
+func newLoadResult() *loadResult {
+	return &loadResult{kinds: map[string]int64{}, samples: map[string]string{}, firstPid: map[int]time.Duration{}}
+}
+
+// runLoadInto is runLoad with a result the caller can read while it runs.
+func runLoadInto(ctx context.Context, res *loadResult, addr string, conns int, keepAlive bool, start time.Time) {
 	req := reqClose
 	if keepAlive {
 		req = reqKeepAlive
 	}
-	fail := func(kind string) {
+	fail := func(kind string, err error) {
 		res.mu.Lock()
 		res.failed++
 		res.kinds[kind]++
+		if _, ok := res.samples[kind]; !ok && err != nil {
+			res.samples[kind] = err.Error()
+		}
 		if len(res.failAt) < 10000 {
 			res.failAt = append(res.failAt, time.Since(start))
 		}
@@ -229,7 +255,7 @@ func runLoad(ctx context.Context, addr string, conns int, keepAlive bool, start 
 				if conn == nil {
 					c, err := net.DialTimeout("tcp", addr, 2*time.Second)
 					if err != nil {
-						fail(classify("dial", err, false))
+						fail(classify("dial", err, false), err)
 						time.Sleep(time.Millisecond) // do not spin on refused
 						continue
 					}
@@ -239,7 +265,8 @@ func runLoad(ctx context.Context, addr string, conns int, keepAlive bool, start 
 				}
 				a, got, stage, err := roundTrip(conn, br, cr, req, 3*time.Second)
 				if err != nil {
-					if reused && !got && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+					if reused && !got && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+						errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
 						// The server closed an idle keep-alive connection
 						// before reading this request: a client may retry
 						// it (RFC 9112 §9.3.1), and net/http's Transport does.
@@ -247,13 +274,13 @@ func runLoad(ctx context.Context, addr string, conns int, keepAlive bool, start 
 						res.retryable++
 						res.mu.Unlock()
 					} else {
-						fail(classify(stage, err, got))
+						fail(classify(stage, err, got), err)
 					}
 					drop()
 					continue
 				}
 				if a.status < 200 || a.status > 299 {
-					fail(fmt.Sprintf("status:%d", a.status))
+					fail(fmt.Sprintf("status:%d", a.status), nil)
 				} else {
 					res.mu.Lock()
 					res.ok++
@@ -271,5 +298,4 @@ func runLoad(ctx context.Context, addr string, conns int, keepAlive bool, start 
 		}()
 	}
 	wg.Wait()
-	return res
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // children lists the PIDs of pid's direct children, from
@@ -173,4 +174,20 @@ func readSysctl(name string) string {
 		return "?"
 	}
 	return strings.Join(strings.Fields(string(b)), " ")
+}
+
+// age is how long ago pid started, from /proc/<pid>/stat field 22 and
+// /proc/uptime.
+func age(pid int) time.Duration {
+	f, err := procStat(pid)
+	if err != nil || len(f) < 20 {
+		return 0
+	}
+	start, _ := strconv.ParseFloat(f[19], 64)
+	b, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		return 0
+	}
+	up, _ := strconv.ParseFloat(strings.Fields(string(b))[0], 64)
+	return time.Duration((up - start/100) * float64(time.Second))
 }

@@ -102,8 +102,10 @@ func single(addr string, h http.Handler) error {
 // differs from the pool only in the process model.
 func newServer(addr string, h http.Handler) *http.Server {
 	return &http.Server{
-		Addr:    addr,
-		Handler: h,
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
 	}
 }
 
