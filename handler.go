@@ -120,10 +120,22 @@ func drain(srv *http.Server, ln net.Listener, conns *connTracker, timeout time.D
 		case <-time.After(newConnDrainLimit):
 		}
 	}
-	conns.waitNoNew(newConnDrainLimit)
+	fresh, cancelFresh := context.WithTimeout(context.Background(), newConnDrainLimit)
+	conns.wait(fresh, func() bool { return len(conns.fresh) == 0 })
+	cancelFresh()
+
 	ctx, cancel := context.WithTimeout(context.Background(), timeout+time.Second)
 	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(ctx) }()
+	// Shutdown polls for idle connections at growing intervals (up to
+	// 500 ms); return as soon as the last connection has closed instead.
+	if conns.wait(ctx, func() bool { return conns.open == 0 }) {
+		cancel()
+		<-shut
+		return nil
+	}
+	if err := <-shut; err != nil {
 		srv.Close()
 		return fmt.Errorf("http shutdown: %w", err)
 	}
@@ -138,7 +150,8 @@ func drain(srv *http.Server, ln net.Listener, conns *connTracker, timeout time.D
 type connTracker struct {
 	mu     sync.Mutex
 	fresh  map[net.Conn]struct{}
-	change chan struct{} // closed and replaced on every change
+	open   int           // connections not yet closed or hijacked
+	change chan struct{} // closed and replaced on a change someone waits for
 }
 
 type trackedConnKey struct{}
@@ -171,42 +184,47 @@ func (c *connTracker) wrap(h http.Handler) http.Handler {
 }
 
 func (c *connTracker) track(conn net.Conn, s http.ConnState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	switch s {
 	case http.StateNew:
-		c.mu.Lock()
-		defer c.mu.Unlock()
 		if c.fresh == nil {
 			c.fresh = make(map[net.Conn]struct{})
 		}
 		c.fresh[conn] = struct{}{}
+		c.open++
 	case http.StateClosed, http.StateHijacked:
-		c.remove(conn)
+		delete(c.fresh, conn)
+		c.open--
+		c.changed()
 	}
 }
 
 func (c *connTracker) remove(conn net.Conn) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.fresh[conn]; !ok {
-		return
+	if _, ok := c.fresh[conn]; ok {
+		delete(c.fresh, conn)
+		c.changed()
 	}
-	delete(c.fresh, conn)
+}
+
+// changed wakes the waiters; c.mu is held.
+func (c *connTracker) changed() {
 	if c.change != nil {
 		close(c.change)
 		c.change = nil
 	}
 }
 
-// waitNoNew waits until every tracked connection has started a handler or
-// closed, or limit passes.
-func (c *connTracker) waitNoNew(limit time.Duration) {
-	deadline := time.NewTimer(limit)
-	defer deadline.Stop()
+// wait waits until cond (called with c.mu held) is true, and reports
+// whether it became true before ctx was done.
+func (c *connTracker) wait(ctx context.Context, cond func() bool) bool {
 	for {
 		c.mu.Lock()
-		if len(c.fresh) == 0 {
+		if cond() {
 			c.mu.Unlock()
-			return
+			return true
 		}
 		if c.change == nil {
 			c.change = make(chan struct{})
@@ -215,8 +233,8 @@ func (c *connTracker) waitNoNew(limit time.Duration) {
 		c.mu.Unlock()
 		select {
 		case <-ch:
-		case <-deadline.C:
-			return
+		case <-ctx.Done():
+			return false
 		}
 	}
 }
