@@ -47,7 +47,9 @@ func runWorker(ctx context.Context, serve ServeFunc, o options, env proto.Worker
 		status.send(proto.Message{Kind: proto.Failed, Text: err.Error()})
 		return fmt.Errorf("clusterflock: worker: %w", err)
 	}
-	if err := reuseport.EnableMigration(ln, reuseport.Migration(env.Migration)); err != nil {
+	if env.Migration == sharedMigration {
+		// The accept queue is shared: nothing to migrate.
+	} else if err := reuseport.EnableMigration(ln, reuseport.Migration(env.Migration)); err != nil {
 		log.Warn("cannot enable connection migration on this worker's listener", "migration", env.Migration, "err", err)
 	}
 	ln = &onceCloseListener{Listener: ln}
