@@ -104,12 +104,7 @@ func (s *execSpawner) Spawn(w supervisor.Worker) (supervisor.Process, error) {
 		ExtraFiles:  files, // slot i is fd 3+i
 		SysProcAttr: workerSysProcAttr(),
 	}
-	err = s.own.start(func() (int, error) {
-		if err := cmd.Start(); err != nil {
-			return 0, err
-		}
-		return cmd.Process.Pid, nil
-	})
+	err = s.own.start(cmd)
 	sw.Close()
 	if err != nil {
 		sr.Close()

@@ -2,6 +2,7 @@ package clusterflock
 
 import (
 	"os"
+	"os/exec"
 	"os/signal"
 	"sync"
 	"syscall"
@@ -18,19 +19,19 @@ type children struct {
 	pids map[int]bool
 }
 
-// start runs start (a fork) and records the pid it returns, with the set
-// locked so that the reaper cannot see the child before it is recorded.
-func (c *children) start(start func() (int, error)) error {
+// start starts cmd and records its pid, with the set locked so that the
+// reaper cannot see the child before it is recorded.
+func (c *children) start(cmd *exec.Cmd) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	pid, err := start()
-	if err == nil {
-		if c.pids == nil {
-			c.pids = make(map[int]bool)
-		}
-		c.pids[pid] = true
+	if err := cmd.Start(); err != nil {
+		return err
 	}
-	return err
+	if c.pids == nil {
+		c.pids = make(map[int]bool)
+	}
+	c.pids[cmd.Process.Pid] = true
+	return nil
 }
 
 func (c *children) done(pid int) {

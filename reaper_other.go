@@ -2,17 +2,12 @@
 
 package clusterflock
 
-import "sync"
+import "os/exec"
 
 // children is the set of processes this supervisor started.
-type children struct{ mu sync.Mutex }
+type children struct{}
 
-func (c *children) start(start func() (int, error)) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	_, err := start()
-	return err
-}
+func (c *children) start(cmd *exec.Cmd) error { return cmd.Start() }
 
 func (c *children) done(pid int) {}
 

@@ -64,12 +64,7 @@ func startSuccessor(src *listenerSource, own *children, results chan<- upgradeRe
 		Stderr:     os.Stderr,
 		ExtraFiles: files,
 	}
-	err = own.start(func() (int, error) {
-		if err := cmd.Start(); err != nil {
-			return 0, err
-		}
-		return cmd.Process.Pid, nil
-	})
+	err = own.start(cmd)
 	w.Close()
 	if err != nil {
 		r.Close()

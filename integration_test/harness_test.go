@@ -568,6 +568,22 @@ func (p *pool) get(path string) (string, error) {
 	return string(b), nil
 }
 
+// slowRequest starts GET /slow?ms=ms on a fresh connection and waits until
+// a worker's handler has started it; the channel receives its result.
+func (p *pool) slowRequest(ms int) <-chan error {
+	p.t.Helper()
+	mark := p.mark()
+	got := make(chan error, 1)
+	go func() {
+		_, err := p.get(fmt.Sprintf("/slow?ms=%d", ms))
+		got <- err
+	}()
+	if _, err := p.find(mark, "slow request started", nil, 10*time.Second); err != nil {
+		p.t.Fatal(err)
+	}
+	return got
+}
+
 // pidsServing requests / on fresh connections until it has seen want
 // distinct pids or timeout passes, and returns the set seen.
 func (p *pool) pidsServing(want int, timeout time.Duration) map[string]int {

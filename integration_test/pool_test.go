@@ -107,12 +107,7 @@ func TestGracefulStop(t *testing.T) {
 		t.Run(sig.String(), func(t *testing.T) {
 			p := startPool(t, poolConfig{workers: 2, shutdown: 10 * time.Second})
 			workers := p.workerPids()
-			got := make(chan error, 1)
-			go func() {
-				_, err := p.get("/slow?ms=300")
-				got <- err
-			}()
-			p.waitFor("slow request started", nil, 10*time.Second)
+			got := p.slowRequest(300)
 			start := time.Now()
 			p.signal(sig)
 			if err := <-got; err != nil {
@@ -134,12 +129,7 @@ func TestGracefulStop(t *testing.T) {
 func TestGroupTERM(t *testing.T) {
 	p := startPool(t, poolConfig{workers: 2, shutdown: 10 * time.Second})
 	workers := p.workerPids()
-	got := make(chan error, 1)
-	go func() {
-		_, err := p.get("/slow?ms=300")
-		got <- err
-	}()
-	p.waitFor("slow request started", nil, 10*time.Second)
+	got := p.slowRequest(300)
 	if err := syscall.Kill(-p.pid(), syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -188,12 +178,7 @@ func TestIdleKeepAliveDoesNotDelayStop(t *testing.T) {
 func TestINTKillsAtOnce(t *testing.T) {
 	p := startPool(t, poolConfig{workers: 2, shutdown: time.Minute})
 	workers := p.workerPids()
-	got := make(chan error, 1)
-	go func() {
-		_, err := p.get("/slow?ms=30000")
-		got <- err
-	}()
-	p.waitFor("slow request started", nil, 10*time.Second)
+	got := p.slowRequest(30000)
 	p.signal(syscall.SIGINT)
 	code, runErr := p.wait(10 * time.Second)
 	if code == 0 || !strings.Contains(runErr, "SIGINT") {
@@ -215,8 +200,7 @@ func TestINTKillsAtOnce(t *testing.T) {
 func TestShutdownTimeoutKills(t *testing.T) {
 	p := startPool(t, poolConfig{workers: 1, shutdown: 300 * time.Millisecond})
 	workers := p.workerPids()
-	go p.get("/slow?ms=30000")
-	p.waitFor("slow request started", nil, 10*time.Second)
+	p.slowRequest(30000)
 	p.signal(syscall.SIGTERM)
 	code, runErr := p.wait(10 * time.Second)
 	if code == 0 || !strings.Contains(runErr, "ShutdownTimeout") || !strings.Contains(runErr, strconv.Itoa(workers[0])) {
