@@ -97,6 +97,9 @@ func (rep *report) plot() string {
 		x := float64(left + 20)
 		for _, g := range p.groups {
 			gx := x
+			// bars centred in a slot wide enough for the group's label
+			slot := math.Max(float64(len(p.srvs)*(barW+4)), 150)
+			x += (slot - float64(len(p.srvs)*(barW+4))) / 2
 			for _, s := range p.srvs {
 				c := rep.cells[cellKey{p.handler, g[0], g[1], s}]
 				if c != nil && len(c.ratio) > 0 {
@@ -116,8 +119,8 @@ func (rep *report) plot() string {
 				}
 				x += barW + 4
 			}
-			w(`<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", (gx+x-4)/2, y0+plotH+28, esc(g[0]+", "+modeName[g[1]]))
-			x += groupGp
+			w(`<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", gx+slot/2, y0+plotH+28, esc(g[0]+", "+modeName[g[1]]))
+			x = gx + slot + groupGp
 		}
 		// legend
 		lx := float64(width - right - 110)
