@@ -39,7 +39,8 @@ type Options struct {
 	GOMAXPROCS int
 	// HeartbeatTimeout: a worker that has not reported for this long (it is
 	// stopped, or its runtime is wedged) is killed and replaced. Workers
-	// report every second. 0 means 10s; negative is an error.
+	// report every second, or four times per HeartbeatTimeout if that is
+	// shorter. 0 means 10s; negative is an error.
 	HeartbeatTimeout time.Duration
 	// MaxRequests, if positive, recycles a worker after it has served that
 	// many requests plus a random 0…MaxRequestsJitter: a replacement is

@@ -191,7 +191,7 @@ func (d *dispatcher) run(sigs <-chan os.Signal, stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-watchdog:
-			if d.sup.Workers() != nil { // the supervisor's loop answers
+			if d.sup.Workers() != nil && !d.sd.handedOver.Load() { // the supervisor's loop answers
 				d.sd.send("WATCHDOG=1")
 			}
 		case res := <-d.upgrades:

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/clusterflock/clusterflock/internal/sdnotify"
@@ -23,6 +24,10 @@ type systemd struct {
 	n    sdnotify.Notifier
 	log  *slog.Logger
 	addr string
+	// handedOver is set once a binary upgrade's new supervisor is the
+	// service's main process: this one then tells systemd nothing more (a
+	// STOPPING=1 from it would stop the service).
+	handedOver atomic.Bool
 }
 
 func (s *systemd) send(state string) {
@@ -33,7 +38,7 @@ func (s *systemd) send(state string) {
 
 // event is called on the supervisor's goroutine for every event.
 func (s *systemd) event(ev supervisor.Event) {
-	if !s.n.Enabled() {
+	if !s.n.Enabled() || s.handedOver.Load() {
 		return
 	}
 	switch ev.Kind {
@@ -50,8 +55,12 @@ func (s *systemd) event(ev supervisor.Event) {
 	}
 }
 
-// mainPID tells systemd that pid is the service's main process now.
-func (s *systemd) mainPID(pid int) { s.send("MAINPID=" + strconv.Itoa(pid)) }
+// mainPID tells systemd that pid is the service's main process now, and
+// hands the notifications over to it.
+func (s *systemd) mainPID(pid int) {
+	s.send("MAINPID=" + strconv.Itoa(pid))
+	s.handedOver.Store(true)
+}
 
 // watchdogInterval returns half of WATCHDOG_USEC, if systemd asks this
 // process for keep-alives, or 0.

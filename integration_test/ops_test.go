@@ -296,6 +296,19 @@ func TestSystemdMainPIDOnUpgrade(t *testing.T) {
 	if code, _ := p.wait(10 * time.Second); code != 0 {
 		t.Errorf("old supervisor exit code %d, want 0", code)
 	}
+	// The old supervisor, draining, must not tell systemd it is stopping:
+	// the service (now the new main PID) goes on.
+	for {
+		select {
+		case m := <-n.msgs:
+			if strings.HasPrefix(m, "STOPPING=1") {
+				t.Fatalf("notification %q after the handover", m)
+			}
+			continue
+		default:
+		}
+		break
+	}
 }
 
 // TestSocketActivation: with LISTEN_FDS the workers share the socket the
