@@ -5,11 +5,13 @@
 //	curl localhost:5000          # "hello from worker 12345"
 //	kill -TTIN <supervisor pid>  # one more worker
 //	kill -TTOU <supervisor pid>  # one fewer (the oldest)
-//	kill -TERM <supervisor pid>  # graceful stop
+//	kill -HUP  <supervisor pid>  # rolling restart
+//	kill -TERM <supervisor pid>  # graceful stop (Ctrl-C: immediate stop)
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -18,10 +20,22 @@ import (
 )
 
 func main() {
+	if !clusterflock.IsWorker() { // this code runs in every worker too
+		port := os.Getenv("PORT")
+		if port == "" {
+			port = "5000"
+		}
+		fmt.Fprintf(os.Stderr, "clusterflock demo: supervisor pid %d; try: curl localhost:%s; kill -TTIN %d\n",
+			os.Getpid(), port, os.Getpid())
+	}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "hello from worker %d\n", os.Getpid())
 	})
-	if err := clusterflock.Run(context.Background(), h, clusterflock.Options{}); err != nil {
+	err := clusterflock.Run(context.Background(), h, clusterflock.Options{})
+	switch {
+	case errors.Is(err, clusterflock.ErrInterrupted):
+		os.Exit(130) // Ctrl-C: the workers were killed at once, as asked
+	case err != nil:
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
