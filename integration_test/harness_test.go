@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/clusterflock/clusterflock"
+	"github.com/clusterflock/clusterflock/examples/tcp/echo"
 	"github.com/clusterflock/clusterflock/supervisor"
 )
 
@@ -106,7 +107,7 @@ func helper(mode string) int {
 	var err error
 	switch mode {
 	case "tcp":
-		err = clusterflock.Serve(context.Background(), serveEcho, opts)
+		err = clusterflock.Serve(context.Background(), echo.Serve, opts)
 	case "tls":
 		opts.Server = &http.Server{TLSConfig: selfSignedTLS()}
 		fallthrough

@@ -11,7 +11,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -22,38 +21,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
-
-// serveEcho is the ServeFunc of helper mode "tcp": "<pid>: <line>" per line.
-func serveEcho(ctx context.Context, ln net.Listener) error {
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	go func() { <-ctx.Done(); ln.Close() }()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			return err
-		}
-		wg.Go(func() {
-			defer c.Close()
-			stop := context.AfterFunc(ctx, func() { c.Close() })
-			defer stop()
-			s := bufio.NewScanner(c)
-			for s.Scan() {
-				fmt.Fprintf(c, "%d: %s\n", os.Getpid(), s.Text())
-			}
-		})
-	}
-}
 
 // selfSignedTLS returns a TLS config with a fresh self-signed certificate.
 func selfSignedTLS() *tls.Config {
