@@ -40,7 +40,9 @@ type Options struct {
 	// HeartbeatTimeout: a worker that has not reported for this long (it is
 	// stopped, or its runtime is wedged) is killed and replaced. Workers
 	// report every second, or four times per HeartbeatTimeout if that is
-	// shorter. 0 means 10s; negative is an error.
+	// shorter. It also bounds a worker's start, from fork to serving (code
+	// before Run included): raise it for slow start-ups. 0 means 10s;
+	// negative is an error.
 	HeartbeatTimeout time.Duration
 	// MaxRequests, if positive, recycles a worker after it has served that
 	// many requests plus a random 0…MaxRequestsJitter: a replacement is
