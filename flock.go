@@ -73,6 +73,11 @@ type Options struct {
 	Migration Migration
 }
 
+// sharedMigration is the worker-marker "migration" of a pool whose workers
+// share one listener: its accept queue is shared, so a retiring worker hands
+// nothing over and loses nothing.
+const sharedMigration = "shared"
+
 // Migration names a mechanism that moves connections queued on a closing
 // listener to the pool's other listeners.
 type Migration string
@@ -91,6 +96,14 @@ const (
 	// MigrationNone migrates nothing: under load a retiring worker may lose
 	// the few connections still queued in its listener when it closes.
 	MigrationNone Migration = Migration(reuseport.MigrationNone)
+	// MigrationShared needs no privilege and loses nothing: the supervisor
+	// opens one listening socket and every worker accepts from it, so no
+	// connection is ever queued on a retiring worker's own socket. The
+	// price is balancing: instead of the kernel's per-connection hash, the
+	// worker that accepts first gets the connection. Never chosen by
+	// MigrationAuto on Linux; it is what socket activation and non-Linux
+	// systems use.
+	MigrationShared Migration = sharedMigration
 )
 
 // ErrInterrupted is returned by [Run] in the supervisor when SIGINT stopped
@@ -211,10 +224,10 @@ func (o Options) withDefaults(getenv func(string) string) (options, error) {
 		return options{}, fmt.Errorf("clusterflock: Options.HeartbeatTimeout is %v; want 0 (10s) or more", o.HeartbeatTimeout)
 	}
 	switch o.Migration {
-	case MigrationAuto, MigrationEBPF, MigrationSysctl, MigrationNone:
+	case MigrationAuto, MigrationEBPF, MigrationSysctl, MigrationNone, MigrationShared:
 	default:
-		return options{}, fmt.Errorf("clusterflock: Options.Migration is %q; want \"\", %q, %q or %q",
-			o.Migration, MigrationEBPF, MigrationSysctl, MigrationNone)
+		return options{}, fmt.Errorf("clusterflock: Options.Migration is %q; want \"\", %q, %q, %q or %q",
+			o.Migration, MigrationEBPF, MigrationSysctl, MigrationShared, MigrationNone)
 	}
 	r := options{Options: o}
 	if r.Workers == 0 {

@@ -17,11 +17,6 @@ import (
 	"github.com/clusterflock/clusterflock/reuseport"
 )
 
-// sharedMigration is the worker-marker "migration" of a pool whose workers
-// share one inherited listener: its accept queue is shared, so a retiring
-// worker hands nothing over and loses nothing.
-const sharedMigration = "shared"
-
 // listenerSource is where a pool's workers get their listeners.
 type listenerSource struct {
 	addr   string   // the concrete address
@@ -59,8 +54,14 @@ func openListenerSource(o options, heir *upgradeRole) (*listenerSource, error) {
 		}
 		return &listenerSource{addr: addr, shared: f, why: "socket activation (LISTEN_FDS); Options.Addr is not used"}, nil
 	}
-	if runtime.GOOS != "linux" {
-		ln, err := net.Listen("tcp", o.Addr)
+	if runtime.GOOS != "linux" || o.Migration == MigrationShared {
+		why := "Options.Migration is \"shared\""
+		if runtime.GOOS != "linux" {
+			why = "no kernel-balanced SO_REUSEPORT on " + runtime.GOOS
+		}
+		lc := net.ListenConfig{}
+		lc.SetMultipathTCP(false)
+		ln, err := lc.Listen(context.Background(), "tcp", o.Addr)
 		if err != nil {
 			return nil, fmt.Errorf("clusterflock: cannot use Options.Addr %q: %w", o.Addr, err)
 		}
@@ -69,8 +70,7 @@ func openListenerSource(o options, heir *upgradeRole) (*listenerSource, error) {
 		if err != nil {
 			return nil, fmt.Errorf("clusterflock: listener: %w", err)
 		}
-		return &listenerSource{addr: ln.Addr().String(), shared: f,
-			why: "no kernel-balanced SO_REUSEPORT on " + runtime.GOOS + ": workers share one listener"}, nil
+		return &listenerSource{addr: ln.Addr().String(), shared: f, why: why + ": workers share one listener"}, nil
 	}
 	res, err := reuseport.Reserve(o.Addr)
 	if err != nil {

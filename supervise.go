@@ -84,7 +84,7 @@ func superviseAs(ctx context.Context, o options, sigs chan os.Signal, heir *upgr
 	mig, why := reuseport.Migration(o.Migration), ""
 	switch {
 	case src.shared != nil:
-		if mig != "" {
+		if mig != "" && mig != sharedMigration {
 			return fmt.Errorf("clusterflock: Options.Migration %q does not apply: workers share one listener (%s)", o.Migration, src.why)
 		}
 		mig, why = sharedMigration, src.why
@@ -132,7 +132,7 @@ func superviseAs(ctx context.Context, o options, sigs chan os.Signal, heir *upgr
 	if src.shared != nil {
 		log.Info("workers share one listener", "reason", src.why)
 	} else if mig == reuseport.MigrationNone {
-		log.Warn("no connection migration: a retiring worker may reset connections still queued on its listener; run with CAP_BPF or set net.ipv4.tcp_migrate_req=1",
+		log.Warn("no connection migration: a retiring worker may reset connections still queued on its listener; run with CAP_BPF, set net.ipv4.tcp_migrate_req=1, or use Options.Migration \"shared\"",
 			"reason", why)
 	}
 

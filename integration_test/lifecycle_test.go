@@ -39,6 +39,8 @@ var mechanisms = []mechanism{
 	// The fallback without privilege: auto finds no eBPF and uses the
 	// operator's sysctl.
 	{name: "unprivileged", migrateReq: "1", unprivileged: true, want: "sysctl"},
+	// Without privilege and without the sysctl: one shared listener.
+	{name: "unprivileged-shared", migration: "shared", migrateReq: "0", unprivileged: true, want: "shared"},
 	// A MEASUREMENT, not a proof: nothing migrates.
 	{name: "none", migration: "none", migrateReq: "0", want: "none", measureOnly: true},
 }
