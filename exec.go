@@ -28,6 +28,18 @@ type execSpawner struct {
 	mig      reuseport.Migration
 	lifeline *os.File // read end, inherited by every worker
 	keep     *os.File // write end, held only by the supervisor
+
+	spare   bool       // Options.Spare: keep one standby worker
+	standby *standby   // the standby, or nil
+	retired []*standby // standbys stopped (new generation), reaped by Close
+}
+
+// standby is a worker started ahead of need: initialised, waiting on its
+// control pipe for the slot it is to serve in.
+type standby struct {
+	p       *execProcess
+	control *os.File // write end of its proto.ControlFD
+	gen     int
 }
 
 func newExecSpawner(o options, src *listenerSource, mig reuseport.Migration, own *children) (*execSpawner, error) {
@@ -48,6 +60,7 @@ func newExecSpawner(o options, src *listenerSource, mig reuseport.Migration, own
 		mig:      mig,
 		lifeline: r,
 		keep:     w,
+		spare:    o.Spare,
 	}, nil
 }
 
@@ -78,22 +91,119 @@ func workerEnviron(env []string, o options) []string {
 	return out
 }
 
-// Close releases the lifeline: workers still running see EOF.
+// Close stops the standby, if any, and releases the lifeline: workers
+// still running see EOF. It waits (bounded) for the standbys it stopped.
 func (s *execSpawner) Close() error {
+	if s.standby != nil {
+		s.retireStandby()
+	}
 	s.lifeline.Close()
-	return s.keep.Close()
+	err := s.keep.Close()
+	for _, sb := range s.retired {
+		select {
+		case <-sb.p.exited:
+		case <-time.After(2 * time.Second):
+			sb.p.Signal(os.Kill)
+			<-sb.p.exited
+		}
+	}
+	return err
 }
 
-// Spawn implements supervisor.Spawner.
+// Spawn implements supervisor.Spawner. With Options.Spare it hands the
+// standby the slot (it only has to listen), then starts the next standby.
 func (s *execSpawner) Spawn(w supervisor.Worker) (supervisor.Process, error) {
+	if !s.spare {
+		return s.process(s.start(w, nil))
+	}
+	defer s.startStandby(w.Generation)
+	if sb := s.takeStandby(w.Generation); sb != nil {
+		_, err := fmt.Fprintf(sb.control, "%d %d\n", w.Slot, w.Generation)
+		sb.control.Close()
+		if err == nil {
+			return sb.p, nil
+		}
+		sb.p.Signal(os.Kill) // it cannot read its activation: a fresh worker instead
+		s.retired = append(s.retired, sb)
+	}
+	return s.process(s.start(w, nil))
+}
+
+// process converts start's result without wrapping a nil pointer.
+func (s *execSpawner) process(p *execProcess, err error) (supervisor.Process, error) {
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// takeStandby returns the standby if it is of generation gen, alive and
+// waiting, and forgets it; a standby of an older generation is stopped.
+func (s *execSpawner) takeStandby(gen int) *standby {
+	sb := s.standby
+	if sb == nil {
+		return nil
+	}
+	select {
+	case <-sb.p.standing:
+	default:
+		return nil // still starting: leave it for the next spawn
+	}
+	if sb.gen != gen {
+		s.retireStandby()
+		return nil
+	}
+	s.standby = nil
+	select {
+	case <-sb.p.exited:
+		s.retired = append(s.retired, sb)
+		return nil
+	default:
+	}
+	return sb
+}
+
+func (s *execSpawner) retireStandby() {
+	sb := s.standby
+	s.standby = nil
+	sb.control.Close() // EOF: it exits without serving
+	s.retired = append(s.retired, sb)
+}
+
+// startStandby starts a standby for generation gen unless one exists.
+func (s *execSpawner) startStandby(gen int) {
+	if s.standby != nil {
+		select {
+		case <-s.standby.p.exited:
+			s.retired = append(s.retired, s.standby)
+			s.standby = nil
+		default:
+			return
+		}
+	}
+	cr, cw, err := os.Pipe()
+	if err != nil {
+		return // no standby this time; the next spawn tries again
+	}
+	p, err := s.start(supervisor.Worker{Slot: proto.StandbySlot, Generation: gen}, cr)
+	cr.Close()
+	if err != nil {
+		cw.Close()
+		return
+	}
+	s.standby = &standby{p: p, control: cw, gen: gen}
+}
+
+// start forks a worker for w; control, if not nil, becomes its ControlFD.
+func (s *execSpawner) start(w supervisor.Worker, control *os.File) (*execProcess, error) {
 	sr, sw, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("status pipe: %w", err)
 	}
 	marker := proto.WorkerEnv{SupervisorPID: os.Getpid(), Slot: w.Slot, Generation: w.Generation, Migration: string(s.mig), Addr: s.src.addr}
-	files := []*os.File{sw, s.lifeline} // proto.StatusFD, proto.LifelineFD
-	if s.src.shared != nil {
-		files = append(files, s.src.shared) // proto.ListenerFD
+	files := []*os.File{sw, s.lifeline, s.src.shared} // proto.StatusFD, LifelineFD, ListenerFD (nil: none)
+	if control != nil {
+		files = append(files, control) // proto.ControlFD
 	}
 	cmd := &exec.Cmd{
 		Path:        s.path,
@@ -111,7 +221,7 @@ func (s *execSpawner) Spawn(w supervisor.Worker) (supervisor.Process, error) {
 		return nil, err
 	}
 	p := &execProcess{cmd: cmd, own: s.own, status: sr, msgs: make(chan proto.Message, 4),
-		exited: make(chan struct{}), readDone: make(chan struct{})}
+		exited: make(chan struct{}), readDone: make(chan struct{}), standing: make(chan struct{})}
 	go p.read()
 	go p.wait()
 	return p, nil
@@ -124,6 +234,7 @@ type execProcess struct {
 	status   *os.File
 	msgs     chan proto.Message
 	exited   chan struct{}   // closed when the process is reaped
+	standing chan struct{}   // closed when a standby reports it waits
 	readDone chan struct{}   // closed when read returns
 	exit     supervisor.Exit // valid once exited is closed
 }
@@ -150,6 +261,10 @@ func (p *execProcess) read() {
 		}
 		if err != nil {
 			return
+		}
+		if m.Kind == proto.Standby {
+			close(p.standing)
+			continue
 		}
 		p.msgs <- m
 	}

@@ -61,6 +61,11 @@ type Options struct {
 	// and Handler must be unset. Unset, or zero in the template:
 	// ReadHeaderTimeout 10s (no slowloris), IdleTimeout 120s.
 	Server *http.Server
+	// Spare keeps one extra worker started and initialised (code before Run
+	// included) but not yet listening, so that a worker that dies is
+	// replaced by a process that only has to open its listener; the next
+	// spare starts right after. It costs one idle process. Default off.
+	Spare bool
 	// OnEvent, if set, is called in the supervisor for every lifecycle event
 	// (spawn, ready, exit, refork, stop, kill, restart, …), for metrics or
 	// alerts. It runs on the supervisor's goroutine, after the event is

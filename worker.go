@@ -3,6 +3,7 @@
 package clusterflock
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -37,10 +38,21 @@ func runWorker(ctx context.Context, serve ServeFunc, o options, env proto.Worker
 	lifeline := os.NewFile(proto.LifelineFD, "clusterflock-lifeline")
 	defer lifeline.Close()
 
-	log := o.Logger.With("pid", os.Getpid(), "slot", env.Slot, "generation", env.Generation)
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, handledSignals()...)
 	defer signal.Stop(sigs)
+	orphaned := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, lifeline) // returns at EOF: the supervisor is gone
+		close(orphaned)
+	}()
+	if env.Slot == proto.StandbySlot {
+		var ok bool
+		if env, ok = awaitActivation(env, status, sigs, orphaned); !ok {
+			return nil // never activated: nothing served, nothing to stop
+		}
+	}
+	log := o.Logger.With("pid", os.Getpid(), "slot", env.Slot, "generation", env.Generation)
 
 	ln, err := workerListener(env)
 	if err != nil {
@@ -62,11 +74,6 @@ func runWorker(ctx context.Context, serve ServeFunc, o options, env proto.Worker
 	go func() { served <- serve(sctx, ln) }()
 	status.send(proto.Message{Kind: proto.Ready})
 
-	orphaned := make(chan struct{})
-	go func() {
-		_, _ = io.Copy(io.Discard, lifeline) // returns at EOF: the supervisor is gone
-		close(orphaned)
-	}()
 	beat := time.NewTicker(heartbeatInterval(o.HeartbeatTimeout))
 	defer beat.Stop()
 
@@ -113,6 +120,37 @@ wait:
 		return nil
 	case <-limit.C:
 		return fmt.Errorf("clusterflock: worker stop: still serving %v after being asked to stop", o.ShutdownTimeout+time.Second)
+	}
+}
+
+// awaitActivation is a standby worker's wait (Options.Spare): it reports
+// that it stands by, then reads its slot and generation from ControlFD. It
+// reports false if it is not to serve: the supervisor closed the pipe (a
+// new generation, or the pool stops), is gone, or sent TERM or QUIT.
+func awaitActivation(env proto.WorkerEnv, status *statusWriter, sigs <-chan os.Signal, orphaned <-chan struct{}) (proto.WorkerEnv, bool) {
+	syscall.CloseOnExec(proto.ControlFD)
+	control := os.NewFile(proto.ControlFD, "clusterflock-control")
+	defer control.Close()
+	line := make(chan string, 1)
+	go func() {
+		s, _ := bufio.NewReader(control).ReadString('\n')
+		line <- s
+	}()
+	status.send(proto.Message{Kind: proto.Standby})
+	for {
+		select {
+		case s := <-line:
+			if _, err := fmt.Sscanf(s, "%d %d\n", &env.Slot, &env.Generation); err != nil || env.Slot < 0 {
+				return env, false
+			}
+			return env, true
+		case sig := <-sigs:
+			if sig == syscall.SIGTERM || sig == syscall.SIGQUIT {
+				return env, false
+			}
+		case <-orphaned:
+			return env, false
+		}
 	}
 }
 

@@ -46,6 +46,7 @@ const (
 	// (CLUSTERFLOCK_UPGRADE in its environment) exit 1 before Run.
 	envFailUpgrade = "CF_FAIL_UPGRADE"
 	envOnEvent     = "CF_ON_EVENT" // log every Options.OnEvent call as "on-event"
+	envSpare       = "CF_SPARE"    // Options.Spare
 )
 
 // envUpgrade is the library's marker of a new supervisor (internal/proto).
@@ -98,6 +99,7 @@ func helper(mode string) int {
 			*f.d = d
 		}
 	}
+	opts.Spare = os.Getenv(envSpare) != ""
 	if os.Getenv(envOnEvent) != "" {
 		opts.OnEvent = func(ev supervisor.Event) {
 			logger.Info("on-event", "kind", string(ev.Kind), "worker", ev.Worker.ID)

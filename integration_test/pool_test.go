@@ -343,3 +343,70 @@ func TestBadAddr(t *testing.T) {
 		t.Fatalf("exit code %d, Run error %q; want non-zero and an error naming Options.Addr and the value", code, runErr)
 	}
 }
+
+// TestSpare: with Options.Spare a standby process waits beside the workers;
+// a killed worker's slot goes to it (it only has to listen), a new standby
+// follows, a rolling restart replaces the standby too, and nothing is left
+// when the pool stops.
+func TestSpare(t *testing.T) {
+	p := startPool(t, poolConfig{workers: 2, env: []string{envSpare + "=1"}})
+	p.waitChildren(3, 10*time.Second) // 2 workers and the standby
+	workers := map[int]bool{}
+	for _, r := range p.all("worker ready") {
+		workers[r.int("pid")] = true
+	}
+	var standby int
+	for _, c := range p.workerPids() {
+		if !workers[c] {
+			standby = c
+		}
+	}
+	if standby == 0 {
+		t.Fatalf("no standby among %v (workers %v)", p.workerPids(), workers)
+	}
+	// The standby serves nothing yet.
+	if seen := p.pidsServing(3, 2*time.Second); seen[strconv.Itoa(standby)] != 0 {
+		t.Fatalf("the standby %d answered a request before it was given a slot", standby)
+	}
+	mark := p.mark()
+	start := time.Now()
+	var victim int
+	for c := range workers {
+		victim = c
+		break
+	}
+	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	ready, err := p.find(mark, "worker ready", nil, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ready.int("pid") != standby {
+		t.Fatalf("the replacement of %d is %d, want the standby %d", victim, ready.int("pid"), standby)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if body, err := p.get("/"); err == nil && body == strconv.Itoa(standby) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the activated standby %d never answered", standby)
+		}
+	}
+	t.Logf("worker %d killed; standby %d serving after %v", victim, standby, time.Since(start).Round(time.Millisecond))
+	p.waitChildren(3, 10*time.Second) // a new standby
+
+	mark = p.mark()
+	p.signal(syscall.SIGHUP)
+	if _, err := p.find(mark, "rolling restart", func(r record) bool { return r.str("reason") == "done" }, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	p.waitChildren(3, 10*time.Second) // 2 new workers and a standby of their generation
+	before := p.workerPids()
+	p.signal(syscall.SIGTERM)
+	if code, runErr := p.wait(10 * time.Second); code != 0 || runErr != "" {
+		t.Fatalf("exit code %d, Run error %q", code, runErr)
+	}
+	waitGone(t, before, 5*time.Second)
+}

@@ -29,7 +29,12 @@ const (
 	StatusFD   = 3 // worker → supervisor messages (write end)
 	LifelineFD = 4 // EOF when the supervisor dies (read end)
 	ListenerFD = 5 // the shared listening socket, when workers share one
+	ControlFD  = 6 // a standby worker's activation line, "<slot> <generation>" (read end)
 )
+
+// StandbySlot is the slot of a standby worker: started and initialised, it
+// waits on ControlFD for its real slot before it listens.
+const StandbySlot = -1
 
 // WorkerEnv is what the supervisor tells a worker through [EnvWorker].
 type WorkerEnv struct {
@@ -56,7 +61,7 @@ func ParseWorkerEnv(s string) (WorkerEnv, error) {
 	if w.SupervisorPID, err = strconv.Atoi(parts[0]); err != nil || w.SupervisorPID <= 0 {
 		return WorkerEnv{}, fmt.Errorf("malformed %s=%q: bad supervisor pid", EnvWorker, s)
 	}
-	if w.Slot, err = strconv.Atoi(parts[1]); err != nil || w.Slot < 0 {
+	if w.Slot, err = strconv.Atoi(parts[1]); err != nil || w.Slot < StandbySlot {
 		return WorkerEnv{}, fmt.Errorf("malformed %s=%q: bad slot", EnvWorker, s)
 	}
 	if w.Generation, err = strconv.Atoi(parts[2]); err != nil || w.Generation < 0 {
@@ -78,7 +83,8 @@ const (
 	Ready     Kind = "ready"     // the listener is bound and the worker serves
 	Heartbeat Kind = "heartbeat" // the worker is alive and its event loop runs
 	Failed    Kind = "failed"    // the worker cannot serve; Text says why
-	Retiring  Kind = "retiring"  // the worker is draining on its own (e.g. max requests)
+	Retiring  Kind = "retiring"  // the worker asks to be replaced (MaxRequests)
+	Standby   Kind = "standby"   // a standby worker waits for its slot on ControlFD
 )
 
 // Message is one line a worker writes on its status pipe.
@@ -121,7 +127,7 @@ func (r *Reader) Next() (Message, error) {
 	kind, text, _ := strings.Cut(r.s.Text(), " ")
 	m := Message{Kind: Kind(kind), Text: text}
 	switch m.Kind {
-	case Ready, Heartbeat, Failed, Retiring:
+	case Ready, Heartbeat, Failed, Retiring, Standby:
 		return m, nil
 	}
 	return m, fmt.Errorf("%w: %q", ErrUnknown, r.s.Text())

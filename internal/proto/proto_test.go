@@ -27,7 +27,7 @@ func TestWorkerEnvRoundTrip(t *testing.T) {
 }
 
 func TestParseWorkerEnvRejects(t *testing.T) {
-	for _, s := range []string{"", "1", "x:0:0::a", "0:0:0::a", "42:-1:0::a", "42:0:x::a", "42:0:0::", "42:0:0:a"} {
+	for _, s := range []string{"", "1", "x:0:0::a", "0:0:0::a", "42:-2:0::a", "42:0:x::a", "42:0:0::", "42:0:0:a"} {
 		if _, err := ParseWorkerEnv(s); err == nil {
 			t.Errorf("ParseWorkerEnv(%q) succeeded", s)
 		}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/clusterflock/clusterflock"
@@ -20,5 +21,7 @@ func runPool(addr string, h http.Handler, workers, gomaxprocs int, logger *slog.
 		ShutdownTimeout: time.Second,
 		Logger:          logger,
 		GOMAXPROCS:      gomaxprocs,
+		// BENCH_SPARE=1 measures Options.Spare (a standby worker).
+		Spare: os.Getenv("BENCH_SPARE") != "",
 	})
 }
