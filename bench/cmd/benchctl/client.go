@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -127,6 +128,24 @@ func seeAll(addr string, want []int, timeout time.Duration) error {
 		return fmt.Errorf("pids %v did not answer within %v", sortedKeys(missing), timeout)
 	}
 	return nil
+}
+
+// answering probes fresh connections until n of pids have answered (or
+// timeout passes) and returns those, sorted.
+func answering(addr string, pids []int, n int, timeout time.Duration) []int {
+	seen := map[int]bool{}
+	deadline := time.Now().Add(timeout)
+	for len(seen) < n && time.Now().Before(deadline) {
+		a, err := probe(addr, "/", 250*time.Millisecond)
+		if err != nil {
+			time.Sleep(2 * time.Millisecond)
+			continue
+		}
+		if slices.Contains(pids, a.pid) {
+			seen[a.pid] = true
+		}
+	}
+	return sortedKeys(seen)
 }
 
 // loadResult is what a closed-loop raw load saw.

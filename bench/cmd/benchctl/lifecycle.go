@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -104,6 +105,12 @@ func (c *config) settle(r *running) ([]int, error) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		cur := liveChildren(r.pid)
+		if os.Getenv("BENCH_SPARE") != "" && len(cur) == r.spec.procs+1 {
+			// Options.Spare: one child is the standby, which serves
+			// nothing until it takes a dead worker's slot: keep the
+			// children that answer.
+			cur = answering(r.addr, cur, r.spec.procs, 5*time.Second)
+		}
 		if len(cur) == r.spec.procs {
 			if err := seeAll(r.addr, cur, 5*time.Second); err != nil {
 				return nil, err
