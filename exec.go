@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -172,6 +173,14 @@ func (s *execSpawner) retireStandby() {
 
 // startStandby starts a standby for generation gen unless one exists.
 func (s *execSpawner) startStandby(gen int) {
+	s.retired = slices.DeleteFunc(s.retired, func(sb *standby) bool { // reaped: forget
+		select {
+		case <-sb.p.exited:
+			return true
+		default:
+			return false
+		}
+	})
 	if s.standby != nil {
 		select {
 		case <-s.standby.p.exited:
