@@ -17,6 +17,10 @@
 //	USR2       binary upgrade: start a new supervisor, then drain this one
 //	USR1       log the worker table
 //
+// A worker that dies is re-forked at once (with backoff while workers die
+// young); with Options.Spare a standby worker, initialised but not yet
+// listening, takes its slot and only has to open its listener.
+//
 // Retiring a worker loses no request that reached the port: the worker stops
 // accepting, the kernel migrates connections still queued on its listener to
 // the other workers (see [Migration]), the worker answers every connection it
