@@ -125,13 +125,14 @@ func superviseAs(ctx context.Context, o options, sigs chan os.Signal, heir *upgr
 		return fmt.Errorf("clusterflock: %w", err)
 	}
 	start := []any{"pid", os.Getpid(), "addr", addr, "workers", o.Workers, "migration", string(mig)}
+	if why != "" { // why a better mechanism is not in force
+		start = append(start, "migration_reason", why)
+	}
 	if heir != nil {
 		start = append(start, "upgrade_from", heir.env.OldPID)
 	}
 	log.Info("supervisor starting", start...)
-	if src.shared != nil {
-		log.Info("workers share one listener", "reason", src.why)
-	} else if mig == reuseport.MigrationNone {
+	if mig == reuseport.MigrationNone {
 		log.Warn("no connection migration: a retiring worker may reset connections still queued on its listener; run with CAP_BPF, set net.ipv4.tcp_migrate_req=1, or use Options.Migration \"shared\"",
 			"reason", why)
 	}

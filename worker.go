@@ -132,6 +132,8 @@ func awaitActivation(env proto.WorkerEnv, status *statusWriter, sigs <-chan os.S
 	control := os.NewFile(proto.ControlFD, "clusterflock-control")
 	defer control.Close()
 	line := make(chan string, 1)
+	// If the standby is not activated, this read stays blocked until the
+	// process exits, which it does once Run returns.
 	go func() {
 		s, _ := bufio.NewReader(control).ReadString('\n')
 		line <- s

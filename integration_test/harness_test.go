@@ -11,11 +11,9 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -635,10 +633,4 @@ func waitGone(t *testing.T, pids []int, timeout time.Duration) {
 		}
 		time.Sleep(10 * time.Millisecond) // polling interval, bounded by the deadline
 	}
-}
-
-// isConnErr reports whether err is a connection-level failure.
-func isConnErr(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
 }
