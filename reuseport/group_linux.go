@@ -1,0 +1,299 @@
+package reuseport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Group is a reuseport group whose listening sockets this process opens and
+// holds, so that it knows the kernel's order of them: a socket's index in the
+// group is what a classic BPF program (SO_ATTACH_REUSEPORT_CBPF, which needs
+// no privilege) returns to send a new connection to it.
+//
+// The kernel keeps a group's listening sockets in an array: listen() appends
+// a socket, and a socket that stops listening is replaced by the last one.
+// The Group mirrors that array exactly as long as (1) every listening socket
+// on its address belongs to it, and (2) each of its sockets leaves the group
+// only through [Group.Close], called when no other process still holds the
+// socket. Other processes may accept on the sockets (they inherit them);
+// they must not close the last reference or shut them down.
+//
+// Steering is what makes retirement lossless without privilege: [Group.Steer]
+// sends new connections only to the sockets that have a worker accepting, so
+// the socket of a worker about to leave receives none; once its accept queue
+// is empty it can close without resetting a connection.
+type Group struct {
+	mu    sync.Mutex
+	host  string
+	addr  string     // the concrete address once a socket listens
+	socks []*os.File // the kernel's order: socks[i] is index i
+	to    []*os.File // the last steering target set, nil for the kernel's hash
+}
+
+// NewGroup returns an empty group for addr ("host:port"; port 0 picks a free
+// port on the first [Group.Listen]).
+func NewGroup(addr string) (*Group, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := net.ResolveTCPAddr("tcp", addr); err != nil {
+		return nil, err
+	}
+	return &Group{host: host, addr: addr}, nil
+}
+
+// AdoptGroup returns a group made of inherited listening sockets, given in
+// the kernel's order (as [Group.Files] returned them in the process that
+// passed them on).
+func AdoptGroup(files []*os.File) (*Group, error) {
+	if len(files) == 0 {
+		return nil, errors.New("reuseport: no sockets to adopt")
+	}
+	g := &Group{socks: slices.Clone(files)}
+	for i, f := range files {
+		sa, err := sockname(f)
+		if err != nil {
+			return nil, fmt.Errorf("reuseport: inherited socket %d: %w", i, err)
+		}
+		if i == 0 {
+			g.addr = sa
+			g.host, _, _ = net.SplitHostPort(sa)
+		}
+	}
+	return g, nil
+}
+
+// Addr returns the group's address: after the first Listen, with the
+// concrete port.
+func (g *Group) Addr() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.addr
+}
+
+// Len returns the number of sockets in the group.
+func (g *Group) Len() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.socks)
+}
+
+// Files returns the group's sockets in the kernel's order. They stay owned by
+// the group.
+func (g *Group) Files() []*os.File {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Clone(g.socks)
+}
+
+// Listen opens a new listening socket in the group (plain TCP, SO_REUSEPORT,
+// close-on-exec) and returns it; the group owns it until [Group.Close].
+func (g *Group) Listen() (*os.File, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	ln, err := Listen(context.Background(), "tcp", g.addr)
+	if err != nil {
+		return nil, err
+	}
+	f, err := ln.(*net.TCPListener).File() // a close-on-exec duplicate
+	ln.Close()
+	if err != nil {
+		return nil, err
+	}
+	if len(g.socks) == 0 {
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		g.addr = net.JoinHostPort(g.host, port)
+	}
+	g.socks = append(g.socks, f)
+	// A new socket gets no connections from the current program (it returns
+	// the old indices) until the next Steer; under the kernel's hash it does.
+	return f, nil
+}
+
+// Close closes f, one of the group's sockets, and updates the order as the
+// kernel does: the last socket takes f's index. The caller guarantees that no
+// other process holds f any more (its workers have exited), so that the
+// socket leaves the group exactly now. Steering is re-applied for the new
+// order.
+func (g *Group) Close(f *os.File) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	i := slices.Index(g.socks, f)
+	if i < 0 {
+		return errors.New("reuseport: Close of a socket not in the group")
+	}
+	err := f.Close()
+	last := len(g.socks) - 1
+	g.socks[i] = g.socks[last]
+	g.socks = g.socks[:last]
+	if g.to != nil {
+		g.to = slices.DeleteFunc(g.to, func(s *os.File) bool { return s == f })
+		if serr := g.steerLocked(g.to); err == nil {
+			err = serr
+		}
+	}
+	return err
+}
+
+// CloseAll closes every socket of the group (the pool stops). Sockets that
+// other processes still hold leave the group when those close them.
+func (g *Group) CloseAll() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, f := range g.socks {
+		f.Close()
+	}
+	g.socks, g.to = nil, nil
+}
+
+// Steer attaches a classic BPF program to the group that sends each new
+// connection to one of the sockets in to, chosen at random (it runs once per
+// SYN, so the choice holds for the connection's life). If to holds every
+// socket, or none (there is nowhere better), the program defers to the
+// kernel's hash over all of them.
+func (g *Group) Steer(to []*os.File) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.steerLocked(to)
+}
+
+func (g *Group) steerLocked(to []*os.File) error {
+	if len(g.socks) == 0 {
+		return nil
+	}
+	var idx []uint32
+	for i, f := range g.socks {
+		if slices.Contains(to, f) {
+			idx = append(idx, uint32(i))
+		}
+	}
+	g.to = slices.Clone(to)
+	if len(idx) == len(g.socks) {
+		g.to = nil
+	}
+	prog := steerProgram(idx, len(g.socks))
+	rc, err := g.socks[0].SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF,
+			&unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]})
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("setsockopt SO_ATTACH_REUSEPORT_CBPF: %w", serr)
+	}
+	return nil
+}
+
+// Index returns f's index in the group, or -1.
+func (g *Group) Index(f *os.File) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Index(g.socks, f)
+}
+
+// AcceptQueue returns the number of connections waiting in f's accept queue.
+func AcceptQueue(f *os.File) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var info *unix.TCPInfo
+	var ierr error
+	if err := rc.Control(func(fd uintptr) {
+		info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}); err != nil {
+		return 0, err
+	}
+	if ierr != nil {
+		return 0, fmt.Errorf("getsockopt TCP_INFO: %w", ierr)
+	}
+	if info.State != unix.BPF_TCP_LISTEN {
+		return 0, errors.New("not a listening socket")
+	}
+	return int(info.Unacked), nil // for a listener: the accept queue's length
+}
+
+// steerProgram returns a classic BPF program for a reuseport group of n
+// sockets that returns one of idx at random, or an index past the group
+// (which makes the kernel use its hash) if idx is empty or holds all n.
+func steerProgram(idx []uint32, n int) []unix.SockFilter {
+	const (
+		ldRandom = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
+		modK     = unix.BPF_ALU | unix.BPF_MOD | unix.BPF_K
+		jeqK     = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
+		retK     = unix.BPF_RET | unix.BPF_K
+		hash     = 0xffffffff
+		// SKF_AD_OFF + SKF_AD_RANDOM (linux/filter.h): a random u32.
+		random = 0xfffff000 + 56
+	)
+	if len(idx) == 0 || len(idx) == n {
+		return []unix.SockFilter{{Code: retK, K: hash}}
+	}
+	if len(idx) == 1 {
+		return []unix.SockFilter{{Code: retK, K: idx[0]}}
+	}
+	prog := []unix.SockFilter{
+		{Code: ldRandom, K: random},
+		{Code: modK, K: uint32(len(idx))},
+	}
+	for j, i := range idx[:len(idx)-1] {
+		prog = append(prog,
+			unix.SockFilter{Code: jeqK, K: uint32(j), Jt: 0, Jf: 1},
+			unix.SockFilter{Code: retK, K: i})
+	}
+	return append(prog, unix.SockFilter{Code: retK, K: idx[len(idx)-1]})
+}
+
+// CheckSteering reports whether classic BPF steering works here: it attaches
+// a program to a throwaway listening socket on 127.0.0.1.
+func CheckSteering() error {
+	g, err := NewGroup("127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer g.CloseAll()
+	f, err := g.Listen()
+	if err != nil {
+		return err
+	}
+	if err := g.Steer([]*os.File{f}); err != nil {
+		return err
+	}
+	return nil
+}
+
+func sockname(f *os.File) (string, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return "", err
+	}
+	var sa unix.Sockaddr
+	var serr error
+	if err := rc.Control(func(fd uintptr) { sa, serr = unix.Getsockname(int(fd)) }); err != nil {
+		return "", err
+	}
+	if serr != nil {
+		return "", serr
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port)), nil
+	case *unix.SockaddrInet6:
+		return net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port)), nil
+	}
+	return "", fmt.Errorf("not a TCP socket (%T)", sa)
+}
