@@ -22,8 +22,10 @@
 // listening, takes its slot and only has to open its listener.
 //
 // Retiring a worker loses no request that reached the port: the worker stops
-// accepting, the kernel migrates connections still queued on its listener to
-// the other workers (see [Migration]), the worker answers every connection it
+// accepting, connections still queued on its listener reach the other
+// workers (see [Migration]: the kernel migrates them, or, without privilege,
+// the supervisor holds each slot's socket and steers new connections away
+// from a slot before it closes), the worker answers every connection it
 // accepted, closes idle keep-alive connections and exits.
 //
 // # Notes

@@ -17,6 +17,7 @@ import (
 	"github.com/clusterflock/clusterflock/internal/proto"
 	"github.com/clusterflock/clusterflock/reuseport"
 	"github.com/clusterflock/clusterflock/supervisor"
+	"golang.org/x/sys/unix"
 )
 
 // execSpawner starts workers by re-executing this program.
@@ -111,6 +112,14 @@ func (s *execSpawner) Close() error {
 	return err
 }
 
+// Release implements supervisor.SlotReleaser: with a steered group, the
+// slot's socket is steered away from before its worker is asked to stop.
+func (s *execSpawner) Release(slot int) {
+	if s.src.steer != nil {
+		s.src.steer.release(slot)
+	}
+}
+
 // Spawn implements supervisor.Spawner. With Options.Spare it hands the
 // standby the slot (it only has to listen), then starts the next standby.
 func (s *execSpawner) Spawn(w supervisor.Worker) (supervisor.Process, error) {
@@ -119,15 +128,52 @@ func (s *execSpawner) Spawn(w supervisor.Worker) (supervisor.Process, error) {
 	}
 	defer s.startStandby(w.Generation)
 	if sb := s.takeStandby(w.Generation); sb != nil {
-		_, err := fmt.Fprintf(sb.control, "%d %d\n", w.Slot, w.Generation)
+		err := s.activate(sb, w)
 		sb.control.Close()
 		if err == nil {
+			sb.p.slot = w.Slot
 			return sb.p, nil
 		}
 		sb.p.Signal(os.Kill) // it cannot read its activation: a fresh worker instead
 		s.retired = append(s.retired, sb)
 	}
 	return s.process(s.start(w, nil))
+}
+
+// activate sends a standby its slot and generation, and the slot's socket
+// if the supervisor holds one.
+func (s *execSpawner) activate(sb *standby, w supervisor.Worker) error {
+	ln, err := s.slotListener(w.Slot)
+	if err != nil {
+		return err
+	}
+	line := fmt.Appendf(nil, "%d %d\n", w.Slot, w.Generation)
+	var rights []byte
+	if ln != nil {
+		rights = unix.UnixRights(int(ln.Fd()))
+	}
+	rc, err := sb.control.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Write(func(fd uintptr) bool {
+		serr = unix.Sendmsg(int(fd), line, rights, nil, 0)
+		return serr != unix.EAGAIN
+	}); err != nil {
+		return err
+	}
+	runtime.KeepAlive(ln)
+	return serr
+}
+
+// slotListener returns the listening socket a worker of slot inherits, or
+// nil if it opens its own.
+func (s *execSpawner) slotListener(slot int) (*os.File, error) {
+	if s.src.steer != nil && slot >= 0 {
+		return s.src.steer.fileFor(slot)
+	}
+	return s.src.shared, nil
 }
 
 // process converts start's result without wrapping a nil pointer.
@@ -190,10 +236,17 @@ func (s *execSpawner) startStandby(gen int) {
 			return
 		}
 	}
-	cr, cw, err := os.Pipe()
+	syscall.ForkLock.RLock() // no fork between socketpair and close-on-exec
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	if err == nil {
+		unix.CloseOnExec(fds[0])
+		unix.CloseOnExec(fds[1])
+	}
+	syscall.ForkLock.RUnlock()
 	if err != nil {
 		return // no standby this time; the next spawn tries again
 	}
+	cr, cw := os.NewFile(uintptr(fds[0]), "standby-control"), os.NewFile(uintptr(fds[1]), "standby-control")
 	p, err := s.start(supervisor.Worker{Slot: proto.StandbySlot, Generation: gen}, cr)
 	cr.Close()
 	if err != nil {
@@ -209,8 +262,14 @@ func (s *execSpawner) start(w supervisor.Worker, control *os.File) (*execProcess
 	if err != nil {
 		return nil, fmt.Errorf("status pipe: %w", err)
 	}
+	ln, err := s.slotListener(w.Slot)
+	if err != nil {
+		sr.Close()
+		sw.Close()
+		return nil, fmt.Errorf("listener for slot %d: %w", w.Slot, err)
+	}
 	marker := proto.WorkerEnv{SupervisorPID: os.Getpid(), Slot: w.Slot, Generation: w.Generation, Migration: string(s.mig), Addr: s.src.addr}
-	files := []*os.File{sw, s.lifeline, s.src.shared} // proto.StatusFD, LifelineFD, ListenerFD (nil: none)
+	files := []*os.File{sw, s.lifeline, ln} // proto.StatusFD, LifelineFD, ListenerFD (nil: none)
 	if control != nil {
 		files = append(files, control) // proto.ControlFD
 	}
@@ -229,7 +288,7 @@ func (s *execSpawner) start(w supervisor.Worker, control *os.File) (*execProcess
 		sr.Close()
 		return nil, err
 	}
-	p := &execProcess{cmd: cmd, own: s.own, status: sr, msgs: make(chan proto.Message, 4),
+	p := &execProcess{cmd: cmd, own: s.own, status: sr, slot: w.Slot, steer: s.src.steer, msgs: make(chan proto.Message, 4),
 		exited: make(chan struct{}), readDone: make(chan struct{}), standing: make(chan struct{})}
 	go p.read()
 	go p.wait()
@@ -239,6 +298,8 @@ func (s *execSpawner) start(w supervisor.Worker, control *os.File) (*execProcess
 // execProcess is a worker started by execSpawner.
 type execProcess struct {
 	cmd      *exec.Cmd
+	slot     int
+	steer    *steering // nil unless the supervisor steers a group
 	own      *children
 	status   *os.File
 	msgs     chan proto.Message
@@ -249,8 +310,22 @@ type execProcess struct {
 }
 
 func (p *execProcess) Pid() int                       { return p.cmd.Process.Pid }
-func (p *execProcess) Signal(sig os.Signal) error     { return p.cmd.Process.Signal(sig) }
 func (p *execProcess) Messages() <-chan proto.Message { return p.msgs }
+
+// Signal implements supervisor.Process. SIGTERM to the worker of a slot
+// leaving a steered group waits until its socket gets no more connections.
+func (p *execProcess) Signal(sig os.Signal) error {
+	if sig == syscall.SIGTERM && p.steer != nil {
+		if settled := p.steer.hold(p.slot); settled != nil {
+			go func() {
+				<-settled
+				_ = p.cmd.Process.Signal(sig)
+			}()
+			return nil
+		}
+	}
+	return p.cmd.Process.Signal(sig)
+}
 
 // Wait implements supervisor.Process.
 func (p *execProcess) Wait() supervisor.Exit {

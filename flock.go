@@ -91,13 +91,26 @@ type Migration string
 const (
 	// MigrationAuto picks MigrationEBPF when the process may load BPF
 	// programs (root or CAP_BPF), else MigrationSysctl when the operator set
-	// net.ipv4.tcp_migrate_req=1, else MigrationNone.
+	// net.ipv4.tcp_migrate_req=1, else MigrationCBPF (no privilege needed),
+	// and MigrationNone only if the kernel refuses classic BPF steering.
 	MigrationAuto Migration = ""
 	// MigrationEBPF attaches a reuseport BPF program that keeps the kernel's
 	// hash balancing and migrates queued connections. No host-wide change.
 	MigrationEBPF Migration = Migration(reuseport.MigrationEBPF)
 	// MigrationSysctl relies on net.ipv4.tcp_migrate_req=1 (read, never set).
 	MigrationSysctl Migration = Migration(reuseport.MigrationSysctl)
+	// MigrationCBPF needs no privilege and loses nothing: the supervisor
+	// opens and holds one SO_REUSEPORT listening socket per worker slot and
+	// each worker accepts on its slot's socket, so the kernel still balances
+	// connections over per-worker sockets. Connections queued on a slot's
+	// socket wait for the slot's next worker instead of being reset (a
+	// crashed worker loses only what it had accepted), and an unprivileged
+	// classic BPF program (SO_ATTACH_REUSEPORT_CBPF) steers new connections
+	// only to slots with a ready worker, so a slot that leaves the pool
+	// (TTOU) is drained before its socket closes. A binary upgrade hands the
+	// sockets to the new supervisor, which keeps the pool's current size if
+	// that exceeds its Options.Workers.
+	MigrationCBPF Migration = Migration(reuseport.MigrationCBPF)
 	// MigrationNone migrates nothing: under load a retiring worker may lose
 	// the few connections still queued in its listener when it closes.
 	MigrationNone Migration = Migration(reuseport.MigrationNone)
@@ -229,10 +242,10 @@ func (o Options) withDefaults(getenv func(string) string) (options, error) {
 		return options{}, fmt.Errorf("clusterflock: Options.HeartbeatTimeout is %v; want 0 (10s) or more", o.HeartbeatTimeout)
 	}
 	switch o.Migration {
-	case MigrationAuto, MigrationEBPF, MigrationSysctl, MigrationNone, MigrationShared:
+	case MigrationAuto, MigrationEBPF, MigrationSysctl, MigrationCBPF, MigrationNone, MigrationShared:
 	default:
-		return options{}, fmt.Errorf("clusterflock: Options.Migration is %q; want \"\", %q, %q, %q or %q",
-			o.Migration, MigrationEBPF, MigrationSysctl, MigrationShared, MigrationNone)
+		return options{}, fmt.Errorf("clusterflock: Options.Migration is %q; want \"\", %q, %q, %q, %q or %q",
+			o.Migration, MigrationEBPF, MigrationSysctl, MigrationCBPF, MigrationShared, MigrationNone)
 	}
 	r := options{Options: o}
 	if r.Workers == 0 {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"runtime"
@@ -23,11 +24,19 @@ type listenerSource struct {
 	shared *os.File // a listening socket every worker inherits, or nil: each opens its own
 	hold   io.Closer
 	why    string // how the source was chosen, for the log
+
+	adopted *reuseport.Group // sockets of a steered group inherited by an upgrade
+	steer   *steering        // migration "cbpf": the supervisor holds a socket per slot
 }
 
 func (s *listenerSource) Close() error {
 	if s.shared != nil {
 		s.shared.Close()
+	}
+	if s.steer != nil {
+		s.steer.g.CloseAll()
+	} else if s.adopted != nil {
+		s.adopted.CloseAll()
 	}
 	if s.hold != nil {
 		return s.hold.Close()
@@ -42,6 +51,21 @@ func (s *listenerSource) Close() error {
 func openListenerSource(o options, heir *upgradeRole) (*listenerSource, error) {
 	if heir != nil && heir.shared != nil {
 		return &listenerSource{addr: heir.env.Addr, shared: heir.shared, why: "inherited from the old supervisor"}, nil
+	}
+	if heir != nil && len(heir.group) > 0 {
+		g, err := reuseport.AdoptGroup(heir.group)
+		if err != nil {
+			for _, f := range heir.group {
+				f.Close()
+			}
+			return nil, fmt.Errorf("clusterflock: binary upgrade: %w", err)
+		}
+		res, err := reuseport.Reserve(heir.env.Addr)
+		if err != nil {
+			g.CloseAll()
+			return nil, fmt.Errorf("clusterflock: binary upgrade: %w", err)
+		}
+		return &listenerSource{addr: res.Addr(), hold: res, adopted: g, why: "a steered group inherited from the old supervisor"}, nil
 	}
 	if f, err := systemdListener(); err != nil || f != nil {
 		if err != nil {
@@ -66,7 +90,7 @@ func openListenerSource(o options, heir *upgradeRole) (*listenerSource, error) {
 			return nil, fmt.Errorf("clusterflock: cannot use Options.Addr %q: %w", o.Addr, err)
 		}
 		defer ln.Close()
-		f, err := ln.(*net.TCPListener).File()
+		f, err := reuseport.File(ln)
 		if err != nil {
 			return nil, fmt.Errorf("clusterflock: listener: %w", err)
 		}
@@ -110,14 +134,37 @@ func listenerAddr(f *os.File) (string, error) {
 	return ln.Addr().String(), nil
 }
 
-// workerListener returns this worker's listener: its own SO_REUSEPORT one,
-// or the shared socket it inherited.
-func workerListener(env proto.WorkerEnv) (net.Listener, error) {
-	if env.Migration != sharedMigration {
+// steerGroup sets up migration "cbpf": the group of sockets the supervisor
+// holds, one per slot (adopted from an old supervisor, or opened as slots
+// are forked). The reservation stays: it holds the port if every socket
+// closes.
+func (s *listenerSource) steerGroup(log *slog.Logger) (adopted int, err error) {
+	g := s.adopted
+	if g == nil {
+		if g, err = reuseport.NewGroup(s.addr); err != nil {
+			return 0, err
+		}
+	}
+	s.steer = newSteering(g, log)
+	if s.adopted != nil {
+		s.steer.adopt()
+		return g.Len(), nil
+	}
+	return 0, nil
+}
+
+// workerListener returns this worker's listener: the socket the supervisor
+// holds for it (inherited at proto.ListenerFD, or received on activation as
+// inherited), or else its own SO_REUSEPORT one.
+func workerListener(env proto.WorkerEnv, inherited *os.File) (net.Listener, error) {
+	if env.Migration != sharedMigration && env.Migration != string(reuseport.MigrationCBPF) {
 		return reuseport.Listen(context.Background(), "tcp", env.Addr)
 	}
-	syscall.CloseOnExec(proto.ListenerFD)
-	f := os.NewFile(proto.ListenerFD, "clusterflock-listener")
+	f := inherited
+	if f == nil {
+		syscall.CloseOnExec(proto.ListenerFD)
+		f = os.NewFile(proto.ListenerFD, "clusterflock-listener")
+	}
 	defer f.Close()
 	return net.FileListener(f)
 }

@@ -83,6 +83,11 @@ func superviseAs(ctx context.Context, o options, sigs chan os.Signal, heir *upgr
 
 	mig, why := reuseport.Migration(o.Migration), ""
 	switch {
+	case src.adopted != nil:
+		if mig != "" && mig != reuseport.MigrationCBPF {
+			return fmt.Errorf("clusterflock: Options.Migration %q does not apply: the old supervisor passed a steered group (%q)", o.Migration, reuseport.MigrationCBPF)
+		}
+		mig, why = reuseport.MigrationCBPF, src.why
 	case src.shared != nil:
 		if mig != "" && mig != sharedMigration {
 			return fmt.Errorf("clusterflock: Options.Migration %q does not apply: workers share one listener (%s)", o.Migration, src.why)
@@ -93,6 +98,17 @@ func superviseAs(ctx context.Context, o options, sigs chan os.Signal, heir *upgr
 	default:
 		if err := reuseport.CheckMigration(mig); err != nil {
 			return fmt.Errorf("clusterflock: Options.Migration %q is not available here: %w", o.Migration, err)
+		}
+	}
+
+	if mig == reuseport.MigrationCBPF {
+		n, err := src.steerGroup(log)
+		if err != nil {
+			return fmt.Errorf("clusterflock: cannot use Options.Addr %q: %w", o.Addr, err)
+		}
+		if n > o.Workers {
+			log.Info("binary upgrade: keeping the old pool's size, larger than Options.Workers", "workers", n, "options_workers", o.Workers)
+			o.Workers = n
 		}
 	}
 
@@ -112,6 +128,9 @@ func superviseAs(ctx context.Context, o options, sigs chan os.Signal, heir *upgr
 		Surge:            o.RestartSurge,
 		Logger:           log,
 		OnEvent: func(ev supervisor.Event) {
+			if src.steer != nil {
+				src.steer.event(ev)
+			}
 			if ev.Kind == supervisor.EventPoolReady {
 				heir.ready()
 			}
@@ -133,7 +152,7 @@ func superviseAs(ctx context.Context, o options, sigs chan os.Signal, heir *upgr
 	}
 	log.Info("supervisor starting", start...)
 	if mig == reuseport.MigrationNone {
-		log.Warn("no connection migration: a retiring worker may reset connections still queued on its listener; run with CAP_BPF, set net.ipv4.tcp_migrate_req=1, or use Options.Migration \"shared\"",
+		log.Warn("no connection migration: a retiring worker may reset connections still queued on its listener; run with CAP_BPF, set net.ipv4.tcp_migrate_req=1, or use Options.Migration \"cbpf\" or \"shared\"",
 			"reason", why)
 	}
 
@@ -199,6 +218,9 @@ func (d *dispatcher) run(sigs <-chan os.Signal, stop <-chan struct{}) {
 			d.pending = nil
 			if res.err != nil {
 				log.Error("binary upgrade failed; the old pool keeps serving", "err", res.err.Error())
+				if d.src.steer != nil {
+					d.src.steer.resume()
+				}
 				continue
 			}
 			log.Info("binary upgrade: the new supervisor serves; stopping this one", "new_pid", res.pid)
@@ -207,6 +229,13 @@ func (d *dispatcher) run(sigs <-chan os.Signal, stop <-chan struct{}) {
 			d.sup.Stop()
 		case sig := <-sigs:
 			log.Info("signal received", "signal", signalName(sig))
+			if d.pending != nil && (sig == syscall.SIGTTIN || sig == syscall.SIGTTOU || sig == syscall.SIGHUP) {
+				// The new supervisor sizes its own pool; changing this
+				// one now would be undone, and a steered group's order
+				// must not change under it.
+				log.Warn("request refused: a binary upgrade is under way", "signal", signalName(sig), "new_pid", d.pending.cmd.Process.Pid)
+				continue
+			}
 			switch sig {
 			case syscall.SIGTTIN:
 				d.sup.Add()
@@ -239,9 +268,20 @@ func (d *dispatcher) startUpgrade() {
 		log.Warn("binary upgrade refused: one is already under way", "new_pid", d.pending.cmd.Process.Pid)
 		return
 	}
-	s, err := startSuccessor(d.src, d.own, d.upgrades)
+	var group []*os.File
+	if d.src.steer != nil {
+		var busy string
+		if group, busy = d.src.steer.handOver(); busy != "" {
+			log.Warn("binary upgrade refused: " + busy)
+			return
+		}
+	}
+	s, err := startSuccessor(d.src, group, d.own, d.upgrades)
 	if err != nil {
 		log.Error("binary upgrade failed: cannot start a new supervisor", "err", err.Error())
+		if d.src.steer != nil {
+			d.src.steer.resume()
+		}
 		return
 	}
 	d.pending = s

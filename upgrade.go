@@ -33,8 +33,9 @@ type successor struct {
 	own    *children
 }
 
-// startSuccessor starts the new supervisor and reports on results once.
-func startSuccessor(src *listenerSource, own *children, results chan<- upgradeResult) (*successor, error) {
+// startSuccessor starts the new supervisor and reports on results once;
+// group, if not empty, is a steered group's sockets in the kernel's order.
+func startSuccessor(src *listenerSource, group []*os.File, own *children, results chan<- upgradeResult) (*successor, error) {
 	path, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -49,11 +50,13 @@ func startSuccessor(src *listenerSource, own *children, results chan<- upgradeRe
 			env = append(env, kv)
 		}
 	}
-	marker := proto.UpgradeEnv{OldPID: os.Getpid(), Shared: src.shared != nil, Addr: src.addr}
+	marker := proto.UpgradeEnv{OldPID: os.Getpid(), Shared: src.shared != nil, Socks: len(group), Addr: src.addr}
 	env = append(env, proto.EnvUpgrade+"="+marker.Encode())
 	files := []*os.File{w} // proto.StatusFD
 	if src.shared != nil {
 		files = append(files, nil, src.shared) // proto.ListenerFD
+	} else if len(group) > 0 {
+		files = append(append(files, nil), group...) // proto.ListenerFD, …
 	}
 	cmd := &exec.Cmd{
 		Path:       path,
@@ -109,8 +112,9 @@ func (s *successor) watch(results chan<- upgradeResult) {
 // upgradeRole is set up in a new supervisor started by startSuccessor.
 type upgradeRole struct {
 	env    proto.UpgradeEnv
-	status *os.File // nil once "ready" is sent
-	shared *os.File // the pool's listener, if the old pool shared one
+	status *os.File   // nil once "ready" is sent
+	shared *os.File   // the pool's listener, if the old pool shared one
+	group  []*os.File // a steered group's sockets, in the kernel's order
 }
 
 // takeUpgradeRole reads and removes the upgrade marker; it returns nil if
@@ -131,6 +135,11 @@ func takeUpgradeRole(log *slog.Logger) *upgradeRole {
 	if env.Shared {
 		syscall.CloseOnExec(proto.ListenerFD)
 		u.shared = os.NewFile(proto.ListenerFD, "clusterflock-listener")
+	}
+	for i := range env.Socks {
+		fd := proto.ListenerFD + i
+		syscall.CloseOnExec(fd)
+		u.group = append(u.group, os.NewFile(uintptr(fd), "clusterflock-group"))
 	}
 	return u
 }

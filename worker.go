@@ -3,7 +3,6 @@
 package clusterflock
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -11,12 +10,14 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/clusterflock/clusterflock/internal/proto"
 	"github.com/clusterflock/clusterflock/reuseport"
+	"golang.org/x/sys/unix"
 )
 
 // heartbeatInterval is how often a worker tells the supervisor it is alive:
@@ -46,15 +47,16 @@ func runWorker(ctx context.Context, serve ServeFunc, o options, env proto.Worker
 		_, _ = io.Copy(io.Discard, lifeline) // returns at EOF: the supervisor is gone
 		close(orphaned)
 	}()
+	var inherited *os.File // a standby's listener, received on activation
 	if env.Slot == proto.StandbySlot {
 		var ok bool
-		if env, ok = awaitActivation(env, status, sigs, orphaned); !ok {
+		if env, inherited, ok = awaitActivation(env, status, sigs, orphaned); !ok {
 			return nil // never activated: nothing served, nothing to stop
 		}
 	}
 	log := o.Logger.With("pid", os.Getpid(), "slot", env.Slot, "generation", env.Generation)
 
-	ln, err := workerListener(env)
+	ln, err := workerListener(env, inherited)
 	if err != nil {
 		status.send(proto.Message{Kind: proto.Failed, Text: err.Error()})
 		return fmt.Errorf("clusterflock: worker: %w", err)
@@ -124,34 +126,66 @@ wait:
 }
 
 // awaitActivation is a standby worker's wait (Options.Spare): it reports
-// that it stands by, then reads its slot and generation from ControlFD. It
-// reports false if it is not to serve: the supervisor closed the pipe (a
-// new generation, or the pool stops), is gone, or sent TERM or QUIT.
-func awaitActivation(env proto.WorkerEnv, status *statusWriter, sigs <-chan os.Signal, orphaned <-chan struct{}) (proto.WorkerEnv, bool) {
+// that it stands by, then reads its slot and generation from ControlFD, with
+// the slot's socket if the supervisor holds one. It reports false if it is
+// not to serve: the supervisor closed its end (a new generation, or the pool
+// stops), is gone, or sent TERM or QUIT.
+func awaitActivation(env proto.WorkerEnv, status *statusWriter, sigs <-chan os.Signal, orphaned <-chan struct{}) (proto.WorkerEnv, *os.File, bool) {
 	syscall.CloseOnExec(proto.ControlFD)
-	control := os.NewFile(proto.ControlFD, "clusterflock-control")
-	defer control.Close()
-	line := make(chan string, 1)
+	type activation struct {
+		line string
+		ln   *os.File
+	}
+	got := make(chan activation, 1)
 	// If the standby is not activated, this read stays blocked until the
 	// process exits, which it does once Run returns.
 	go func() {
-		s, _ := bufio.NewReader(control).ReadString('\n')
-		line <- s
+		var a activation
+		buf, oob := make([]byte, 64), make([]byte, unix.CmsgSpace(4))
+		for !strings.HasSuffix(a.line, "\n") {
+			n, oobn, _, _, err := unix.Recvmsg(proto.ControlFD, buf, oob, 0)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil || n == 0 {
+				break
+			}
+			a.line += string(buf[:n])
+			if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+				for _, m := range msgs {
+					if fds, err := unix.ParseUnixRights(&m); err == nil {
+						for _, fd := range fds {
+							unix.CloseOnExec(fd) // nothing forks before activation
+							if a.ln == nil {
+								a.ln = os.NewFile(uintptr(fd), "clusterflock-listener")
+							} else {
+								unix.Close(fd)
+							}
+						}
+					}
+				}
+			}
+		}
+		unix.Close(proto.ControlFD)
+		got <- a
 	}()
 	status.send(proto.Message{Kind: proto.Standby})
 	for {
 		select {
-		case s := <-line:
-			if _, err := fmt.Sscanf(s, "%d %d\n", &env.Slot, &env.Generation); err != nil || env.Slot < 0 {
-				return env, false
+		case a := <-got:
+			if _, err := fmt.Sscanf(a.line, "%d %d\n", &env.Slot, &env.Generation); err != nil || env.Slot < 0 {
+				if a.ln != nil {
+					a.ln.Close()
+				}
+				return env, nil, false
 			}
-			return env, true
+			return env, a.ln, true
 		case sig := <-sigs:
 			if sig == syscall.SIGTERM || sig == syscall.SIGQUIT {
-				return env, false
+				return env, nil, false
 			}
 		case <-orphaned:
-			return env, false
+			return env, nil, false
 		}
 	}
 }

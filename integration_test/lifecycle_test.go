@@ -39,6 +39,10 @@ var mechanisms = []mechanism{
 	// The fallback without privilege: auto finds no eBPF and uses the
 	// operator's sysctl.
 	{name: "unprivileged", migrateReq: "1", unprivileged: true, want: "sysctl"},
+	// Classic BPF steering over supervisor-held sockets, as root (forced)
+	// and as the automatic choice without privilege and without the sysctl.
+	{name: "cbpf", migration: "cbpf", migrateReq: "0", want: "cbpf"},
+	{name: "unprivileged-cbpf", migrateReq: "0", unprivileged: true, want: "cbpf"},
 	// Without privilege and without the sysctl: one shared listener.
 	{name: "unprivileged-shared", migration: "shared", migrateReq: "0", unprivileged: true, want: "shared"},
 	// A MEASUREMENT, not a proof: nothing migrates.
@@ -397,8 +401,16 @@ func (p *pool) waitFrom(mark int, msg string, ok func(record) bool) record {
 // TestKilledWorkerUnderLoad: a worker SIGKILLed under load loses at most the
 // requests in flight on it (each client has one at a time), and is reforked.
 func TestKilledWorkerUnderLoad(t *testing.T) {
-	p := startPool(t, poolConfig{workers: 3})
-	mig := p.waitFor("supervisor starting", nil, time.Second).str("migration")
+	// Auto, and cbpf, where the killed worker's queued connections wait in
+	// the supervisor-held socket for its replacement.
+	for _, mig := range []string{"", "cbpf"} {
+		t.Run("migration="+mig, func(t *testing.T) { testKilledWorkerUnderLoad(t, mig) })
+	}
+}
+
+func testKilledWorkerUnderLoad(t *testing.T, mig string) {
+	p := startPool(t, poolConfig{workers: 3, migration: mig})
+	mig = p.waitFor("supervisor starting", nil, time.Second).str("migration")
 	victim := p.workerPids()[0]
 	l := startLoad(t, p.addr)
 	l.waitServed(0, 300, 10*time.Second)

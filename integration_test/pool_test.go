@@ -349,7 +349,15 @@ func TestBadAddr(t *testing.T) {
 // follows, a rolling restart replaces the standby too, and nothing is left
 // when the pool stops.
 func TestSpare(t *testing.T) {
-	p := startPool(t, poolConfig{workers: 2, env: []string{envSpare + "=1"}})
+	// Auto, and cbpf, where the supervisor holds the slot's socket and
+	// passes it to the standby on activation.
+	for _, mig := range []string{"", "cbpf"} {
+		t.Run("migration="+mig, func(t *testing.T) { testSpare(t, mig) })
+	}
+}
+
+func testSpare(t *testing.T, mig string) {
+	p := startPool(t, poolConfig{workers: 2, migration: mig, env: []string{envSpare + "=1"}})
 	p.waitChildren(3, 10*time.Second) // 2 workers and the standby
 	workers := map[int]bool{}
 	for _, r := range p.all("worker ready") {

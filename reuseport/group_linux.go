@@ -35,7 +35,7 @@ type Group struct {
 	host  string
 	addr  string     // the concrete address once a socket listens
 	socks []*os.File // the kernel's order: socks[i] is index i
-	to    []*os.File // the last steering target set, nil for the kernel's hash
+	to    []*os.File // the last steering target set; empty: the kernel's hash
 }
 
 // NewGroup returns an empty group for addr ("host:port"; port 0 picks a free
@@ -104,7 +104,7 @@ func (g *Group) Listen() (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := ln.(*net.TCPListener).File() // a close-on-exec duplicate
+	f, err := File(ln)
 	ln.Close()
 	if err != nil {
 		return nil, err
@@ -135,9 +135,8 @@ func (g *Group) Close(f *os.File) error {
 	last := len(g.socks) - 1
 	g.socks[i] = g.socks[last]
 	g.socks = g.socks[:last]
-	if g.to != nil {
-		g.to = slices.DeleteFunc(g.to, func(s *os.File) bool { return s == f })
-		if serr := g.steerLocked(g.to); err == nil {
+	if len(g.to) > 0 {
+		if serr := g.steerLocked(slices.DeleteFunc(g.to, func(s *os.File) bool { return s == f })); err == nil {
 			err = serr
 		}
 	}
@@ -157,9 +156,10 @@ func (g *Group) CloseAll() {
 
 // Steer attaches a classic BPF program to the group that sends each new
 // connection to one of the sockets in to, chosen at random (it runs once per
-// SYN, so the choice holds for the connection's life). If to holds every
-// socket, or none (there is nowhere better), the program defers to the
-// kernel's hash over all of them.
+// SYN, so the choice holds for the connection's life). Sockets outside the
+// Group (another process's, at the end of the kernel's array) get none. If to
+// is empty (there is nowhere better) the program defers to the kernel's hash
+// over every socket.
 func (g *Group) Steer(to []*os.File) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -177,10 +177,7 @@ func (g *Group) steerLocked(to []*os.File) error {
 		}
 	}
 	g.to = slices.Clone(to)
-	if len(idx) == len(g.socks) {
-		g.to = nil
-	}
-	prog := steerProgram(idx, len(g.socks))
+	prog := steerProgram(idx)
 	rc, err := g.socks[0].SyscallConn()
 	if err != nil {
 		return err
@@ -227,10 +224,10 @@ func AcceptQueue(f *os.File) (int, error) {
 	return int(info.Unacked), nil // for a listener: the accept queue's length
 }
 
-// steerProgram returns a classic BPF program for a reuseport group of n
-// sockets that returns one of idx at random, or an index past the group
-// (which makes the kernel use its hash) if idx is empty or holds all n.
-func steerProgram(idx []uint32, n int) []unix.SockFilter {
+// steerProgram returns a classic BPF program for a reuseport group that
+// returns one of idx at random, or, if idx is empty, an index past the group
+// (which makes the kernel use its hash).
+func steerProgram(idx []uint32) []unix.SockFilter {
 	const (
 		ldRandom = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
 		modK     = unix.BPF_ALU | unix.BPF_MOD | unix.BPF_K
@@ -240,7 +237,7 @@ func steerProgram(idx []uint32, n int) []unix.SockFilter {
 		// SKF_AD_OFF + SKF_AD_RANDOM (linux/filter.h): a random u32.
 		random = 0xfffff000 + 56
 	)
-	if len(idx) == 0 || len(idx) == n {
+	if len(idx) == 0 {
 		return []unix.SockFilter{{Code: retK, K: hash}}
 	}
 	if len(idx) == 1 {

@@ -1,6 +1,7 @@
 package reuseport
 
 import (
+	"context"
 	"net"
 	"os"
 	"slices"
@@ -123,12 +124,30 @@ func TestGroupSteering(t *testing.T) {
 	if got[0] == 0 || got[1] == 0 {
 		t.Errorf("after closing a socket outside the target set: landings %v, want both used", got)
 	}
-	// All (or none): the kernel's hash over every socket.
+	// A socket outside the group's mirror (another process's, appended by
+	// the kernel) gets nothing while the group steers to its own...
+	foreign, err := Listen(context.Background(), "tcp", g.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer foreign.Close()
+	ff, err := File(foreign)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ff.Close()
+	if err := g.Steer([]*os.File{s[2], s[3]}); err != nil {
+		t.Fatal(err)
+	}
+	if got := landings(t, g, []*os.File{s[2], s[3], ff}, n); got[2] != 0 || got[0] == 0 || got[1] == 0 {
+		t.Errorf("steered to the group's two sockets with a foreign one present: landings %v", got)
+	}
+	// ...and its share of the kernel's hash when there is no target.
 	if err := g.Steer(nil); err != nil {
 		t.Fatal(err)
 	}
-	if got := landings(t, g, []*os.File{s[2], s[3]}, n); got[0]+got[1] != n {
-		t.Errorf("hash: landings %v", got)
+	if got := landings(t, g, []*os.File{s[2], s[3], ff}, 3*n); got[0] == 0 || got[1] == 0 || got[2] == 0 {
+		t.Errorf("no target (hash): landings %v, want all three used", got)
 	}
 }
 
@@ -165,16 +184,13 @@ func TestAdoptGroup(t *testing.T) {
 }
 
 func TestSteerProgram(t *testing.T) {
-	if p := steerProgram(nil, 3); len(p) != 1 || p[0].K != 0xffffffff {
-		t.Errorf("no target: %v, want one ret of an index past the group", p)
+	if p := steerProgram(nil); len(p) != 1 || p[0].K != 0xffffffff {
+		t.Errorf("no target: %v, want one ret of an index past the group (the kernel's hash)", p)
 	}
-	if p := steerProgram([]uint32{0, 1, 2}, 3); len(p) != 1 || p[0].K != 0xffffffff {
-		t.Errorf("all targets: %v, want the kernel's hash", p)
-	}
-	if p := steerProgram([]uint32{2}, 3); len(p) != 1 || p[0].K != 2 {
+	if p := steerProgram([]uint32{2}); len(p) != 1 || p[0].K != 2 {
 		t.Errorf("one target: %v, want ret 2", p)
 	}
-	if p := steerProgram([]uint32{0, 2, 5}, 7); len(p) != 2+2*2+1 {
+	if p := steerProgram([]uint32{0, 2, 5}); len(p) != 2+2*2+1 {
 		t.Errorf("three targets: %d instructions, want 7", len(p))
 	}
 }

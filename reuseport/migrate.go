@@ -14,6 +14,10 @@ const (
 	// MigrationSysctl relies on net.ipv4.tcp_migrate_req=1, set by the
 	// operator (this package reads it, never sets it).
 	MigrationSysctl Migration = "sysctl"
+	// MigrationCBPF: the process holds every socket of the group in a
+	// [Group] and steers new connections with classic BPF (no privilege):
+	// a socket that is to close gets none, and is drained before it closes.
+	MigrationCBPF Migration = "cbpf"
 	// MigrationNone: connections still queued on a closing listener are
 	// reset by the kernel. Retirement stays graceful but may lose a few
 	// connections under load.

@@ -31,7 +31,10 @@ func DetectMigration() (Migration, string) {
 	} else {
 		why += "; net.ipv4.tcp_migrate_req is 0"
 	}
-	return MigrationNone, why
+	if err := CheckSteering(); err != nil {
+		return MigrationNone, why + fmt.Sprintf("; classic BPF steering: %v", err)
+	}
+	return MigrationCBPF, why
 }
 
 // CheckMigration reports whether m can be used here, with the reason if not.
@@ -51,6 +54,8 @@ func CheckMigration(m Migration) error {
 		if !on {
 			return errors.New("net.ipv4.tcp_migrate_req is 0")
 		}
+	case MigrationCBPF:
+		return CheckSteering()
 	case MigrationNone:
 	default:
 		return fmt.Errorf("unknown migration mechanism %q", m)

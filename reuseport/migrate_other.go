@@ -18,7 +18,7 @@ func CheckMigration(m Migration) error {
 	switch m {
 	case MigrationNone:
 		return nil
-	case MigrationEBPF, MigrationSysctl:
+	case MigrationEBPF, MigrationSysctl, MigrationCBPF:
 		return fmt.Errorf("%s migration needs Linux, not %s", m, runtime.GOOS)
 	}
 	return fmt.Errorf("unknown migration mechanism %q", m)

@@ -7,6 +7,8 @@ import (
 	"net"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestReserveThenListenTwice(t *testing.T) {
@@ -69,5 +71,26 @@ func TestReserveThenListenTwice(t *testing.T) {
 func TestReserveBadAddr(t *testing.T) {
 	if _, err := Reserve("127.0.0.1:notaport"); err == nil {
 		t.Fatal("Reserve(127.0.0.1:notaport) succeeded")
+	}
+}
+
+func TestFileKeepsNonblocking(t *testing.T) {
+	ln, err := Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	f, err := File(ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	_ = f.Fd() // what os/exec does with ExtraFiles
+	flags, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if flags&unix.O_NONBLOCK == 0 {
+		t.Error("the listener's socket turned blocking after Fd on its File: accept would block a thread")
 	}
 }

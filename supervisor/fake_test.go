@@ -80,6 +80,13 @@ func (p *fakeProc) Retiring(text string) { p.send(proto.Message{Kind: proto.Reti
 func (p *fakeProc) Exit(code int)                 { p.end(supervisor.Exit{Code: code}) }
 func (p *fakeProc) ExitSignal(sig syscall.Signal) { p.end(supervisor.Exit{Code: -1, Signal: sig}) }
 
+// Exited reports whether the process has ended.
+func (p *fakeProc) Exited() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exited
+}
+
 // Signals returns the signals received so far.
 func (p *fakeProc) Signals() []os.Signal {
 	p.mu.Lock()
@@ -142,6 +149,33 @@ type fakeSpawner struct {
 	setup   func(w supervisor.Worker, p *fakeProc) error
 	spawned []supervisor.Worker // every Spawn call, failed or not
 	procs   map[int]*fakeProc   // by worker ID
+	// released records Release calls, each with the signals the released
+	// slot's live workers had received by then.
+	released []release
+}
+
+type release struct {
+	Slot    int
+	Signals []os.Signal
+}
+
+// Release implements supervisor.SlotReleaser.
+func (s *fakeSpawner) Release(slot int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := release{Slot: slot}
+	for _, p := range s.procs {
+		if p.w.Slot == slot && !p.Exited() {
+			r.Signals = append(r.Signals, p.Signals()...)
+		}
+	}
+	s.released = append(s.released, r)
+}
+
+func (s *fakeSpawner) releases() []release {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]release(nil), s.released...)
 }
 
 func (s *fakeSpawner) Spawn(w supervisor.Worker) (supervisor.Process, error) {

@@ -32,6 +32,15 @@ type Spawner interface {
 	Spawn(w Worker) (Process, error)
 }
 
+// SlotReleaser is implemented by a Spawner that holds something per slot
+// (clusterflock: the slot's listening socket). The supervisor calls Release
+// when a slot leaves the pool (a retirement nobody replaces), before it asks
+// that slot's worker, if any, to stop; a later Spawn for the same slot number
+// takes it back.
+type SlotReleaser interface {
+	Release(slot int)
+}
+
 // SpawnerFunc adapts a function to [Spawner].
 type SpawnerFunc func(w Worker) (Process, error)
 

@@ -384,10 +384,10 @@ func (l *loop) command(c command) {
 			slot := maxKey(l.reforks)
 			l.reforks[slot].Stop()
 			delete(l.reforks, slot)
-			delete(l.slots, slot)
+			l.release(slot)
 			return
 		}
-		delete(l.slots, oldest.Slot)
+		l.release(oldest.Slot)
 		l.gracefulStop(oldest, "retired")
 	case cmdRestart:
 		if reason := l.busy(); reason != "" {
@@ -405,6 +405,14 @@ func (l *loop) command(c command) {
 		l.emit(Event{Kind: EventRestart, Reason: "begin"})
 		l.announced = false
 		l.roll()
+	}
+}
+
+// release takes slot out of the pool and tells the Spawner, if it cares.
+func (l *loop) release(slot int) {
+	delete(l.slots, slot)
+	if r, ok := l.s.cfg.Spawner.(SlotReleaser); ok {
+		r.Release(slot)
 	}
 }
 

@@ -292,6 +292,11 @@ func TestRetireStopsOldestWorker(t *testing.T) {
 		h.sup.Retire()
 		h.expect(eRefused("retire worker: the pool keeps at least one worker"))
 		h.wantSignals(4)
+		// The Spawner heard of each slot leaving before its worker was
+		// asked to stop.
+		if diff := cmp.Diff([]release{{Slot: 1}, {Slot: 2}}, h.sp.releases()); diff != "" {
+			t.Errorf("releases (-want +got):\n%s", diff)
+		}
 
 		// Add takes the lowest free slot and announces the pool again.
 		h.sup.Add()

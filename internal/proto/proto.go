@@ -28,8 +28,8 @@ const EnvWorker = "CLUSTERFLOCK_WORKER"
 const (
 	StatusFD   = 3 // worker → supervisor messages (write end)
 	LifelineFD = 4 // EOF when the supervisor dies (read end)
-	ListenerFD = 5 // the shared listening socket, when workers share one
-	ControlFD  = 6 // a standby worker's activation line, "<slot> <generation>" (read end)
+	ListenerFD = 5 // the listening socket, when the supervisor holds it (shared, or the slot's in a steered group)
+	ControlFD  = 6 // a standby worker's activation: a unix socket carrying "<slot> <generation>\n" and, with a steered group, the slot's socket (SCM_RIGHTS)
 )
 
 // StandbySlot is the slot of a standby worker: started and initialised, it
@@ -134,15 +134,18 @@ func (r *Reader) Next() (Message, error) {
 }
 
 // EnvUpgrade marks a process as the new supervisor of a binary upgrade:
-// "<old supervisor pid>:<shared>:<addr>". It inherits the write end of a
-// pipe at [StatusFD] on which it writes a [Ready] message once its workers
-// serve, and, if shared is 1, the pool's listening socket at [ListenerFD].
+// "<old supervisor pid>:<shared>:<socks>:<addr>". It inherits the write end
+// of a pipe at [StatusFD] on which it writes a [Ready] message once its
+// workers serve; if shared is 1, the pool's listening socket at
+// [ListenerFD]; if socks is n > 0, the n sockets of a steered reuseport group
+// at ListenerFD … ListenerFD+n-1, in the kernel's order.
 const EnvUpgrade = "CLUSTERFLOCK_UPGRADE"
 
 // UpgradeEnv is what an old supervisor tells its successor.
 type UpgradeEnv struct {
 	OldPID int
 	Shared bool   // the pool's listener is inherited at ListenerFD
+	Socks  int    // the number of steered group sockets inherited from ListenerFD on
 	Addr   string // the concrete address the pool serves on
 }
 
@@ -152,18 +155,20 @@ func (u UpgradeEnv) Encode() string {
 	if u.Shared {
 		shared = 1
 	}
-	return fmt.Sprintf("%d:%d:%s", u.OldPID, shared, u.Addr)
+	return fmt.Sprintf("%d:%d:%d:%s", u.OldPID, shared, u.Socks, u.Addr)
 }
 
 // ParseUpgradeEnv parses the value of [EnvUpgrade].
 func ParseUpgradeEnv(s string) (UpgradeEnv, error) {
-	parts := strings.SplitN(s, ":", 3)
-	if len(parts) != 3 {
+	parts := strings.SplitN(s, ":", 4)
+	if len(parts) != 4 {
 		return UpgradeEnv{}, fmt.Errorf("malformed %s=%q", EnvUpgrade, s)
 	}
 	n, err := strconv.Atoi(parts[0])
-	if err != nil || n <= 0 || (parts[1] != "0" && parts[1] != "1") || parts[2] == "" {
+	socks, serr := strconv.Atoi(parts[2])
+	if err != nil || n <= 0 || (parts[1] != "0" && parts[1] != "1") || serr != nil || socks < 0 ||
+		(socks > 0 && parts[1] == "1") || parts[3] == "" {
 		return UpgradeEnv{}, fmt.Errorf("malformed %s=%q", EnvUpgrade, s)
 	}
-	return UpgradeEnv{OldPID: n, Shared: parts[1] == "1", Addr: parts[2]}, nil
+	return UpgradeEnv{OldPID: n, Shared: parts[1] == "1", Socks: socks, Addr: parts[3]}, nil
 }

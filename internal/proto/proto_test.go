@@ -66,3 +66,21 @@ func TestMessages(t *testing.T) {
 		t.Errorf("at end: %v, want io.EOF", err)
 	}
 }
+
+func TestUpgradeEnv(t *testing.T) {
+	for _, u := range []UpgradeEnv{
+		{OldPID: 7, Addr: "127.0.0.1:5000"},
+		{OldPID: 7, Shared: true, Addr: "[::1]:80"},
+		{OldPID: 7, Socks: 3, Addr: ":5000"},
+	} {
+		got, err := ParseUpgradeEnv(u.Encode())
+		if err != nil || got != u {
+			t.Errorf("round trip of %+v: %+v, %v", u, got, err)
+		}
+	}
+	for _, bad := range []string{"", "7:0:127.0.0.1:5000", "0:0:0:a:1", "7:2:0:a:1", "7:0:-1:a:1", "7:1:2:a:1", "7:0:0:"} {
+		if _, err := ParseUpgradeEnv(bad); err == nil {
+			t.Errorf("ParseUpgradeEnv(%q) succeeded", bad)
+		}
+	}
+}

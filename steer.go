@@ -1,0 +1,232 @@
+//go:build unix
+
+package clusterflock
+
+import (
+	"log/slog"
+	"maps"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/clusterflock/clusterflock/reuseport"
+	"github.com/clusterflock/clusterflock/supervisor"
+)
+
+// Steering timings: after a released slot's socket is steered away from, new
+// connections stop arriving once the handshakes already begun have completed
+// (microseconds on loopback, a round trip elsewhere); the worker keeps
+// accepting until then and until its accept queue is empty.
+const (
+	steerGrace   = 50 * time.Millisecond
+	steerSettle  = time.Second // at most this long for the accept queue to empty
+	steerPollGap = time.Millisecond
+)
+
+// steering is the supervisor's side of migration "cbpf": the supervisor
+// holds one SO_REUSEPORT listening socket per slot in a [reuseport.Group], and
+// each worker accepts on its slot's socket (inherited at proto.ListenerFD).
+// Because the supervisor holds the sockets, a worker that exits (crash,
+// rolling restart, recycling) leaves its queued connections to the next
+// worker of its slot instead of the kernel resetting them; classic BPF
+// steering (no privilege needed) sends new connections only to slots with a
+// ready worker. A slot that leaves the pool (TTOU) is steered away from and
+// its worker keeps accepting until nothing more arrives; only then is it
+// asked to stop, and the socket closes once the worker has exited.
+//
+// Its methods are called on the supervisor's goroutine (Spawn, Release,
+// events) and the dispatcher's (upgrade), so it locks.
+type steering struct {
+	mu     sync.Mutex
+	g      *reuseport.Group
+	log    *slog.Logger
+	slots  map[int]*steerSlot
+	frozen bool // a successor steers (binary upgrade), or the pool stops
+}
+
+type steerSlot struct {
+	f        *os.File
+	ready    map[int]bool // IDs of ready workers accepting on f; inheritedID: the old supervisor's
+	members  map[int]bool // IDs of workers holding f, ready or not
+	released bool         // the slot left the pool: f closes when its last member exits
+	settled  chan struct{}
+}
+
+// inheritedID stands for the old supervisor's worker on an adopted socket.
+const inheritedID = -1
+
+func newSteering(g *reuseport.Group, log *slog.Logger) *steering {
+	return &steering{g: g, log: log, slots: make(map[int]*steerSlot)}
+}
+
+// adopt makes the group's sockets (inherited from an old supervisor, in the
+// kernel's order) the sockets of slots 0, 1, …; each counts as served by the
+// old supervisor's worker until this pool is ready.
+func (s *steering) adopt() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, f := range s.g.Files() {
+		s.slots[i] = &steerSlot{f: f, ready: map[int]bool{inheritedID: true}, members: map[int]bool{}}
+	}
+}
+
+// fileFor returns the socket of slot, opening it if the slot has none; a
+// released slot taken back keeps its socket.
+func (s *steering) fileFor(slot int) (*os.File, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sl := s.slots[slot]; sl != nil {
+		sl.released = false
+		return sl.f, nil
+	}
+	f, err := s.g.Listen()
+	if err != nil {
+		return nil, err
+	}
+	s.slots[slot] = &steerSlot{f: f, ready: map[int]bool{}, members: map[int]bool{}}
+	s.steerLocked() // nothing for it until its worker is ready
+	return f, nil
+}
+
+// hold returns, for a worker of slot being asked to stop, a channel to wait
+// on before it is signalled (nil: signal at once).
+func (s *steering) hold(slot int) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sl := s.slots[slot]; sl != nil && sl.released {
+		return sl.settled
+	}
+	return nil
+}
+
+// release steers new connections away from slot's socket and starts waiting
+// until none arrive; the socket closes when its last worker has exited.
+func (s *steering) release(slot int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sl := s.slots[slot]
+	if sl == nil {
+		return
+	}
+	sl.released = true
+	s.steerLocked()
+	if len(sl.members) == 0 {
+		s.closeLocked(slot)
+		return
+	}
+	settled := make(chan struct{})
+	sl.settled = settled
+	go settle(sl.f, settled)
+}
+
+// settle closes settled once f has had steerGrace without new connections
+// being steered to it and its accept queue is empty (bounded by steerSettle).
+func settle(f *os.File, settled chan<- struct{}) {
+	defer close(settled)
+	time.Sleep(steerGrace)
+	deadline := time.Now().Add(steerSettle)
+	for time.Now().Before(deadline) {
+		if n, err := reuseport.AcceptQueue(f); err != nil || n == 0 {
+			return
+		}
+		time.Sleep(steerPollGap)
+	}
+}
+
+// event follows the pool: which workers hold and serve each slot's socket.
+func (s *steering) event(ev supervisor.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w := ev.Worker
+	sl := s.slots[w.Slot]
+	switch ev.Kind {
+	case supervisor.EventStopping:
+		// The pool stops: the workers' own references keep the sockets
+		// open until they have drained; nothing is steered any more.
+		s.frozen = true
+		s.g.CloseAll()
+		clear(s.slots)
+		return
+	case supervisor.EventPoolReady:
+		changed := false
+		for _, sl := range s.slots {
+			if sl.ready[inheritedID] {
+				delete(sl.ready, inheritedID)
+				changed = true
+			}
+		}
+		if changed {
+			s.steerLocked()
+		}
+		return
+	}
+	if sl == nil {
+		return
+	}
+	switch ev.Kind {
+	case supervisor.EventSpawn:
+		sl.members[w.ID] = true
+	case supervisor.EventReady:
+		sl.ready[w.ID] = true
+		s.steerLocked()
+	case supervisor.EventStop, supervisor.EventKill:
+		delete(sl.ready, w.ID)
+		s.steerLocked()
+	case supervisor.EventExit:
+		delete(sl.ready, w.ID)
+		delete(sl.members, w.ID)
+		if sl.released && len(sl.members) == 0 {
+			s.closeLocked(w.Slot)
+		}
+		s.steerLocked()
+	}
+}
+
+// closeLocked closes a released slot's socket: its workers have exited, so
+// the socket leaves the group now and the group's order stays known.
+func (s *steering) closeLocked(slot int) {
+	if err := s.g.Close(s.slots[slot].f); err != nil {
+		s.log.Error("closing a retired slot's socket", "slot", slot, "err", err.Error())
+	}
+	delete(s.slots, slot)
+}
+
+// steerLocked attaches the program for the current targets: every slot with
+// a ready worker that is not leaving.
+func (s *steering) steerLocked() {
+	if s.frozen {
+		return
+	}
+	var to []*os.File
+	for _, slot := range slices.Sorted(maps.Keys(s.slots)) {
+		if sl := s.slots[slot]; !sl.released && len(sl.ready) > 0 {
+			to = append(to, sl.f)
+		}
+	}
+	if err := s.g.Steer(to); err != nil {
+		s.log.Error("cannot steer new connections", "err", err.Error())
+	}
+}
+
+// handOver freezes steering for a successor and returns the sockets to pass
+// it, in the kernel's order; busy says why not now.
+func (s *steering) handOver() (files []*os.File, busy string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sl := range s.slots {
+		if sl.released {
+			return nil, "a retired worker is still draining"
+		}
+	}
+	s.frozen = true
+	return s.g.Files(), ""
+}
+
+// resume takes steering back after a failed upgrade.
+func (s *steering) resume() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.frozen = false
+	s.steerLocked()
+}
