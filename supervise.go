@@ -107,7 +107,7 @@ func superviseAs(ctx context.Context, o options, sigs chan os.Signal, heir *upgr
 			return fmt.Errorf("clusterflock: cannot use Options.Addr %q: %w", o.Addr, err)
 		}
 		if n > o.Workers {
-			log.Info("binary upgrade: keeping the old pool's size, larger than Options.Workers", "workers", n, "options_workers", o.Workers)
+			log.Info("binary upgrade: keeping the old pool's size, larger than Options.Workers", "pid", os.Getpid(), "workers", n, "options_workers", o.Workers)
 			o.Workers = n
 		}
 	}

@@ -43,6 +43,10 @@ const (
 	// envFailUpgrade makes a new supervisor started by a binary upgrade
 	// (CLUSTERFLOCK_UPGRADE in its environment) exit 1 before Run.
 	envFailUpgrade = "CF_FAIL_UPGRADE"
+	// envHoldUpgrade makes a new supervisor started by a binary upgrade log
+	// "new supervisor holding" and wait (at most 20 s) until the file it
+	// names exists before it runs.
+	envHoldUpgrade = "CF_HOLD_UPGRADE"
 	envOnEvent     = "CF_ON_EVENT" // log every Options.OnEvent call as "on-event"
 	envSpare       = "CF_SPARE"    // Options.Spare
 )
@@ -66,6 +70,15 @@ func helper(mode string) int {
 	if os.Getenv(envFailUpgrade) != "" && os.Getenv(envUpgrade) != "" {
 		fmt.Fprintf(os.Stderr, `{"msg":"new supervisor fails before Run","pid":%d}`+"\n", os.Getpid())
 		return 1
+	}
+	if hold := os.Getenv(envHoldUpgrade); hold != "" && os.Getenv(envUpgrade) != "" {
+		fmt.Fprintf(os.Stderr, `{"msg":"new supervisor holding","pid":%d}`+"\n", os.Getpid())
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+			if _, err := os.Stat(hold); err == nil {
+				break
+			}
+			time.Sleep(5 * time.Millisecond) // polling interval, bounded by the deadline
+		}
 	}
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	opts := clusterflock.Options{

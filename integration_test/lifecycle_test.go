@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -600,4 +601,72 @@ func TestMaxRequestsRecycles(t *testing.T) {
 		return
 	}
 	checkLossless(t, label, r)
+}
+
+// TestUpgradeSteeredGroup: with migration cbpf a binary upgrade hands the
+// supervisor-held sockets to the new supervisor. Scaling requests are
+// refused while the upgrade is under way, and the new pool keeps the old
+// pool's size (3 after a TTIN) although its Options.Workers is 2.
+func TestUpgradeSteeredGroup(t *testing.T) {
+	hold := filepath.Join(t.TempDir(), "go")
+	p := startPool(t, poolConfig{workers: 2, migration: "cbpf", env: []string{envHoldUpgrade + "=" + hold}})
+	if got := p.waitFor("supervisor starting", nil, time.Second).str("migration"); got != "cbpf" {
+		t.Fatalf("migration %q, want cbpf", got)
+	}
+	mark := p.mark()
+	p.signal(syscall.SIGTTIN)
+	p.waitFrom(mark, "worker ready", nil)
+	l := startLoad(t, p.addr)
+	l.waitServed(0, 300, 10*time.Second)
+
+	mark = p.mark()
+	p.signal(syscall.SIGUSR2)
+	newPid := p.waitFrom(mark, "binary upgrade: new supervisor started", nil).int("new_pid")
+	p.alsoReap(newPid)
+	p.waitFrom(mark, "new supervisor holding", nil)
+	for _, sig := range []syscall.Signal{syscall.SIGTTOU, syscall.SIGTTIN, syscall.SIGHUP} {
+		m := p.mark()
+		p.signal(sig)
+		r := p.waitFrom(m, "request refused: a binary upgrade is under way", nil)
+		if r.int("new_pid") != newPid {
+			t.Errorf("refusal of %v names new_pid %d, want %d", sig, r.int("new_pid"), newPid)
+		}
+	}
+	if err := os.WriteFile(hold, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sized := p.waitFrom(mark, "binary upgrade: keeping the old pool's size, larger than Options.Workers", nil)
+	if sized.int("pid") != newPid {
+		t.Errorf("size kept by pid %d, want the new supervisor %d", sized.int("pid"), newPid)
+	}
+	if sized.int("workers") != 3 || sized.int("options_workers") != 2 {
+		t.Errorf("new supervisor keeps %d workers (Options.Workers %d), want 3 (2)", sized.int("workers"), sized.int("options_workers"))
+	}
+	if code, runErr := p.wait(15 * time.Second); code != 0 || runErr != "" {
+		t.Fatalf("old supervisor after the upgrade: exit code %d, Run error %q", code, runErr)
+	}
+	if _, err := p.find(mark, "worker stop", func(r record) bool { return r.str("reason") == "retired" }, 0); err == nil {
+		t.Error("a TTOU refused during the upgrade retired a worker")
+	}
+	label := "USR2 upgrade of 3 steered workers"
+	r := l.finish(label)
+	checkLossless(t, label, r)
+	deadline := time.Now().Add(10 * time.Second)
+	for len(childrenOf(newPid)) != 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the new supervisor %d has children %v, want 3 workers", newPid, childrenOf(newPid))
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval, bounded by the deadline
+	}
+	seen := map[string]bool{}
+	for range 60 {
+		body, err := p.get("/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[body] = true
+	}
+	if len(seen) != 3 {
+		t.Errorf("60 new connections reached %d workers of the new pool (%v), want all 3", len(seen), seen)
+	}
 }
