@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/clusterflock/clusterflock/internal/proto"
 	"github.com/clusterflock/clusterflock/reuseport"
@@ -138,14 +139,14 @@ func listenerAddr(f *os.File) (string, error) {
 // holds, one per slot (adopted from an old supervisor, or opened as slots
 // are forked). The reservation stays: it holds the port if every socket
 // closes.
-func (s *listenerSource) steerGroup(log *slog.Logger) (adopted int, err error) {
+func (s *listenerSource) steerGroup(log *slog.Logger, stopTimeout time.Duration) (adopted int, err error) {
 	g := s.adopted
 	if g == nil {
 		if g, err = reuseport.NewGroup(s.addr); err != nil {
 			return 0, err
 		}
 	}
-	s.steer = newSteering(g, log)
+	s.steer = newSteering(g, log, stopTimeout)
 	if s.adopted != nil {
 		s.steer.adopt()
 		return g.Len(), nil

@@ -17,7 +17,8 @@ import (
 // Steering timings: after a released slot's socket is steered away from, new
 // connections stop arriving once the handshakes already begun have completed
 // (microseconds on loopback, a round trip elsewhere); the worker keeps
-// accepting until then and until its accept queue is empty.
+// accepting until then and until its accept queue is empty. Both waits are
+// also bounded by a quarter of the stop timeout, which runs meanwhile.
 const (
 	steerGrace   = 50 * time.Millisecond
 	steerSettle  = time.Second // at most this long for the accept queue to empty
@@ -42,7 +43,9 @@ type steering struct {
 	g      *reuseport.Group
 	log    *slog.Logger
 	slots  map[int]*steerSlot
-	frozen bool // a successor steers (binary upgrade), or the pool stops
+	frozen bool          // a successor steers (binary upgrade), or the pool stops
+	grace  time.Duration // steerGrace, bounded by the stop timeout
+	settle time.Duration // steerSettle, bounded by the stop timeout
 }
 
 type steerSlot struct {
@@ -56,8 +59,9 @@ type steerSlot struct {
 // inheritedID stands for the old supervisor's worker on an adopted socket.
 const inheritedID = -1
 
-func newSteering(g *reuseport.Group, log *slog.Logger) *steering {
-	return &steering{g: g, log: log, slots: make(map[int]*steerSlot)}
+func newSteering(g *reuseport.Group, log *slog.Logger, stopTimeout time.Duration) *steering {
+	return &steering{g: g, log: log, slots: make(map[int]*steerSlot),
+		grace: min(steerGrace, stopTimeout/4), settle: min(steerSettle, stopTimeout/4)}
 }
 
 // adopt makes the group's sockets (inherited from an old supervisor, in the
@@ -117,15 +121,15 @@ func (s *steering) release(slot int) {
 	}
 	settled := make(chan struct{})
 	sl.settled = settled
-	go settle(sl.f, settled)
+	go settle(sl.f, settled, s.grace, s.settle)
 }
 
-// settle closes settled once f has had steerGrace without new connections
-// being steered to it and its accept queue is empty (bounded by steerSettle).
-func settle(f *os.File, settled chan<- struct{}) {
+// settle closes settled once f has had grace without new connections being
+// steered to it and its accept queue is empty (bounded by limit).
+func settle(f *os.File, settled chan<- struct{}, grace, limit time.Duration) {
 	defer close(settled)
-	time.Sleep(steerGrace)
-	deadline := time.Now().Add(steerSettle)
+	time.Sleep(grace)
+	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
 		if n, err := reuseport.AcceptQueue(f); err != nil || n == 0 {
 			return

@@ -102,7 +102,7 @@ func superviseAs(ctx context.Context, o options, sigs chan os.Signal, heir *upgr
 	}
 
 	if mig == reuseport.MigrationCBPF {
-		n, err := src.steerGroup(log)
+		n, err := src.steerGroup(log, o.ShutdownTimeout)
 		if err != nil {
 			return fmt.Errorf("clusterflock: cannot use Options.Addr %q: %w", o.Addr, err)
 		}
@@ -157,6 +157,9 @@ func superviseAs(ctx context.Context, o options, sigs chan os.Signal, heir *upgr
 	}
 
 	d := &dispatcher{o: o, sup: sup, src: src, sd: sd, own: own, upgrades: make(chan upgradeResult, 1)}
+	if heir != nil {
+		d.oldPID = heir.env.OldPID
+	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() { d.run(sigs, stop) })
@@ -195,6 +198,7 @@ type dispatcher struct {
 	upgrades chan upgradeResult
 	pending  *successor // a new supervisor that is not ready yet
 	stopping bool
+	oldPID   int // the supervisor this one replaces (binary upgrade), or 0
 }
 
 func (d *dispatcher) run(sigs <-chan os.Signal, stop <-chan struct{}) {
@@ -234,6 +238,13 @@ func (d *dispatcher) run(sigs <-chan os.Signal, stop <-chan struct{}) {
 				// one now would be undone, and a steered group's order
 				// must not change under it.
 				log.Warn("request refused: a binary upgrade is under way", "signal", signalName(sig), "new_pid", d.pending.cmd.Process.Pid)
+				continue
+			}
+			if sig == syscall.SIGTTOU && d.src.steer != nil && d.oldPID != 0 && os.Getppid() == d.oldPID {
+				// The old supervisor's workers still hold the sockets:
+				// closing one now would not take it out of the group
+				// when this supervisor's order says it does.
+				log.Warn("request refused: the old supervisor is still draining", "signal", signalName(sig), "old_pid", d.oldPID)
 				continue
 			}
 			switch sig {

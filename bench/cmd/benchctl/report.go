@@ -170,7 +170,7 @@ var (
 	knownHandlers   = []string{"ok", "alloc", "sleep"}
 	knownPlacements = []string{"shared", "pinned"}
 	knownModes      = []string{"ka", "close"}
-	knownServers    = []string{"single", "pool", "pool1", "poolN", "nginx", "node"}
+	knownServers    = []string{"single", "pool", "pool1", "poolN", "poolC", "nginx", "node"}
 )
 
 func ordered(known []string, present map[string]bool) []string {
@@ -276,6 +276,7 @@ var serverDesc = map[string]string{
 	"pool":   "clusterflock.Run, Workers = CPU count, library default GOMAXPROCS per worker",
 	"pool1":  "clusterflock.Run, Workers = CPU count, Options.GOMAXPROCS = 1",
 	"poolN":  "clusterflock.Run, Workers = CPU count, Options.GOMAXPROCS = CPU count (naive)",
+	"poolC":  "clusterflock.Run, Workers = CPU count, Options.Migration = \"cbpf\" (supervisor-held sockets, classic BPF steering)",
 	"nginx":  "nginx, one worker per CPU, `listen … reuseport`, `return 200 'ok'` (the ceiling)",
 	"node":   "node `cluster`, one worker per CPU, default round-robin: the primary accepts and hands off (the Node original's model)",
 }

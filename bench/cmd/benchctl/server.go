@@ -52,7 +52,7 @@ func (c *config) servers() (specs []serverSpec, skipped []string) {
 		switch name {
 		case "single":
 			specs = append(specs, goServer("single", "single", 1))
-		case "pool", "pool1", "poolN":
+		case "pool", "pool1", "poolN", "poolC":
 			if !c.poolBuilt {
 				skipped = append(skipped, name+": the clusterflock library did not build ("+c.poolBuildErr+")")
 				continue

@@ -98,7 +98,7 @@ func suiteMain(args []string) error {
 	fs.IntVar(&c.workers, "workers", c.workers, "pool size (and nginx/node workers); default the machine's CPU count")
 	placements := fs.String("placements", "shared,pinned", "placements: shared (no pinning), pinned (server on -server-cpu, wrk on -wrk-cpu)")
 	handlers := fs.String("handlers", "ok,alloc,sleep", "handlers")
-	serverList := fs.String("servers", "single,pool,pool1,nginx,node", "servers (also: poolN = pool with GOMAXPROCS=workers per worker)")
+	serverList := fs.String("servers", "single,pool,pool1,nginx,node", "servers (also: poolN = pool with GOMAXPROCS=workers per worker, poolC = pool with Migration cbpf)")
 	fs.IntVar(&c.reforkReps, "refork-reps", 20, "refork repetitions")
 	fs.IntVar(&c.killReps, "kill-reps", 3, "SIGKILL-under-load repetitions per mode")
 	fs.IntVar(&c.rollingReps, "rolling-reps", 3, "rolling restart repetitions per mode")

@@ -10,6 +10,7 @@ var serverColor = map[string]string{
 	"pool":  "#1f77b4",
 	"pool1": "#6baed6",
 	"poolN": "#9467bd",
+	"poolC": "#ff7f0e",
 	"nginx": "#2ca02c",
 	"node":  "#d62728",
 }

@@ -7,6 +7,7 @@
 //	               pool1   the same pool with Options.GOMAXPROCS = 1 per worker
 //	               poolN   the same pool with Options.GOMAXPROCS = BENCH_WORKERS per worker
 //	                       (the naive "every worker sees every CPU" setting; not in the default run)
+//	               poolC   the pool with Options.Migration = "cbpf" (not in the default run)
 //	BENCH_HANDLER  ok      writes "ok"
 //	               alloc   allocates and discards about 320 KB (GC pressure), then writes "ok"
 //	               sleep   sleeps 1 ms (I/O-bound), then writes "ok"
@@ -62,17 +63,19 @@ func run() error {
 	switch mode {
 	case "single":
 		return single(addr, h)
-	case "pool", "pool1", "poolN":
-		gomaxprocs := 0 // library default
+	case "pool", "pool1", "poolN", "poolC":
+		gomaxprocs, migration := 0, "" // library defaults
 		switch mode {
 		case "pool1":
 			gomaxprocs = 1
 		case "poolN":
 			gomaxprocs = workers
+		case "poolC":
+			migration = "cbpf"
 		}
-		return runPool(addr, h, workers, gomaxprocs, logger)
+		return runPool(addr, h, workers, gomaxprocs, migration, logger)
 	default:
-		return fmt.Errorf("unknown BENCH_MODE %q (want single, pool, pool1 or poolN)", mode)
+		return fmt.Errorf("unknown BENCH_MODE %q (want single, pool, pool1, poolN or poolC)", mode)
 	}
 }
 
