@@ -141,17 +141,23 @@ func (s *execSpawner) Spawn(w supervisor.Worker) (supervisor.Process, error) {
 }
 
 // activate sends a standby its slot and generation, and the slot's socket
-// if the supervisor holds one.
+// if the supervisor holds one per slot (a shared listener it inherited at
+// start).
 func (s *execSpawner) activate(sb *standby, w supervisor.Worker) error {
-	ln, err := s.slotListener(w.Slot)
-	if err != nil {
-		return err
-	}
-	line := fmt.Appendf(nil, "%d %d\n", w.Slot, w.Generation)
+	var ln *os.File
 	var rights []byte
-	if ln != nil {
+	if s.src.steer != nil {
+		sock, err := s.src.steer.fileFor(w.Slot)
+		if err == nil {
+			ln, err = sock.File()
+		}
+		if err != nil {
+			return err
+		}
+		defer ln.Close()
 		rights = unix.UnixRights(int(ln.Fd()))
 	}
+	line := fmt.Appendf(nil, "%d %d\n", w.Slot, w.Generation)
 	rc, err := sb.control.SyscallConn()
 	if err != nil {
 		return err
@@ -167,13 +173,21 @@ func (s *execSpawner) activate(sb *standby, w supervisor.Worker) error {
 	return serr
 }
 
-// slotListener returns the listening socket a worker of slot inherits, or
-// nil if it opens its own.
+// slotListener returns a duplicate of the listening socket a worker of slot
+// inherits (the caller closes it once the worker has started), or nil if the
+// worker opens its own.
 func (s *execSpawner) slotListener(slot int) (*os.File, error) {
+	sock := s.src.shared
 	if s.src.steer != nil && slot >= 0 {
-		return s.src.steer.fileFor(slot)
+		var err error
+		if sock, err = s.src.steer.fileFor(slot); err != nil {
+			return nil, err
+		}
 	}
-	return s.src.shared, nil
+	if sock == nil {
+		return nil, nil
+	}
+	return sock.File()
 }
 
 // process converts start's result without wrapping a nil pointer.
@@ -284,6 +298,9 @@ func (s *execSpawner) start(w supervisor.Worker, control *os.File) (*execProcess
 	}
 	err = s.own.start(cmd)
 	sw.Close()
+	if ln != nil {
+		ln.Close() // the worker has its own
+	}
 	if err != nil {
 		sr.Close()
 		return nil, err

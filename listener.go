@@ -21,8 +21,8 @@ import (
 
 // listenerSource is where a pool's workers get their listeners.
 type listenerSource struct {
-	addr   string   // the concrete address
-	shared *os.File // a listening socket every worker inherits, or nil: each opens its own
+	addr   string            // the concrete address
+	shared *reuseport.Socket // a listening socket every worker inherits, or nil: each opens its own
 	hold   io.Closer
 	why    string // how the source was chosen, for the log
 
@@ -50,14 +50,20 @@ func (s *listenerSource) Close() error {
 // of the address that each worker's SO_REUSEPORT listener joins; elsewhere
 // one listener the supervisor opens and every worker inherits.
 func openListenerSource(o options, heir *upgradeRole) (*listenerSource, error) {
+	if heir != nil && (heir.env.Shared && heir.shared == nil || len(heir.group) != heir.env.Socks) {
+		for _, s := range heir.group {
+			s.Close()
+		}
+		return nil, errors.New("clusterflock: binary upgrade: cannot take over the old supervisor's sockets (logged above)")
+	}
 	if heir != nil && heir.shared != nil {
 		return &listenerSource{addr: heir.env.Addr, shared: heir.shared, why: "inherited from the old supervisor"}, nil
 	}
 	if heir != nil && len(heir.group) > 0 {
 		g, err := reuseport.AdoptGroup(heir.group)
 		if err != nil {
-			for _, f := range heir.group {
-				f.Close()
+			for _, s := range heir.group {
+				s.Close()
 			}
 			return nil, fmt.Errorf("clusterflock: binary upgrade: %w", err)
 		}
@@ -77,7 +83,11 @@ func openListenerSource(o options, heir *upgradeRole) (*listenerSource, error) {
 			f.Close()
 			return nil, fmt.Errorf("clusterflock: socket activation: fd 3: %w", err)
 		}
-		return &listenerSource{addr: addr, shared: f, why: "socket activation (LISTEN_FDS); Options.Addr is not used"}, nil
+		s, err := reuseport.Hold(f)
+		if err != nil {
+			return nil, fmt.Errorf("clusterflock: socket activation: fd 3: %w", err)
+		}
+		return &listenerSource{addr: addr, shared: s, why: "socket activation (LISTEN_FDS); Options.Addr is not used"}, nil
 	}
 	if runtime.GOOS != "linux" || o.Migration == MigrationShared {
 		why := "Options.Migration is \"shared\""
@@ -91,11 +101,11 @@ func openListenerSource(o options, heir *upgradeRole) (*listenerSource, error) {
 			return nil, fmt.Errorf("clusterflock: cannot use Options.Addr %q: %w", o.Addr, err)
 		}
 		defer ln.Close()
-		f, err := reuseport.File(ln)
+		s, err := reuseport.HoldListener(ln)
 		if err != nil {
 			return nil, fmt.Errorf("clusterflock: listener: %w", err)
 		}
-		return &listenerSource{addr: ln.Addr().String(), shared: f, why: why + ": workers share one listener"}, nil
+		return &listenerSource{addr: ln.Addr().String(), shared: s, why: why + ": workers share one listener"}, nil
 	}
 	res, err := reuseport.Reserve(o.Addr)
 	if err != nil {

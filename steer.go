@@ -5,7 +5,6 @@ package clusterflock
 import (
 	"log/slog"
 	"maps"
-	"os"
 	"slices"
 	"sync"
 	"time"
@@ -49,7 +48,7 @@ type steering struct {
 }
 
 type steerSlot struct {
-	f        *os.File
+	f        *reuseport.Socket
 	ready    map[int]bool // IDs of ready workers accepting on f; inheritedID: the old supervisor's
 	members  map[int]bool // IDs of workers holding f, ready or not
 	released bool         // the slot left the pool: f closes when its last member exits
@@ -70,14 +69,14 @@ func newSteering(g *reuseport.Group, log *slog.Logger, stopTimeout time.Duration
 func (s *steering) adopt() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i, f := range s.g.Files() {
+	for i, f := range s.g.Sockets() {
 		s.slots[i] = &steerSlot{f: f, ready: map[int]bool{inheritedID: true}, members: map[int]bool{}}
 	}
 }
 
 // fileFor returns the socket of slot, opening it if the slot has none; a
 // released slot taken back keeps its socket.
-func (s *steering) fileFor(slot int) (*os.File, error) {
+func (s *steering) fileFor(slot int) (*reuseport.Socket, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if sl := s.slots[slot]; sl != nil {
@@ -126,12 +125,12 @@ func (s *steering) release(slot int) {
 
 // settle closes settled once f has had grace without new connections being
 // steered to it and its accept queue is empty (bounded by limit).
-func settle(f *os.File, settled chan<- struct{}, grace, limit time.Duration) {
+func settle(f *reuseport.Socket, settled chan<- struct{}, grace, limit time.Duration) {
 	defer close(settled)
 	time.Sleep(grace)
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
-		if n, err := reuseport.AcceptQueue(f); err != nil || n == 0 {
+		if n, err := f.AcceptQueue(); err != nil || n == 0 {
 			return
 		}
 		time.Sleep(steerPollGap)
@@ -202,7 +201,7 @@ func (s *steering) steerLocked() {
 	if s.frozen {
 		return
 	}
-	var to []*os.File
+	var to []*reuseport.Socket
 	for _, slot := range slices.Sorted(maps.Keys(s.slots)) {
 		if sl := s.slots[slot]; !sl.released && len(sl.ready) > 0 {
 			to = append(to, sl.f)
@@ -215,7 +214,7 @@ func (s *steering) steerLocked() {
 
 // handOver freezes steering for a successor and returns the sockets to pass
 // it, in the kernel's order; busy says why not now.
-func (s *steering) handOver() (files []*os.File, busy string) {
+func (s *steering) handOver() (socks []*reuseport.Socket, busy string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, sl := range s.slots {
@@ -224,7 +223,7 @@ func (s *steering) handOver() (files []*os.File, busy string) {
 		}
 	}
 	s.frozen = true
-	return s.g.Files(), ""
+	return s.g.Sockets(), ""
 }
 
 // resume takes steering back after a failed upgrade.

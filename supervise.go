@@ -279,7 +279,7 @@ func (d *dispatcher) startUpgrade() {
 		log.Warn("binary upgrade refused: one is already under way", "new_pid", d.pending.cmd.Process.Pid)
 		return
 	}
-	var group []*os.File
+	var group []*reuseport.Socket
 	if d.src.steer != nil {
 		var busy string
 		if group, busy = d.src.steer.handOver(); busy != "" {

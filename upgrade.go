@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/clusterflock/clusterflock/internal/proto"
+	"github.com/clusterflock/clusterflock/reuseport"
 )
 
 // An upgrade (SIGUSR2) starts this program again as a new supervisor, with
@@ -35,7 +36,7 @@ type successor struct {
 
 // startSuccessor starts the new supervisor and reports on results once;
 // group, if not empty, is a steered group's sockets in the kernel's order.
-func startSuccessor(src *listenerSource, group []*os.File, own *children, results chan<- upgradeResult) (*successor, error) {
+func startSuccessor(src *listenerSource, group []*reuseport.Socket, own *children, results chan<- upgradeResult) (*successor, error) {
 	path, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -53,10 +54,21 @@ func startSuccessor(src *listenerSource, group []*os.File, own *children, result
 	marker := proto.UpgradeEnv{OldPID: os.Getpid(), Shared: src.shared != nil, Socks: len(group), Addr: src.addr}
 	env = append(env, proto.EnvUpgrade+"="+marker.Encode())
 	files := []*os.File{w} // proto.StatusFD
+	socks := group
 	if src.shared != nil {
-		files = append(files, nil, src.shared) // proto.ListenerFD
-	} else if len(group) > 0 {
-		files = append(append(files, nil), group...) // proto.ListenerFD, …
+		socks = []*reuseport.Socket{src.shared}
+	}
+	if len(socks) > 0 {
+		files = append(files, nil) // proto.ListenerFD, …
+	}
+	for _, s := range socks {
+		f, err := s.File()
+		if err != nil {
+			closeFiles(files)
+			r.Close()
+			return nil, err
+		}
+		files = append(files, f)
 	}
 	cmd := &exec.Cmd{
 		Path:       path,
@@ -68,7 +80,7 @@ func startSuccessor(src *listenerSource, group []*os.File, own *children, result
 		ExtraFiles: files,
 	}
 	err = own.start(cmd)
-	w.Close()
+	closeFiles(files) // the new supervisor has its own
 	if err != nil {
 		r.Close()
 		return nil, err
@@ -76,6 +88,14 @@ func startSuccessor(src *listenerSource, group []*os.File, own *children, result
 	s := &successor{cmd: cmd, status: r, own: own}
 	go s.watch(results)
 	return s, nil
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		if f != nil {
+			f.Close()
+		}
+	}
 }
 
 // watch waits for "ready" or the successor's exit.
@@ -112,9 +132,9 @@ func (s *successor) watch(results chan<- upgradeResult) {
 // upgradeRole is set up in a new supervisor started by startSuccessor.
 type upgradeRole struct {
 	env    proto.UpgradeEnv
-	status *os.File   // nil once "ready" is sent
-	shared *os.File   // the pool's listener, if the old pool shared one
-	group  []*os.File // a steered group's sockets, in the kernel's order
+	status *os.File            // nil once "ready" is sent
+	shared *reuseport.Socket   // the pool's listener, if the old pool shared one
+	group  []*reuseport.Socket // a steered group's sockets, in the kernel's order
 }
 
 // takeUpgradeRole reads and removes the upgrade marker; it returns nil if
@@ -133,15 +153,26 @@ func takeUpgradeRole(log *slog.Logger) *upgradeRole {
 	syscall.CloseOnExec(proto.StatusFD)
 	u := &upgradeRole{env: env, status: os.NewFile(proto.StatusFD, "clusterflock-upgrade")}
 	if env.Shared {
-		syscall.CloseOnExec(proto.ListenerFD)
-		u.shared = os.NewFile(proto.ListenerFD, "clusterflock-listener")
+		u.shared = inheritedSocket(proto.ListenerFD, log)
 	}
 	for i := range env.Socks {
-		fd := proto.ListenerFD + i
-		syscall.CloseOnExec(fd)
-		u.group = append(u.group, os.NewFile(uintptr(fd), "clusterflock-group"))
+		if s := inheritedSocket(proto.ListenerFD+i, log); s != nil {
+			u.group = append(u.group, s)
+		}
 	}
 	return u
+}
+
+// inheritedSocket takes over the socket at fd, or logs why not and returns
+// nil (the new supervisor then fails to start for want of it).
+func inheritedSocket(fd int, log *slog.Logger) *reuseport.Socket {
+	syscall.CloseOnExec(fd)
+	s, err := reuseport.Hold(os.NewFile(uintptr(fd), "clusterflock-listener"))
+	if err != nil {
+		log.Error("cannot take over an inherited socket", "fd", fd, "err", err.Error())
+		return nil
+	}
+	return s
 }
 
 // ready tells the old supervisor that this one serves.

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"slices"
-	"strconv"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -33,9 +31,9 @@ import (
 type Group struct {
 	mu    sync.Mutex
 	host  string
-	addr  string     // the concrete address once a socket listens
-	socks []*os.File // the kernel's order: socks[i] is index i
-	to    []*os.File // the last steering target set; empty: the kernel's hash
+	addr  string    // the concrete address once a socket listens
+	socks []*Socket // the kernel's order: socks[i] is index i
+	to    []*Socket // the last steering target set; empty: the kernel's hash
 }
 
 // NewGroup returns an empty group for addr ("host:port"; port 0 picks a free
@@ -52,15 +50,15 @@ func NewGroup(addr string) (*Group, error) {
 }
 
 // AdoptGroup returns a group made of inherited listening sockets, given in
-// the kernel's order (as [Group.Files] returned them in the process that
+// the kernel's order (as [Group.Sockets] returned them in the process that
 // passed them on).
-func AdoptGroup(files []*os.File) (*Group, error) {
-	if len(files) == 0 {
+func AdoptGroup(socks []*Socket) (*Group, error) {
+	if len(socks) == 0 {
 		return nil, errors.New("reuseport: no sockets to adopt")
 	}
-	g := &Group{socks: slices.Clone(files)}
-	for i, f := range files {
-		sa, err := sockname(f)
+	g := &Group{socks: slices.Clone(socks)}
+	for i, s := range socks {
+		sa, err := s.Addr()
 		if err != nil {
 			return nil, fmt.Errorf("reuseport: inherited socket %d: %w", i, err)
 		}
@@ -87,9 +85,9 @@ func (g *Group) Len() int {
 	return len(g.socks)
 }
 
-// Files returns the group's sockets in the kernel's order. They stay owned by
-// the group.
-func (g *Group) Files() []*os.File {
+// Sockets returns the group's sockets in the kernel's order. They stay owned
+// by the group.
+func (g *Group) Sockets() []*Socket {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return slices.Clone(g.socks)
@@ -97,14 +95,14 @@ func (g *Group) Files() []*os.File {
 
 // Listen opens a new listening socket in the group (plain TCP, SO_REUSEPORT,
 // close-on-exec) and returns it; the group owns it until [Group.Close].
-func (g *Group) Listen() (*os.File, error) {
+func (g *Group) Listen() (*Socket, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	ln, err := Listen(context.Background(), "tcp", g.addr)
 	if err != nil {
 		return nil, err
 	}
-	f, err := File(ln)
+	f, err := HoldListener(ln)
 	ln.Close()
 	if err != nil {
 		return nil, err
@@ -124,7 +122,7 @@ func (g *Group) Listen() (*os.File, error) {
 // other process holds f any more (its workers have exited), so that the
 // socket leaves the group exactly now. Steering is re-applied for the new
 // order.
-func (g *Group) Close(f *os.File) error {
+func (g *Group) Close(f *Socket) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	i := slices.Index(g.socks, f)
@@ -136,7 +134,7 @@ func (g *Group) Close(f *os.File) error {
 	g.socks[i] = g.socks[last]
 	g.socks = g.socks[:last]
 	if len(g.to) > 0 {
-		if serr := g.steerLocked(slices.DeleteFunc(g.to, func(s *os.File) bool { return s == f })); err == nil {
+		if serr := g.steerLocked(slices.DeleteFunc(g.to, func(s *Socket) bool { return s == f })); err == nil {
 			err = serr
 		}
 	}
@@ -160,13 +158,13 @@ func (g *Group) CloseAll() {
 // Group (another process's, at the end of the kernel's array) get none. If to
 // is empty (there is nowhere better) the program defers to the kernel's hash
 // over every socket.
-func (g *Group) Steer(to []*os.File) error {
+func (g *Group) Steer(to []*Socket) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.steerLocked(to)
 }
 
-func (g *Group) steerLocked(to []*os.File) error {
+func (g *Group) steerLocked(to []*Socket) error {
 	if len(g.socks) == 0 {
 		return nil
 	}
@@ -178,45 +176,32 @@ func (g *Group) steerLocked(to []*os.File) error {
 	}
 	g.to = slices.Clone(to)
 	prog := steerProgram(idx)
-	rc, err := g.socks[0].SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF,
+	err := g.socks[0].control(func(fd int) error {
+		return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF,
 			&unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]})
-	}); err != nil {
-		return err
-	}
-	if serr != nil {
-		return fmt.Errorf("setsockopt SO_ATTACH_REUSEPORT_CBPF: %w", serr)
+	})
+	if err != nil {
+		return fmt.Errorf("setsockopt SO_ATTACH_REUSEPORT_CBPF: %w", err)
 	}
 	return nil
 }
 
 // Index returns f's index in the group, or -1.
-func (g *Group) Index(f *os.File) int {
+func (g *Group) Index(f *Socket) int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return slices.Index(g.socks, f)
 }
 
-// AcceptQueue returns the number of connections waiting in f's accept queue.
-func AcceptQueue(f *os.File) (int, error) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
+// AcceptQueue returns the number of connections waiting in the socket's
+// accept queue.
+func (s *Socket) AcceptQueue() (int, error) {
 	var info *unix.TCPInfo
-	var ierr error
-	if err := rc.Control(func(fd uintptr) {
-		info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err := s.control(func(fd int) (err error) {
+		info, err = unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		return err
 	}); err != nil {
-		return 0, err
-	}
-	if ierr != nil {
-		return 0, fmt.Errorf("getsockopt TCP_INFO: %w", ierr)
+		return 0, fmt.Errorf("getsockopt TCP_INFO: %w", err)
 	}
 	if info.State != unix.BPF_TCP_LISTEN {
 		return 0, errors.New("not a listening socket")
@@ -267,30 +252,8 @@ func CheckSteering() error {
 	if err != nil {
 		return err
 	}
-	if err := g.Steer([]*os.File{f}); err != nil {
+	if err := g.Steer([]*Socket{f}); err != nil {
 		return err
 	}
 	return nil
-}
-
-func sockname(f *os.File) (string, error) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return "", err
-	}
-	var sa unix.Sockaddr
-	var serr error
-	if err := rc.Control(func(fd uintptr) { sa, serr = unix.Getsockname(int(fd)) }); err != nil {
-		return "", err
-	}
-	if serr != nil {
-		return "", serr
-	}
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		return net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port)), nil
-	case *unix.SockaddrInet6:
-		return net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port)), nil
-	}
-	return "", fmt.Errorf("not a TCP socket (%T)", sa)
 }

@@ -3,7 +3,6 @@ package reuseport
 import (
 	"context"
 	"net"
-	"os"
 	"slices"
 	"testing"
 	"time"
@@ -11,7 +10,7 @@ import (
 
 // landings connects n times to g's address and reports, per socket of g (in
 // the order given), how many of those connections it received.
-func landings(t *testing.T, g *Group, socks []*os.File, n int) []int {
+func landings(t *testing.T, g *Group, socks []*Socket, n int) []int {
 	t.Helper()
 	for range n {
 		c, err := net.DialTimeout("tcp", g.Addr(), 2*time.Second)
@@ -27,7 +26,7 @@ func landings(t *testing.T, g *Group, socks []*os.File, n int) []int {
 	for {
 		total := 0
 		for i, f := range socks {
-			q, err := AcceptQueue(f)
+			q, err := f.AcceptQueue()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -42,14 +41,19 @@ func landings(t *testing.T, g *Group, socks []*os.File, n int) []int {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	for _, f := range socks { // empty the queues for the next round
+	for _, s := range socks { // empty the queues for the next round
+		f, err := s.File()
+		if err != nil {
+			t.Fatal(err)
+		}
 		ln, err := net.FileListener(f)
+		f.Close()
 		if err != nil {
 			t.Fatal(err)
 		}
 		tl := ln.(*net.TCPListener)
 		for {
-			q, _ := AcceptQueue(f)
+			q, _ := s.AcceptQueue()
 			if q == 0 {
 				break
 			}
@@ -73,7 +77,7 @@ func TestGroupSteering(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.CloseAll()
-	var s [4]*os.File
+	var s [4]*Socket
 	for i := range s {
 		if s[i], err = g.Listen(); err != nil {
 			t.Fatal(err)
@@ -83,14 +87,14 @@ func TestGroupSteering(t *testing.T) {
 	const n = 40
 
 	// Only s[1]: every connection lands there.
-	if err := g.Steer([]*os.File{s[1]}); err != nil {
+	if err := g.Steer([]*Socket{s[1]}); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := landings(t, g, all, n), []int{0, n, 0, 0}; !slices.Equal(got, want) {
 		t.Errorf("steered to socket 1: landings %v, want %v", got, want)
 	}
 	// Away from s[0] and s[2]: none there, both others get some.
-	if err := g.Steer([]*os.File{s[1], s[3]}); err != nil {
+	if err := g.Steer([]*Socket{s[1], s[3]}); err != nil {
 		t.Fatal(err)
 	}
 	got := landings(t, g, all, n)
@@ -106,21 +110,21 @@ func TestGroupSteering(t *testing.T) {
 	if i := g.Index(s[3]); i != 0 {
 		t.Fatalf("after closing index 0, the last socket has index %d, want 0", i)
 	}
-	rest := []*os.File{s[1], s[2], s[3]}
-	if err := g.Steer([]*os.File{s[3]}); err != nil {
+	rest := []*Socket{s[1], s[2], s[3]}
+	if err := g.Steer([]*Socket{s[3]}); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := landings(t, g, rest, n), []int{0, 0, n}; !slices.Equal(got, want) {
 		t.Errorf("after Close, steered to the moved socket: landings %v, want %v", got, want)
 	}
 	// Close re-applies the target set for the new order.
-	if err := g.Steer([]*os.File{s[2], s[3]}); err != nil {
+	if err := g.Steer([]*Socket{s[2], s[3]}); err != nil {
 		t.Fatal(err)
 	}
 	if err := g.Close(s[1]); err != nil {
 		t.Fatal(err)
 	}
-	got = landings(t, g, []*os.File{s[2], s[3]}, n)
+	got = landings(t, g, []*Socket{s[2], s[3]}, n)
 	if got[0] == 0 || got[1] == 0 {
 		t.Errorf("after closing a socket outside the target set: landings %v, want both used", got)
 	}
@@ -131,22 +135,22 @@ func TestGroupSteering(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer foreign.Close()
-	ff, err := File(foreign)
+	ff, err := HoldListener(foreign)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ff.Close()
-	if err := g.Steer([]*os.File{s[2], s[3]}); err != nil {
+	if err := g.Steer([]*Socket{s[2], s[3]}); err != nil {
 		t.Fatal(err)
 	}
-	if got := landings(t, g, []*os.File{s[2], s[3], ff}, n); got[2] != 0 || got[0] == 0 || got[1] == 0 {
+	if got := landings(t, g, []*Socket{s[2], s[3], ff}, n); got[2] != 0 || got[0] == 0 || got[1] == 0 {
 		t.Errorf("steered to the group's two sockets with a foreign one present: landings %v", got)
 	}
 	// ...and its share of the kernel's hash when there is no target.
 	if err := g.Steer(nil); err != nil {
 		t.Fatal(err)
 	}
-	if got := landings(t, g, []*os.File{s[2], s[3], ff}, 3*n); got[0] == 0 || got[1] == 0 || got[2] == 0 {
+	if got := landings(t, g, []*Socket{s[2], s[3], ff}, 3*n); got[0] == 0 || got[1] == 0 || got[2] == 0 {
 		t.Errorf("no target (hash): landings %v, want all three used", got)
 	}
 }
@@ -165,17 +169,17 @@ func TestAdoptGroup(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	a, err := AdoptGroup(g.Files())
+	a, err := AdoptGroup(g.Sockets())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if a.Addr() != g.Addr() || a.Len() != 2 {
 		t.Errorf("adopted group: %s with %d sockets, want %s with 2", a.Addr(), a.Len(), g.Addr())
 	}
-	if err := a.Steer(a.Files()[1:]); err != nil {
+	if err := a.Steer(a.Sockets()[1:]); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := landings(t, a, a.Files(), 10), []int{0, 10}; !slices.Equal(got, want) {
+	if got, want := landings(t, a, a.Sockets(), 10), []int{0, 10}; !slices.Equal(got, want) {
 		t.Errorf("adopted group steered to its second socket: landings %v, want %v", got, want)
 	}
 	if _, err := AdoptGroup(nil); err == nil {

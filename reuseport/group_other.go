@@ -1,10 +1,9 @@
-//go:build !linux
+//go:build unix && !linux
 
 package reuseport
 
 import (
 	"errors"
-	"os"
 	"runtime"
 )
 
@@ -17,7 +16,7 @@ type Group struct{}
 func NewGroup(addr string) (*Group, error) { return nil, errNoGroup }
 
 // AdoptGroup fails: steered groups need Linux.
-func AdoptGroup(files []*os.File) (*Group, error) { return nil, errNoGroup }
+func AdoptGroup(socks []*Socket) (*Group, error) { return nil, errNoGroup }
 
 // Addr returns "".
 func (g *Group) Addr() string { return "" }
@@ -25,26 +24,26 @@ func (g *Group) Addr() string { return "" }
 // Len returns 0.
 func (g *Group) Len() int { return 0 }
 
-// Files returns nil.
-func (g *Group) Files() []*os.File { return nil }
+// Sockets returns nil.
+func (g *Group) Sockets() []*Socket { return nil }
 
 // Listen fails: steered groups need Linux.
-func (g *Group) Listen() (*os.File, error) { return nil, errNoGroup }
+func (g *Group) Listen() (*Socket, error) { return nil, errNoGroup }
 
 // Close closes f.
-func (g *Group) Close(f *os.File) error { return f.Close() }
+func (g *Group) Close(f *Socket) error { return f.Close() }
 
 // CloseAll does nothing.
 func (g *Group) CloseAll() {}
 
 // Steer fails: steered groups need Linux.
-func (g *Group) Steer(to []*os.File) error { return errNoGroup }
+func (g *Group) Steer(to []*Socket) error { return errNoGroup }
 
 // Index returns -1.
-func (g *Group) Index(f *os.File) int { return -1 }
+func (g *Group) Index(f *Socket) int { return -1 }
 
 // AcceptQueue fails: it needs Linux.
-func AcceptQueue(f *os.File) (int, error) { return 0, errNoGroup }
+func (s *Socket) AcceptQueue() (int, error) { return 0, errNoGroup }
 
 // CheckSteering fails: steered groups need Linux.
 func CheckSteering() error { return errNoGroup }

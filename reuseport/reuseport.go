@@ -13,10 +13,7 @@ package reuseport
 
 import (
 	"context"
-	"fmt"
 	"net"
-	"os"
-	"syscall"
 
 	goreuseport "github.com/libp2p/go-reuseport"
 )
@@ -27,32 +24,4 @@ func Listen(ctx context.Context, network, addr string) (net.Listener, error) {
 	lc := net.ListenConfig{Control: goreuseport.Control}
 	lc.SetMultipathTCP(false)
 	return lc.Listen(ctx, network, addr)
-}
-
-// File returns a close-on-exec duplicate of ln's socket, to hold or to pass
-// to a child process. Unlike (*net.TCPListener).File, passing it to a child
-// (os/exec calls its Fd method) does not switch the socket, which the
-// duplicate shares with ln and with every process that inherits it, to
-// blocking mode: a listener whose socket turned blocking under it blocks a
-// thread in accept(2), and its Close then waits for the next connection.
-func File(ln net.Listener) (*os.File, error) {
-	sc, ok := ln.(syscall.Conn)
-	if !ok {
-		return nil, fmt.Errorf("reuseport: %T has no file descriptor", ln)
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	nfd := -1
-	var derr error
-	if err := rc.Control(func(fd uintptr) {
-		nfd, derr = dupCloexec(int(fd))
-	}); err != nil {
-		return nil, err
-	}
-	if derr != nil {
-		return nil, fmt.Errorf("reuseport: dup: %w", derr)
-	}
-	return os.NewFile(uintptr(nfd), "reuseport-listener"), nil
 }

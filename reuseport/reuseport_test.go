@@ -74,13 +74,21 @@ func TestReserveBadAddr(t *testing.T) {
 	}
 }
 
-func TestFileKeepsNonblocking(t *testing.T) {
+func TestSocketKeepsNonblocking(t *testing.T) {
 	ln, err := Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	f, err := File(ln)
+	s, err := HoldListener(ln)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if a, err := s.Addr(); err != nil || a != ln.Addr().String() {
+		t.Errorf("Addr: %q, %v; want %q", a, err, ln.Addr())
+	}
+	f, err := s.File()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,6 +99,12 @@ func TestFileKeepsNonblocking(t *testing.T) {
 		t.Fatal(err)
 	}
 	if flags&unix.O_NONBLOCK == 0 {
-		t.Error("the listener's socket turned blocking after Fd on its File: accept would block a thread")
+		t.Error("the listener's socket turned blocking after Fd on a File of its Socket: accept would block a thread")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.File(); err == nil {
+		t.Error("File of a closed Socket succeeded")
 	}
 }

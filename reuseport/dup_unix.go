@@ -1,7 +1,0 @@
-//go:build unix
-
-package reuseport
-
-import "golang.org/x/sys/unix"
-
-func dupCloexec(fd int) (int, error) { return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0) }
