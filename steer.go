@@ -13,17 +13,6 @@ import (
 	"github.com/clusterflock/clusterflock/supervisor"
 )
 
-// Steering timings: after a released slot's socket is steered away from, new
-// connections stop arriving once the handshakes already begun have completed
-// (microseconds on loopback, a round trip elsewhere); the worker keeps
-// accepting until then and until its accept queue is empty. Both waits are
-// also bounded by a quarter of the stop timeout, which runs meanwhile.
-const (
-	steerGrace   = 50 * time.Millisecond
-	steerSettle  = time.Second // at most this long for the accept queue to empty
-	steerPollGap = time.Millisecond
-)
-
 // steering is the supervisor's side of migration "cbpf": the supervisor
 // holds one SO_REUSEPORT listening socket per slot in a [reuseport.Group], and
 // each worker accepts on its slot's socket (inherited at proto.ListenerFD).
@@ -42,9 +31,10 @@ type steering struct {
 	g      *reuseport.Group
 	log    *slog.Logger
 	slots  map[int]*steerSlot
-	frozen bool          // a successor steers (binary upgrade), or the pool stops
-	grace  time.Duration // steerGrace, bounded by the stop timeout
-	settle time.Duration // steerSettle, bounded by the stop timeout
+	frozen bool // a successor steers (binary upgrade), or the pool stops
+	// settle bounds the wait for a released slot's socket to become quiet:
+	// half the stop timeout, which runs meanwhile.
+	settle time.Duration
 }
 
 type steerSlot struct {
@@ -59,8 +49,7 @@ type steerSlot struct {
 const inheritedID = -1
 
 func newSteering(g *reuseport.Group, log *slog.Logger, stopTimeout time.Duration) *steering {
-	return &steering{g: g, log: log, slots: make(map[int]*steerSlot),
-		grace: min(steerGrace, stopTimeout/4), settle: min(steerSettle, stopTimeout/4)}
+	return &steering{g: g, log: log, slots: make(map[int]*steerSlot), settle: stopTimeout / 2}
 }
 
 // adopt makes the group's sockets (inherited from an old supervisor, in the
@@ -120,21 +109,13 @@ func (s *steering) release(slot int) {
 	}
 	settled := make(chan struct{})
 	sl.settled = settled
-	go settle(sl.f, settled, s.grace, s.settle)
-}
-
-// settle closes settled once f has had grace without new connections being
-// steered to it and its accept queue is empty (bounded by limit).
-func settle(f *reuseport.Socket, settled chan<- struct{}, grace, limit time.Duration) {
-	defer close(settled)
-	time.Sleep(grace)
-	deadline := time.Now().Add(limit)
-	for time.Now().Before(deadline) {
-		if n, err := f.AcceptQueue(); err != nil || n == 0 {
-			return
+	go func() {
+		defer close(settled)
+		if !sl.f.WaitQuiet(s.settle) {
+			s.log.Warn("a retired slot's socket still had connections arriving or queued when its worker was asked to stop",
+				"slot", slot, "waited", s.settle)
 		}
-		time.Sleep(steerPollGap)
-	}
+	}()
 }
 
 // event follows the pool: which workers hold and serve each slot's socket.

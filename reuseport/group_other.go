@@ -5,6 +5,7 @@ package reuseport
 import (
 	"errors"
 	"runtime"
+	"time"
 )
 
 var errNoGroup = errors.New("reuseport: steered groups need Linux, not " + runtime.GOOS)
@@ -44,6 +45,9 @@ func (g *Group) Index(f *Socket) int { return -1 }
 
 // AcceptQueue fails: it needs Linux.
 func (s *Socket) AcceptQueue() (int, error) { return 0, errNoGroup }
+
+// WaitQuiet returns false at once: it needs Linux.
+func (s *Socket) WaitQuiet(limit time.Duration) bool { return false }
 
 // CheckSteering fails: steered groups need Linux.
 func CheckSteering() error { return errNoGroup }

@@ -79,20 +79,28 @@ func (s *Socket) File() (*os.File, error) {
 
 // Addr returns the socket's local address ("host:port").
 func (s *Socket) Addr() (string, error) {
+	a, err := s.tcpAddr()
+	if err != nil {
+		return "", err
+	}
+	return a.String(), nil
+}
+
+func (s *Socket) tcpAddr() (*net.TCPAddr, error) {
 	var sa unix.Sockaddr
 	if err := s.control(func(fd int) (err error) {
 		sa, err = unix.Getsockname(fd)
 		return err
 	}); err != nil {
-		return "", err
+		return nil, err
 	}
 	switch a := sa.(type) {
 	case *unix.SockaddrInet4:
-		return (&net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}).String(), nil
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}, nil
 	case *unix.SockaddrInet6:
-		return (&net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}).String(), nil
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}, nil
 	}
-	return "", fmt.Errorf("reuseport: not a TCP socket (%T)", sa)
+	return nil, fmt.Errorf("reuseport: not a TCP socket (%T)", sa)
 }
 
 // Close closes the socket.
