@@ -606,10 +606,12 @@ func TestMaxRequestsRecycles(t *testing.T) {
 // TestUpgradeSteeredGroup: with migration cbpf a binary upgrade hands the
 // supervisor-held sockets to the new supervisor. Scaling requests are
 // refused while the upgrade is under way, and the new pool keeps the old
-// pool's size (3 after a TTIN) although its Options.Workers is 2.
+// pool's size (3 after a TTIN) although its Options.Workers is 2. The new
+// supervisor refuses TTOU while the old one still drains (its workers hold
+// the sockets), and scales down once it has exited.
 func TestUpgradeSteeredGroup(t *testing.T) {
 	hold := filepath.Join(t.TempDir(), "go")
-	p := startPool(t, poolConfig{workers: 2, migration: "cbpf", env: []string{envHoldUpgrade + "=" + hold}})
+	p := startPool(t, poolConfig{workers: 2, migration: "cbpf", shutdown: 10 * time.Second, env: []string{envHoldUpgrade + "=" + hold}})
 	if got := p.waitFor("supervisor starting", nil, time.Second).str("migration"); got != "cbpf" {
 		t.Fatalf("migration %q, want cbpf", got)
 	}
@@ -632,8 +634,22 @@ func TestUpgradeSteeredGroup(t *testing.T) {
 			t.Errorf("refusal of %v names new_pid %d, want %d", sig, r.int("new_pid"), newPid)
 		}
 	}
+	// A request in flight on an old worker keeps the old supervisor
+	// draining after the hand-over.
+	slow := p.slowRequest(1500)
 	if err := os.WriteFile(hold, nil, 0o644); err != nil {
 		t.Fatal(err)
+	}
+	p.waitFrom(mark, "binary upgrade: the new supervisor serves; stopping this one", nil)
+	m := p.mark()
+	if err := syscall.Kill(newPid, syscall.SIGTTOU); err != nil {
+		t.Fatal(err)
+	}
+	if r := p.waitFrom(m, "request refused: the old supervisor is still draining", nil); r.int("old_pid") != p.pid() {
+		t.Errorf("refusal names old_pid %d, want %d", r.int("old_pid"), p.pid())
+	}
+	if err := <-slow; err != nil {
+		t.Errorf("the request in flight on an old worker during the upgrade: %v", err)
 	}
 	sized := p.waitFrom(mark, "binary upgrade: keeping the old pool's size, larger than Options.Workers", nil)
 	if sized.int("pid") != newPid {
