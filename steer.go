@@ -182,15 +182,20 @@ func (s *steering) steerLocked() {
 	if s.frozen {
 		return
 	}
+	if err := s.g.Steer(s.targetsLocked()); err != nil {
+		s.log.Error("cannot steer new connections", "err", err.Error())
+	}
+}
+
+// targetsLocked returns the sockets new connections go to, by slot.
+func (s *steering) targetsLocked() []*reuseport.Socket {
 	var to []*reuseport.Socket
 	for _, slot := range slices.Sorted(maps.Keys(s.slots)) {
 		if sl := s.slots[slot]; !sl.released && len(sl.ready) > 0 {
 			to = append(to, sl.f)
 		}
 	}
-	if err := s.g.Steer(to); err != nil {
-		s.log.Error("cannot steer new connections", "err", err.Error())
-	}
+	return to
 }
 
 // handOver freezes steering for a successor and returns the sockets to pass

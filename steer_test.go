@@ -1,0 +1,152 @@
+//go:build linux
+
+package clusterflock
+
+import (
+	"log/slog"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/clusterflock/clusterflock/reuseport"
+	"github.com/clusterflock/clusterflock/supervisor"
+)
+
+// The steering follows the pool's events: a slot receives connections only
+// while it has a ready worker and is not leaving; a released slot's socket
+// closes once its last worker has exited; a hand-over waits for that.
+func TestSteeringFollowsThePool(t *testing.T) {
+	if err := reuseport.CheckSteering(); err != nil {
+		t.Skipf("classic BPF steering not available here: %v", err)
+	}
+	g, err := reuseport.NewGroup("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.CloseAll()
+	s := newSteering(g, slog.New(slog.DiscardHandler), 400*time.Millisecond)
+	targets := func() []*reuseport.Socket {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.targetsLocked()
+	}
+	ev := func(kind supervisor.EventKind, id, slot int) {
+		s.event(supervisor.Event{Kind: kind, Worker: supervisor.Worker{ID: id, Slot: slot}})
+	}
+	s0, err := s.fileFor(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1, _ := s.fileFor(1)
+	if again, _ := s.fileFor(0); again != s0 {
+		t.Fatal("a second fileFor of slot 0 opened another socket")
+	}
+	ev(supervisor.EventSpawn, 1, 0)
+	ev(supervisor.EventSpawn, 2, 1)
+	if got := targets(); len(got) != 0 {
+		t.Fatalf("before any worker is ready: %d targets, want none (the kernel's hash)", len(got))
+	}
+	ev(supervisor.EventReady, 1, 0)
+	if got := targets(); !slices.Equal(got, []*reuseport.Socket{s0}) {
+		t.Fatal("slot 0 ready, slot 1 starting: want only slot 0's socket")
+	}
+	ev(supervisor.EventReady, 2, 1)
+	// A crash: the slot's socket stays (its queue waits) but gets nothing
+	// new until the replacement is ready.
+	ev(supervisor.EventExit, 1, 0)
+	if got := targets(); !slices.Equal(got, []*reuseport.Socket{s1}) {
+		t.Fatal("slot 0's worker exited: want only slot 1's socket")
+	}
+	ev(supervisor.EventSpawn, 3, 0)
+	ev(supervisor.EventReady, 3, 0)
+	if got := targets(); len(got) != 2 || g.Len() != 2 {
+		t.Fatalf("after the refork: %d targets, %d sockets; want 2 and 2", len(got), g.Len())
+	}
+
+	// TTOU of slot 1: steered away at once, its stop held until quiet.
+	s.release(1)
+	if got := targets(); !slices.Equal(got, []*reuseport.Socket{s0}) {
+		t.Fatal("slot 1 released: want only slot 0's socket")
+	}
+	settled := s.hold(1)
+	if settled == nil {
+		t.Fatal("the released slot's worker is not held before its SIGTERM")
+	}
+	if s.hold(0) != nil {
+		t.Error("a slot that stays is held")
+	}
+	if _, busy := s.handOver(); busy == "" {
+		t.Error("hand-over allowed while a retired worker drains")
+	}
+	select {
+	case <-settled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the released slot never settled")
+	}
+	ev(supervisor.EventStop, 2, 1)
+	if g.Len() != 2 {
+		t.Fatal("the released slot's socket closed while its worker still runs")
+	}
+	ev(supervisor.EventExit, 2, 1)
+	if g.Len() != 1 || g.Index(s0) != 0 {
+		t.Fatalf("after the retired worker exited: %d sockets, slot 0 at index %d; want 1 at 0", g.Len(), g.Index(s0))
+	}
+	socks, busy := s.handOver()
+	if busy != "" || !slices.Equal(socks, []*reuseport.Socket{s0}) {
+		t.Fatalf("hand-over: %v %q, want slot 0's socket", socks, busy)
+	}
+	s.resume()
+
+	// A released slot without workers closes at once; taken back before
+	// that, it keeps its socket.
+	s2, _ := s.fileFor(2)
+	s.release(2)
+	if g.Index(s2) != -1 {
+		t.Error("a released slot without workers kept its socket")
+	}
+	s.event(supervisor.Event{Kind: supervisor.EventStopping})
+	if g.Len() != 0 {
+		t.Errorf("after the pool began stopping the supervisor still holds %d sockets", g.Len())
+	}
+}
+
+// A new supervisor's adopted sockets count as served (by the old workers)
+// until its own pool is ready; then only its ready workers count.
+func TestSteeringAdopted(t *testing.T) {
+	if err := reuseport.CheckSteering(); err != nil {
+		t.Skipf("classic BPF steering not available here: %v", err)
+	}
+	old, err := reuseport.NewGroup("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.CloseAll()
+	for range 2 {
+		if _, err := old.Listen(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g, err := reuseport.AdoptGroup(old.Sockets())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSteering(g, slog.New(slog.DiscardHandler), time.Second)
+	s.adopt()
+	targets := func() []*reuseport.Socket {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.targetsLocked()
+	}
+	if got := targets(); !slices.Equal(got, g.Sockets()) {
+		t.Fatal("adopted sockets: want both served by the old workers")
+	}
+	if f, _ := s.fileFor(1); f != g.Sockets()[1] {
+		t.Fatal("slot 1 of the new pool does not get the second adopted socket")
+	}
+	s.event(supervisor.Event{Kind: supervisor.EventSpawn, Worker: supervisor.Worker{ID: 1, Slot: 0}})
+	s.event(supervisor.Event{Kind: supervisor.EventReady, Worker: supervisor.Worker{ID: 1, Slot: 0}})
+	s.event(supervisor.Event{Kind: supervisor.EventPoolReady})
+	if got := targets(); !slices.Equal(got, g.Sockets()[:1]) {
+		t.Fatal("after pool-ready: want only the slot with a ready new worker")
+	}
+}
