@@ -532,10 +532,16 @@ func TestShortHeartbeatTimeout(t *testing.T) {
 }
 
 // TestRollingRestartSurge: with RestartSurge 3, a rolling restart of 3
-// workers replaces them all at once, without loss.
+// workers replaces them all at once, without loss (auto, and cbpf).
 func TestRollingRestartSurge(t *testing.T) {
-	p := startPool(t, poolConfig{workers: 3, surge: 3})
-	mig := p.waitFor("supervisor starting", nil, time.Second).str("migration")
+	for _, mig := range []string{"", "cbpf"} {
+		t.Run("migration="+mig, func(t *testing.T) { testRollingRestartSurge(t, mig) })
+	}
+}
+
+func testRollingRestartSurge(t *testing.T, mig string) {
+	p := startPool(t, poolConfig{workers: 3, surge: 3, migration: mig})
+	mig = p.waitFor("supervisor starting", nil, time.Second).str("migration")
 	first := p.workerPids()
 	l := startLoad(t, p.addr)
 	l.waitServed(0, 300, 10*time.Second)
@@ -564,11 +570,17 @@ func TestRollingRestartSurge(t *testing.T) {
 }
 
 // TestMaxRequestsRecycles: workers that served MaxRequests are replaced
-// under load without losing a request.
+// under load without losing a request (auto, and cbpf).
 func TestMaxRequestsRecycles(t *testing.T) {
+	for _, mig := range []string{"", "cbpf"} {
+		t.Run("migration="+mig, func(t *testing.T) { testMaxRequestsRecycles(t, mig) })
+	}
+}
+
+func testMaxRequestsRecycles(t *testing.T, mig string) {
 	const maxRequests = 200
-	p := startPool(t, poolConfig{workers: 2, maxRequests: maxRequests})
-	mig := p.waitFor("supervisor starting", nil, time.Second).str("migration")
+	p := startPool(t, poolConfig{workers: 2, maxRequests: maxRequests, migration: mig})
+	mig = p.waitFor("supervisor starting", nil, time.Second).str("migration")
 	first := p.workerPids()
 	l := startLoad(t, p.addr)
 	l.waitServed(0, 300, 10*time.Second)
