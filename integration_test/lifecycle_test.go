@@ -449,11 +449,18 @@ func testKilledWorkerUnderLoad(t *testing.T, mig string) {
 // TestStoppedWorkerReplaced: a SIGSTOPped worker misses its heartbeats and
 // is killed and replaced within the heartbeat timeout; healthy workers are
 // not. Losses under load are logged, not asserted: connections the kernel
-// queued on the stopped worker wait for its death.
+// queued on the stopped worker wait for its death (auto, and cbpf, where
+// they then wait for the replacement in the supervisor-held socket).
 func TestStoppedWorkerReplaced(t *testing.T) {
+	for _, mig := range []string{"", "cbpf"} {
+		t.Run("migration="+mig, func(t *testing.T) { testStoppedWorkerReplaced(t, mig) })
+	}
+}
+
+func testStoppedWorkerReplaced(t *testing.T, mig string) {
 	const hb = time.Second
-	p := startPool(t, poolConfig{workers: 2, heartbeat: hb})
-	mig := p.waitFor("supervisor starting", nil, time.Second).str("migration")
+	p := startPool(t, poolConfig{workers: 2, heartbeat: hb, migration: mig})
+	mig = p.waitFor("supervisor starting", nil, time.Second).str("migration")
 	victim := p.workerPids()[0]
 	t.Cleanup(func() {
 		if alive(victim) {
