@@ -8,3 +8,6 @@ import "syscall"
 func workerSysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 }
+
+// recvFlags makes a received descriptor close-on-exec as it arrives.
+const recvFlags = syscall.MSG_CMSG_CLOEXEC

@@ -147,8 +147,9 @@ func listenerAddr(f *os.File) (string, error) {
 
 // steerGroup sets up migration "cbpf": the group of sockets the supervisor
 // holds, one per slot (adopted from an old supervisor, or opened as slots
-// are forked). The reservation stays: it holds the port if every socket
-// closes.
+// are forked; slot 0's at once, which fails if sockets the supervisor does
+// not hold listen on the address). The reservation stays: it holds the port
+// if every socket closes.
 func (s *listenerSource) steerGroup(log *slog.Logger, stopTimeout time.Duration) (adopted int, err error) {
 	g := s.adopted
 	if g == nil {
@@ -156,11 +157,19 @@ func (s *listenerSource) steerGroup(log *slog.Logger, stopTimeout time.Duration)
 			return 0, err
 		}
 	}
-	s.steer = newSteering(g, log, stopTimeout)
+	st := newSteering(g, log, stopTimeout)
 	if s.adopted != nil {
-		s.steer.adopt()
+		if err := g.Verify(); err != nil {
+			return 0, err
+		}
+		st.adopt()
+		s.steer = st
 		return g.Len(), nil
 	}
+	if _, err := st.fileFor(0); err != nil {
+		return 0, err
+	}
+	s.steer = st
 	return 0, nil
 }
 

@@ -3,6 +3,7 @@
 package clusterflock
 
 import (
+	"errors"
 	"log/slog"
 	"maps"
 	"slices"
@@ -39,10 +40,11 @@ type steering struct {
 
 type steerSlot struct {
 	f        *reuseport.Socket
-	ready    map[int]bool // IDs of ready workers accepting on f; inheritedID: the old supervisor's
-	members  map[int]bool // IDs of workers holding f, ready or not
-	released bool         // the slot left the pool: f closes when its last member exits
-	settled  chan struct{}
+	ready    map[int]bool  // IDs of ready workers accepting on f; inheritedID: the old supervisor's
+	members  map[int]bool  // IDs of workers holding f, ready or not
+	released bool          // the slot left the pool: f closes when its last member exits
+	settled  chan struct{} // closed once f is quiet, or the slot is taken back
+	takeBack func()        // closes settled early (once)
 }
 
 // inheritedID stands for the old supervisor's worker on an adopted socket.
@@ -69,8 +71,17 @@ func (s *steering) fileFor(slot int) (*reuseport.Socket, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if sl := s.slots[slot]; sl != nil {
-		sl.released = false
+		if sl.released {
+			// Taken back (TTIN after TTOU): the new worker shares the
+			// socket; the old one may stop at once.
+			sl.released = false
+			sl.takeBack()
+			s.steerLocked()
+		}
 		return sl.f, nil
+	}
+	if s.frozen {
+		return nil, errors.New("no new listening socket while a binary upgrade hands the group over")
 	}
 	f, err := s.g.Listen()
 	if err != nil {
@@ -107,13 +118,23 @@ func (s *steering) release(slot int) {
 		s.closeLocked(slot)
 		return
 	}
-	settled := make(chan struct{})
+	settled, takenBack := make(chan struct{}), make(chan struct{})
+	var once, back sync.Once
 	sl.settled = settled
+	sl.takeBack = func() {
+		back.Do(func() { close(takenBack) })
+		once.Do(func() { close(settled) })
+	}
 	go func() {
-		defer close(settled)
-		if !sl.f.WaitQuiet(s.settle) {
-			s.log.Warn("a retired slot's socket still had connections arriving or queued when its worker was asked to stop",
-				"slot", slot, "waited", s.settle)
+		err := sl.f.WaitQuiet(s.settle, takenBack)
+		once.Do(func() { close(settled) })
+		if errors.Is(err, reuseport.ErrNotQuiet) {
+			select {
+			case <-takenBack:
+			default:
+				s.log.Warn("a retired slot's socket still receives connections; its worker is asked to stop anyway",
+					"slot", slot, "waited", s.settle, "err", err.Error())
+			}
 		}
 	}()
 }
@@ -170,7 +191,11 @@ func (s *steering) event(ev supervisor.Event) {
 // closeLocked closes a released slot's socket: its workers have exited, so
 // the socket leaves the group now and the group's order stays known.
 func (s *steering) closeLocked(slot int) {
-	if err := s.g.Close(s.slots[slot].f); err != nil {
+	f := s.slots[slot].f
+	if n, err := f.AcceptQueue(); err == nil && n > 0 {
+		s.log.Warn("a retired slot's socket closes with connections queued: the kernel resets them", "slot", slot, "queued", n)
+	}
+	if err := s.g.Close(f); err != nil {
 		s.log.Error("closing a retired slot's socket", "slot", slot, "err", err.Error())
 	}
 	delete(s.slots, slot)
@@ -187,15 +212,24 @@ func (s *steering) steerLocked() {
 	}
 }
 
-// targetsLocked returns the sockets new connections go to, by slot.
+// targetsLocked returns the sockets new connections go to, by slot: those
+// of slots with a ready worker, or, if none has one (every worker starting or
+// being re-forked), every slot that stays, whose connections wait for its
+// worker; never a slot that is leaving.
 func (s *steering) targetsLocked() []*reuseport.Socket {
-	var to []*reuseport.Socket
+	var ready, staying []*reuseport.Socket
 	for _, slot := range slices.Sorted(maps.Keys(s.slots)) {
-		if sl := s.slots[slot]; !sl.released && len(sl.ready) > 0 {
-			to = append(to, sl.f)
+		if sl := s.slots[slot]; !sl.released {
+			staying = append(staying, sl.f)
+			if len(sl.ready) > 0 {
+				ready = append(ready, sl.f)
+			}
 		}
 	}
-	return to
+	if len(ready) == 0 {
+		return staying
+	}
+	return ready
 }
 
 // handOver freezes steering for a successor and returns the sockets to pass

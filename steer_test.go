@@ -43,8 +43,8 @@ func TestSteeringFollowsThePool(t *testing.T) {
 	}
 	ev(supervisor.EventSpawn, 1, 0)
 	ev(supervisor.EventSpawn, 2, 1)
-	if got := targets(); len(got) != 0 {
-		t.Fatalf("before any worker is ready: %d targets, want none (the kernel's hash)", len(got))
+	if got := targets(); !slices.Equal(got, []*reuseport.Socket{s0, s1}) {
+		t.Fatal("before any worker is ready: want both sockets (connections wait for the workers)")
 	}
 	ev(supervisor.EventReady, 1, 0)
 	if got := targets(); !slices.Equal(got, []*reuseport.Socket{s0}) {
@@ -97,8 +97,32 @@ func TestSteeringFollowsThePool(t *testing.T) {
 	}
 	s.resume()
 
-	// A released slot without workers closes at once; taken back before
-	// that, it keeps its socket.
+	// Every ready worker gone: the slots that stay take the connections
+	// (they wait for the re-forks), never a slot that is leaving.
+	s1b, _ := s.fileFor(1) // TTIN takes slot 1 again: a new socket
+	ev(supervisor.EventSpawn, 4, 1)
+	s.release(1)
+	ev(supervisor.EventExit, 3, 0)
+	if got := targets(); !slices.Equal(got, []*reuseport.Socket{s0}) {
+		t.Fatal("no ready worker, slot 1 leaving: want only slot 0's socket")
+	}
+	// Taken back while its worker still drains: it shares the socket, and
+	// the old worker is let go at once.
+	held := s.hold(1)
+	if again, _ := s.fileFor(1); again != s1b {
+		t.Fatal("a released slot taken back got another socket")
+	}
+	select {
+	case <-held:
+	case <-time.After(time.Second):
+		t.Fatal("taking a released slot back did not let its old worker stop")
+	}
+	ev(supervisor.EventExit, 4, 1)
+	if g.Index(s1b) < 0 {
+		t.Fatal("the taken-back slot's socket closed when its old worker exited")
+	}
+
+	// A released slot without workers closes at once.
 	s2, _ := s.fileFor(2)
 	s.release(2)
 	if g.Index(s2) != -1 {

@@ -103,8 +103,14 @@ func superviseAs(ctx context.Context, o options, sigs chan os.Signal, heir *upgr
 
 	if mig == reuseport.MigrationCBPF {
 		n, err := src.steerGroup(log, o.ShutdownTimeout)
-		if err != nil {
-			return fmt.Errorf("clusterflock: cannot use Options.Addr %q: %w", o.Addr, err)
+		switch {
+		case err != nil && o.Migration == "" && src.adopted == nil:
+			// Auto: other listeners on the address (say, the workers
+			// of an old supervisor that did not steer) make the order
+			// unknowable.
+			mig, why = reuseport.MigrationNone, why+"; classic BPF steering: "+err.Error()
+		case err != nil:
+			return fmt.Errorf("clusterflock: migration %q on %s: %w", reuseport.MigrationCBPF, addr, err)
 		}
 		if n > o.Workers {
 			log.Info("binary upgrade: keeping the old pool's size, larger than Options.Workers", "pid", os.Getpid(), "workers", n, "options_workers", o.Workers)
@@ -199,6 +205,9 @@ type dispatcher struct {
 	pending  *successor // a new supervisor that is not ready yet
 	stopping bool
 	oldPID   int // the supervisor this one replaces (binary upgrade), or 0
+	// With a steered group, the workers of a new supervisor that failed
+	// may still hold the sockets until this time.
+	failedUpgradeUntil time.Time
 }
 
 func (d *dispatcher) run(sigs <-chan os.Signal, stop <-chan struct{}) {
@@ -224,6 +233,9 @@ func (d *dispatcher) run(sigs <-chan os.Signal, stop <-chan struct{}) {
 				log.Error("binary upgrade failed; the old pool keeps serving", "err", res.err.Error())
 				if d.src.steer != nil {
 					d.src.steer.resume()
+					// Its workers (orphans now) drain and exit within
+					// ShutdownTimeout+1s of losing their supervisor.
+					d.failedUpgradeUntil = time.Now().Add(d.o.ShutdownTimeout + 2*time.Second)
 				}
 				continue
 			}
@@ -240,11 +252,8 @@ func (d *dispatcher) run(sigs <-chan os.Signal, stop <-chan struct{}) {
 				log.Warn("request refused: a binary upgrade is under way", "signal", signalName(sig), "new_pid", d.pending.cmd.Process.Pid)
 				continue
 			}
-			if sig == syscall.SIGTTOU && d.src.steer != nil && d.oldPID != 0 && os.Getppid() == d.oldPID {
-				// The old supervisor's workers still hold the sockets:
-				// closing one now would not take it out of the group
-				// when this supervisor's order says it does.
-				log.Warn("request refused: the old supervisor is still draining", "signal", signalName(sig), "old_pid", d.oldPID)
+			if why := d.groupUnsettled(sig); why != "" {
+				log.Warn("request refused: "+why, "signal", signalName(sig))
 				continue
 			}
 			switch sig {
@@ -269,6 +278,26 @@ func (d *dispatcher) run(sigs <-chan os.Signal, stop <-chan struct{}) {
 	}
 }
 
+// groupUnsettled says why sig may not change a steered group now, or "":
+// a socket closed while another process still holds it does not leave the
+// group when this supervisor's order says it does, and one opened while
+// foreign sockets are in the group does not get the index it expects.
+func (d *dispatcher) groupUnsettled(sig os.Signal) string {
+	if d.src.steer == nil || (sig != syscall.SIGTTOU && sig != syscall.SIGTTIN) {
+		return ""
+	}
+	switch {
+	case sig == syscall.SIGTTOU && d.oldPID != 0 && os.Getppid() == d.oldPID:
+		return fmt.Sprintf("the old supervisor %d is still draining", d.oldPID)
+	case time.Now().Before(d.failedUpgradeUntil):
+		return "the workers of the failed binary upgrade may still hold the pool's sockets"
+	}
+	if err := d.src.steer.g.Verify(); err != nil {
+		return err.Error()
+	}
+	return ""
+}
+
 func (d *dispatcher) startUpgrade() {
 	log := d.o.Logger
 	switch {
@@ -281,6 +310,9 @@ func (d *dispatcher) startUpgrade() {
 	}
 	var group []*reuseport.Socket
 	if d.src.steer != nil {
+		// A barrier: TTIN and TTOU sent just before are carried out (the
+		// supervisor handles commands in order) before the hand-over.
+		d.sup.Workers()
 		var busy string
 		if group, busy = d.src.steer.handOver(); busy != "" {
 			log.Warn("binary upgrade refused: " + busy)

@@ -20,6 +20,24 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// init marks the descriptors a worker or a new supervisor inherits
+// close-on-exec before any of the program's code runs, so that a process the
+// program starts before Run does not hold the pool's sockets or pipes (a
+// listening socket held elsewhere would also stay in the pool's group).
+func init() {
+	if os.Getenv(proto.EnvWorker) != "" {
+		for fd := proto.StatusFD; fd <= proto.ControlFD; fd++ {
+			syscall.CloseOnExec(fd)
+		}
+	}
+	if u, err := proto.ParseUpgradeEnv(os.Getenv(proto.EnvUpgrade)); err == nil {
+		syscall.CloseOnExec(proto.StatusFD)
+		for i := range max(u.Socks, 1) {
+			syscall.CloseOnExec(proto.ListenerFD + i)
+		}
+	}
+}
+
 // heartbeatInterval is how often a worker tells the supervisor it is alive:
 // every second, and at least four times per HeartbeatTimeout.
 func heartbeatInterval(timeout time.Duration) time.Duration {
@@ -50,7 +68,13 @@ func runWorker(ctx context.Context, serve ServeFunc, o options, env proto.Worker
 	var inherited *os.File // a standby's listener, received on activation
 	if env.Slot == proto.StandbySlot {
 		var ok bool
-		if env, inherited, ok = awaitActivation(env, status, sigs, orphaned); !ok {
+		var err error
+		env, inherited, ok, err = awaitActivation(env, status, sigs, orphaned)
+		if err != nil {
+			status.send(proto.Message{Kind: proto.Failed, Text: err.Error()})
+			return fmt.Errorf("clusterflock: standby worker: %w", err)
+		}
+		if !ok {
 			return nil // never activated: nothing served, nothing to stop
 		}
 	}
@@ -130,11 +154,12 @@ wait:
 // the slot's socket if the supervisor holds one. It reports false if it is
 // not to serve: the supervisor closed its end (a new generation, or the pool
 // stops), is gone, or sent TERM or QUIT.
-func awaitActivation(env proto.WorkerEnv, status *statusWriter, sigs <-chan os.Signal, orphaned <-chan struct{}) (proto.WorkerEnv, *os.File, bool) {
+func awaitActivation(env proto.WorkerEnv, status *statusWriter, sigs <-chan os.Signal, orphaned <-chan struct{}) (proto.WorkerEnv, *os.File, bool, error) {
 	syscall.CloseOnExec(proto.ControlFD)
 	type activation struct {
-		line string
-		ln   *os.File
+		line      string
+		ln        *os.File
+		truncated bool // a descriptor was sent but did not fit (EMFILE)
 	}
 	got := make(chan activation, 1)
 	// If the standby is not activated, this read stays blocked until the
@@ -143,12 +168,15 @@ func awaitActivation(env proto.WorkerEnv, status *statusWriter, sigs <-chan os.S
 		var a activation
 		buf, oob := make([]byte, 64), make([]byte, unix.CmsgSpace(4))
 		for !strings.HasSuffix(a.line, "\n") {
-			n, oobn, _, _, err := unix.Recvmsg(proto.ControlFD, buf, oob, 0)
+			n, oobn, flags, _, err := unix.Recvmsg(proto.ControlFD, buf, oob, recvFlags)
 			if err == unix.EINTR {
 				continue
 			}
 			if err != nil || n == 0 {
 				break
+			}
+			if flags&unix.MSG_CTRUNC != 0 {
+				a.truncated = true
 			}
 			a.line += string(buf[:n])
 			if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
@@ -177,15 +205,22 @@ func awaitActivation(env proto.WorkerEnv, status *statusWriter, sigs <-chan os.S
 				if a.ln != nil {
 					a.ln.Close()
 				}
-				return env, nil, false
+				return env, nil, false, nil
 			}
-			return env, a.ln, true
+			if env.Migration == string(reuseport.MigrationCBPF) && a.ln == nil {
+				why := "the activation carried no listening socket"
+				if a.truncated {
+					why += " (it did not fit: too many open files?)"
+				}
+				return env, nil, false, errors.New(why)
+			}
+			return env, a.ln, true, nil
 		case sig := <-sigs:
 			if sig == syscall.SIGTERM || sig == syscall.SIGQUIT {
-				return env, nil, false
+				return env, nil, false, nil
 			}
 		case <-orphaned:
-			return env, nil, false
+			return env, nil, false, nil
 		}
 	}
 }

@@ -47,8 +47,11 @@ const (
 	// "new supervisor holding" and wait (at most 20 s) until the file it
 	// names exists before it runs.
 	envHoldUpgrade = "CF_HOLD_UPGRADE"
-	envOnEvent     = "CF_ON_EVENT" // log every Options.OnEvent call as "on-event"
-	envSpare       = "CF_SPARE"    // Options.Spare
+	// envUpgradeMigration is Options.Migration of a new supervisor started
+	// by a binary upgrade ("auto" for ""), instead of envMigration.
+	envUpgradeMigration = "CF_UPGRADE_MIGRATION"
+	envOnEvent          = "CF_ON_EVENT" // log every Options.OnEvent call as "on-event"
+	envSpare            = "CF_SPARE"    // Options.Spare
 )
 
 // envUpgrade is the library's marker of a new supervisor (internal/proto).
@@ -85,6 +88,9 @@ func helper(mode string) int {
 		Addr:      os.Getenv(envAddr),
 		Logger:    logger,
 		Migration: clusterflock.Migration(os.Getenv(envMigration)),
+	}
+	if m, ok := os.LookupEnv(envUpgradeMigration); ok && os.Getenv(envUpgrade) != "" {
+		opts.Migration = clusterflock.Migration(strings.TrimPrefix(m, "auto"))
 	}
 	for _, f := range []struct {
 		env string

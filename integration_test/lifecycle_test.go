@@ -664,8 +664,14 @@ func TestUpgradeSteeredGroup(t *testing.T) {
 	if err := syscall.Kill(newPid, syscall.SIGTTOU); err != nil {
 		t.Fatal(err)
 	}
-	if r := p.waitFrom(m, "request refused: the old supervisor is still draining", nil); r.int("old_pid") != p.pid() {
-		t.Errorf("refusal names old_pid %d, want %d", r.int("old_pid"), p.pid())
+	refused, err := p.find(m, "", func(r record) bool {
+		return strings.HasPrefix(r.str("msg"), "request refused: the old supervisor")
+	}, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("request refused: the old supervisor %d is still draining", p.pid()); refused.str("msg") != want {
+		t.Errorf("refusal %q, want %q", refused.str("msg"), want)
 	}
 	if err := <-slow; err != nil {
 		t.Errorf("the request in flight on an old worker during the upgrade: %v", err)
@@ -717,4 +723,47 @@ func TestUpgradeSteeredGroup(t *testing.T) {
 	if len(seen) != 2 {
 		t.Errorf("60 new connections reached %d workers of the new pool (%v), want both", len(seen), seen)
 	}
+}
+
+// TestUpgradeIntoSteering: a new supervisor cannot steer a group whose
+// sockets it does not all hold, as when the old pool's workers opened their
+// own. Asked for cbpf, it fails with the reason and the old pool keeps
+// serving; left to choose (without privilege or the sysctl, where cbpf
+// would be its choice), it falls back and says why.
+func TestUpgradeIntoSteering(t *testing.T) {
+	t.Run("explicit", func(t *testing.T) {
+		p := startPool(t, poolConfig{workers: 2, migration: "none", env: []string{envUpgradeMigration + "=cbpf"}})
+		l := startLoad(t, p.addr)
+		l.waitServed(0, 300, 10*time.Second)
+		mark := p.mark()
+		p.signal(syscall.SIGUSR2)
+		failed := p.waitFrom(mark, "binary upgrade failed; the old pool keeps serving", nil)
+		if !strings.Contains(failed.str("err"), "other socket(s) listen on") {
+			t.Errorf("failed upgrade logged as %q, want the other listening sockets named", failed.str("err"))
+		}
+		// The new supervisor checked before its first socket listened:
+		// the refusal cost the old pool nothing.
+		label := "USR2 into cbpf refused, old pool (none) serving"
+		checkLossless(t, label, l.finish(label))
+		select {
+		case <-p.exited:
+			t.Fatalf("the old supervisor exited after a refused upgrade: %v", p.exit)
+		default:
+		}
+	})
+	t.Run("auto", func(t *testing.T) {
+		setMigrateReq(t, "0")
+		p := startPool(t, poolConfig{workers: 2, migration: "none", unprivileged: true, env: []string{envUpgradeMigration + "=auto"}})
+		mark := p.mark()
+		p.signal(syscall.SIGUSR2)
+		newPid := p.waitFrom(mark, "binary upgrade: new supervisor started", nil).int("new_pid")
+		p.alsoReap(newPid)
+		start := p.waitFor("supervisor starting", func(r record) bool { return r.int("pid") == newPid }, 10*time.Second)
+		if start.str("migration") != "none" || !strings.Contains(start.str("migration_reason"), "classic BPF steering: reuseport: 2 other socket(s) listen on") {
+			t.Errorf("new supervisor: migration %q (%s), want none because of the old workers' sockets", start.str("migration"), start.str("migration_reason"))
+		}
+		if code, runErr := p.wait(15 * time.Second); code != 0 || runErr != "" {
+			t.Fatalf("old supervisor after the upgrade: exit code %d, Run error %q", code, runErr)
+		}
+	})
 }

@@ -1,11 +1,13 @@
 package reuseport
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -30,7 +32,6 @@ import (
 // is empty it can close without resetting a connection.
 type Group struct {
 	mu    sync.Mutex
-	host  string
 	addr  string    // the concrete address once a socket listens
 	socks []*Socket // the kernel's order: socks[i] is index i
 	to    []*Socket // the last steering target set; empty: the kernel's hash
@@ -39,14 +40,10 @@ type Group struct {
 // NewGroup returns an empty group for addr ("host:port"; port 0 picks a free
 // port on the first [Group.Listen]).
 func NewGroup(addr string) (*Group, error) {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, err
-	}
 	if _, err := net.ResolveTCPAddr("tcp", addr); err != nil {
 		return nil, err
 	}
-	return &Group{host: host, addr: addr}, nil
+	return &Group{addr: addr}, nil
 }
 
 // AdoptGroup returns a group made of inherited listening sockets, given in
@@ -64,7 +61,8 @@ func AdoptGroup(socks []*Socket) (*Group, error) {
 		}
 		if i == 0 {
 			g.addr = sa
-			g.host, _, _ = net.SplitHostPort(sa)
+		} else if sa != g.addr {
+			return nil, fmt.Errorf("reuseport: inherited socket %d listens on %s, socket 0 on %s", i, sa, g.addr)
 		}
 	}
 	return g, nil
@@ -95,26 +93,79 @@ func (g *Group) Sockets() []*Socket {
 
 // Listen opens a new listening socket in the group (plain TCP, SO_REUSEPORT,
 // close-on-exec) and returns it; the group owns it until [Group.Close].
+//
+// The socket is bound first and joins the kernel's group only when it
+// listens; before that, Listen checks (with sock_diag, if available) that
+// the group's sockets are all that listen on the address, and fails
+// otherwise: another process's socket in the group would make the order
+// unknowable. Checking before listening costs no connection.
 func (g *Group) Listen() (*Socket, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	ln, err := Listen(context.Background(), "tcp", g.addr)
+	fd, addr, err := bindTCP(g.addr, true)
 	if err != nil {
 		return nil, err
 	}
-	f, err := HoldListener(ln)
-	ln.Close()
-	if err != nil {
+	s := &Socket{fd: fd}
+	if err := checkListeners(s, g.socks, g.addr); err != nil {
+		s.Close()
 		return nil, err
+	}
+	if err := unix.Listen(fd, listenBacklog()); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("reuseport: listen %s: %w", addr, err)
 	}
 	if len(g.socks) == 0 {
-		_, port, _ := net.SplitHostPort(ln.Addr().String())
-		g.addr = net.JoinHostPort(g.host, port)
+		g.addr = addr
 	}
-	g.socks = append(g.socks, f)
+	g.socks = append(g.socks, s)
 	// A new socket gets no connections from the current program (it returns
 	// the old indices) until the next Steer; under the kernel's hash it does.
-	return f, nil
+	return s, nil
+}
+
+// listenBacklog is the kernel's limit, as Go's listeners use it.
+func listenBacklog() int {
+	b, err := os.ReadFile("/proc/sys/net/core/somaxconn")
+	if err != nil {
+		return unix.SOMAXCONN
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || n <= 0 {
+		return unix.SOMAXCONN
+	}
+	return min(n, 1<<16-1)
+}
+
+// Verify checks, with sock_diag, that the sockets listening on the group's
+// address are exactly the group's: the order it keeps is the kernel's only
+// then. It returns nil if sock_diag cannot tell.
+func (g *Group) Verify() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.verifyLocked()
+}
+
+func (g *Group) verifyLocked() error {
+	if len(g.socks) == 0 {
+		return nil
+	}
+	return checkListeners(g.socks[0], g.socks, g.addr)
+}
+
+// checkListeners checks that the sockets listening on at's address are
+// exactly socks (at may be one of them, or bound and not listening).
+func checkListeners(at *Socket, socks []*Socket, addr string) error {
+	ok, others, err := sameSockets(at, socks)
+	switch {
+	case err != nil:
+		return fmt.Errorf("reuseport: cannot check the group's sockets: %w", err)
+	case others > 0:
+		return fmt.Errorf("reuseport: %d other socket(s) listen on %s: a steered group must hold every listening socket of its address", others, addr)
+	case !ok:
+		return fmt.Errorf("reuseport: some of the group's sockets on %s no longer listen", addr)
+	}
+	return nil
 }
 
 // Close closes f, one of the group's sockets, and updates the order as the
@@ -129,12 +180,30 @@ func (g *Group) Close(f *Socket) error {
 	if i < 0 {
 		return errors.New("reuseport: Close of a socket not in the group")
 	}
-	err := f.Close()
 	last := len(g.socks) - 1
+	want := slices.DeleteFunc(slices.Clone(g.to), func(s *Socket) bool { return s == f })
+	var err error
+	if len(g.to) > 0 && i != last {
+		// The close moves the last socket to index i. Until the program
+		// is replaced after it, steer only to sockets whose index does
+		// not change (if there are any): neither f nor the last one.
+		var stable []*Socket
+		for _, s := range g.to {
+			if s != f && s != g.socks[last] {
+				stable = append(stable, s)
+			}
+		}
+		if len(stable) > 0 {
+			err = g.steerLocked(stable)
+		}
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
 	g.socks[i] = g.socks[last]
 	g.socks = g.socks[:last]
 	if len(g.to) > 0 {
-		if serr := g.steerLocked(slices.DeleteFunc(g.to, func(s *Socket) bool { return s == f })); err == nil {
+		if serr := g.steerLocked(want); err == nil {
 			err = serr
 		}
 	}
@@ -166,6 +235,7 @@ func (g *Group) Steer(to []*Socket) error {
 
 func (g *Group) steerLocked(to []*Socket) error {
 	if len(g.socks) == 0 {
+		g.to = nil
 		return nil
 	}
 	var idx []uint32

@@ -46,8 +46,14 @@ func (g *Group) Index(f *Socket) int { return -1 }
 // AcceptQueue fails: it needs Linux.
 func (s *Socket) AcceptQueue() (int, error) { return 0, errNoGroup }
 
-// WaitQuiet returns false at once: it needs Linux.
-func (s *Socket) WaitQuiet(limit time.Duration) bool { return false }
+// ErrNotQuiet is returned by WaitQuiet: it needs Linux.
+var ErrNotQuiet = errors.New("reuseport: the socket still receives connections")
+
+// WaitQuiet returns ErrNotQuiet at once: it needs Linux.
+func (s *Socket) WaitQuiet(limit time.Duration, stop <-chan struct{}) error { return ErrNotQuiet }
+
+// Verify fails: steered groups need Linux.
+func (g *Group) Verify() error { return errNoGroup }
 
 // CheckSteering fails: steered groups need Linux.
 func CheckSteering() error { return errNoGroup }

@@ -4,53 +4,68 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
+// ErrNotQuiet is returned by [Socket.WaitQuiet] when its limit passed first.
+var ErrNotQuiet = errors.New("reuseport: the socket still receives connections")
+
 // WaitQuiet waits, after the socket was steered away from, until it can
 // receive no more connections: every handshake to its port that had begun
 // by then has finished (the kernel's SYN queues, read with sock_diag; a
 // handshake that began before the steering still completes on this socket),
-// and its accept queue is empty. It returns after at most limit, and reports
-// whether it saw the socket quiet. Without sock_diag it waits a fixed 50 ms
-// for the handshakes instead.
-func (s *Socket) WaitQuiet(limit time.Duration) bool {
+// and its accept queue is empty. It returns nil then, [ErrNotQuiet] (with
+// what was pending) when limit passes first or stop is closed, or the
+// socket's error. Without sock_diag it waits a fixed 50 ms for the
+// handshakes instead.
+func (s *Socket) WaitQuiet(limit time.Duration, stop <-chan struct{}) error {
 	deadline := time.Now().Add(limit)
+	sleep := func(d time.Duration) bool {
+		t := time.NewTimer(min(d, time.Until(deadline)))
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return time.Now().Before(deadline)
+		case <-stop:
+			return false
+		}
+	}
 	// A SYN handled by another CPU while the program was being replaced
 	// may still be creating its request socket: let that finish first.
-	time.Sleep(min(2*time.Millisecond, limit))
+	sleep(2 * time.Millisecond)
 	port, err := s.port()
 	if err != nil {
-		return false
+		return err
 	}
-	begun, err := pendingHandshakes(port)
-	if err != nil {
-		time.Sleep(min(50*time.Millisecond, time.Until(deadline)))
+	begun, derr := pendingHandshakes(port)
+	if derr != nil {
+		sleep(50 * time.Millisecond)
 		begun = nil
 	}
-	for time.Now().Before(deadline) {
+	queued := 0
+	for {
 		if len(begun) > 0 {
-			now, err := pendingHandshakes(port)
-			if err != nil {
-				now = nil
-			}
-			for h := range begun {
-				if !now[h] {
-					delete(begun, h)
+			if now, err := pendingHandshakes(port); err == nil { // on error: ask again
+				for h := range begun {
+					if !now[h] {
+						delete(begun, h)
+					}
 				}
 			}
 		}
 		if len(begun) == 0 {
-			if n, err := s.AcceptQueue(); err != nil || n == 0 {
-				return err == nil
+			if queued, err = s.AcceptQueue(); err != nil || queued == 0 {
+				return err
 			}
 		}
-		time.Sleep(time.Millisecond)
+		if !sleep(time.Millisecond) {
+			return fmt.Errorf("%w: %d handshakes pending, %d connections queued", ErrNotQuiet, len(begun), queued)
+		}
 	}
-	return false
 }
 
 func (s *Socket) port() (int, error) {
@@ -59,6 +74,13 @@ func (s *Socket) port() (int, error) {
 		return 0, err
 	}
 	return a.Port, nil
+}
+
+// inode returns the socket's inode number, as sock_diag reports it.
+func (s *Socket) inode() (uint64, error) {
+	var st unix.Stat_t
+	err := s.control(func(fd int) error { return unix.Fstat(fd, &st) })
+	return st.Ino, err
 }
 
 // handshake identifies a connection in a SYN queue: family, addresses and
@@ -102,29 +124,76 @@ type inetDiagMsg struct {
 
 const (
 	tcpSynRecv    = 3  // TCP_SYN_RECV: asks for request sockets too
+	tcpListen     = 10 // TCP_LISTEN
 	tcpNewSynRecv = 12 // TCP_NEW_SYN_RECV: a request socket
 )
 
 // pendingHandshakes returns the handshakes to local port that are still in
 // a SYN queue (of any listener on the port), for IPv4 and IPv6.
 func pendingHandshakes(port int) (map[handshake]bool, error) {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
-	if err != nil {
-		return nil, fmt.Errorf("sock_diag: %w", err)
-	}
-	defer unix.Close(fd)
 	out := map[handshake]bool{}
-	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		if err := dumpSynRecv(fd, family, port, out); err != nil {
-			return nil, err
+	err := sockDiag(port, 1<<tcpSynRecv|1<<tcpNewSynRecv, func(d *inetDiagMsg) {
+		if d.State != tcpNewSynRecv && d.State != tcpSynRecv {
+			return
 		}
-	}
-	return out, nil
+		h := handshake{family: d.Family}
+		copy(h.id[0:2], d.ID.Sport[:])
+		copy(h.id[2:4], d.ID.Dport[:])
+		copy(h.id[4:20], d.ID.Src[:])
+		copy(h.id[20:36], d.ID.Dst[:])
+		out[h] = true
+	})
+	return out, err
 }
 
-func dumpSynRecv(fd int, family uint8, port int, out map[handshake]bool) error {
+// listeners returns the inodes of the TCP sockets listening on ip:port (ip
+// as the kernel reports it: 16 bytes, an IPv4 address in its first 4).
+func listeners(family uint8, ip [16]byte, port int) ([]uint64, error) {
+	var out []uint64
+	err := sockDiag(port, 1<<tcpListen, func(d *inetDiagMsg) {
+		if d.State == tcpListen && d.Family == family && d.ID.Src == ip {
+			out = append(out, uint64(d.Inode))
+		}
+	})
+	return out, err
+}
+
+// sockDiag dumps the TCP sockets (IPv4 and IPv6) in the given states whose
+// local port is port, calling fn for each.
+func sockDiag(port int, states uint32, fn func(*inetDiagMsg)) error {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return fmt.Errorf("sock_diag: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 1}); err != nil {
+		return fmt.Errorf("sock_diag: %w", err)
+	}
+	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		for try := 0; ; try++ {
+			var got []inetDiagMsg
+			err := dump(fd, family, port, states, func(d *inetDiagMsg) { got = append(got, *d) })
+			if errors.Is(err, errInterrupted) && try < 3 {
+				continue // the table changed during the dump: again
+			}
+			if err != nil {
+				return err
+			}
+			for i := range got {
+				fn(&got[i])
+			}
+			break
+		}
+	}
+	return nil
+}
+
+var errInterrupted = errors.New("sock_diag: dump interrupted")
+
+func dump(fd int, family uint8, port int, states uint32, fn func(*inetDiagMsg)) error {
 	const hdr = unix.SizeofNlMsghdr
-	req := inetDiagReqV2{Family: family, Protocol: unix.IPPROTO_TCP, States: 1<<tcpSynRecv | 1<<tcpNewSynRecv}
+	req := inetDiagReqV2{Family: family, Protocol: unix.IPPROTO_TCP, States: states}
+	binary.BigEndian.PutUint16(req.ID.Sport[:], uint16(port)) // the kernel filters on it
 	buf := make([]byte, hdr+int(unsafe.Sizeof(req)))
 	*(*unix.NlMsghdr)(unsafe.Pointer(&buf[0])) = unix.NlMsghdr{
 		Len: uint32(len(buf)), Type: unix.SOCK_DIAG_BY_FAMILY, Flags: unix.NLM_F_REQUEST | unix.NLM_F_DUMP, Seq: 1,
@@ -134,6 +203,7 @@ func dumpSynRecv(fd int, family uint8, port int, out map[handshake]bool) error {
 		return fmt.Errorf("sock_diag: %w", err)
 	}
 	rb := make([]byte, 64<<10)
+	interrupted := false
 	for {
 		n, _, err := unix.Recvfrom(fd, rb, 0)
 		if err == unix.EINTR {
@@ -147,41 +217,36 @@ func dumpSynRecv(fd int, family uint8, port int, out map[handshake]bool) error {
 			return err
 		}
 		for _, m := range msgs {
+			if m.flags&unix.NLM_F_DUMP_INTR != 0 {
+				interrupted = true
+			}
 			switch m.typ {
-			case unix.NLMSG_DONE:
-				return nil
-			case unix.NLMSG_ERROR:
+			case unix.NLMSG_DONE, unix.NLMSG_ERROR:
 				if len(m.data) >= 4 {
-					if e := int32(binary.NativeEndian.Uint32(m.data)); e != 0 {
+					if e := int32(binary.NativeEndian.Uint32(m.data)); e < 0 {
 						return fmt.Errorf("sock_diag: %w", unix.Errno(-e))
 					}
 				}
+				if interrupted {
+					return errInterrupted
+				}
 				return nil
 			case unix.SOCK_DIAG_BY_FAMILY:
-				if len(m.data) < int(unsafe.Sizeof(inetDiagMsg{})) {
-					continue
+				if len(m.data) >= int(unsafe.Sizeof(inetDiagMsg{})) {
+					d := *(*inetDiagMsg)(unsafe.Pointer(&m.data[0]))
+					if int(binary.BigEndian.Uint16(d.ID.Sport[:])) == port {
+						fn(&d)
+					}
 				}
-				d := *(*inetDiagMsg)(unsafe.Pointer(&m.data[0]))
-				if d.State != tcpNewSynRecv && d.State != tcpSynRecv {
-					continue
-				}
-				if int(binary.BigEndian.Uint16(d.ID.Sport[:])) != port {
-					continue
-				}
-				h := handshake{family: d.Family}
-				copy(h.id[0:2], d.ID.Sport[:])
-				copy(h.id[2:4], d.ID.Dport[:])
-				copy(h.id[4:20], d.ID.Src[:])
-				copy(h.id[20:36], d.ID.Dst[:])
-				out[h] = true
 			}
 		}
 	}
 }
 
 type nlMsg struct {
-	typ  uint16
-	data []byte
+	typ   uint16
+	flags uint16
+	data  []byte
 }
 
 func parseNetlink(b []byte) ([]nlMsg, error) {
@@ -192,8 +257,51 @@ func parseNetlink(b []byte) ([]nlMsg, error) {
 		if l < unix.SizeofNlMsghdr || l > len(b) {
 			return nil, errors.New("sock_diag: malformed netlink message")
 		}
-		out = append(out, nlMsg{typ: h.Type, data: b[unix.SizeofNlMsghdr:l]})
+		out = append(out, nlMsg{typ: h.Type, flags: h.Flags, data: b[unix.SizeofNlMsghdr:l]})
 		b = b[min(len(b), (l+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1)):]
 	}
 	return out, nil
+}
+
+// sameSockets reports whether the sockets listening on at's address are
+// exactly socks (compared by inode), and if not, how many others there are;
+// ok is true when sock_diag cannot tell.
+func sameSockets(at *Socket, socks []*Socket) (ok bool, others int, err error) {
+	var sa unix.Sockaddr
+	if err := at.control(func(fd int) (err error) {
+		sa, err = unix.Getsockname(fd)
+		return err
+	}); err != nil {
+		return false, 0, err
+	}
+	var family uint8
+	var ip [16]byte
+	var port int
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		family, port = unix.AF_INET, a.Port
+		copy(ip[:4], a.Addr[:])
+	case *unix.SockaddrInet6:
+		family, port, ip = unix.AF_INET6, a.Port, a.Addr
+	default:
+		return false, 0, fmt.Errorf("reuseport: not a TCP socket (%T)", sa)
+	}
+	found, err := listeners(family, ip, port)
+	if err != nil {
+		return true, 0, nil // cannot tell
+	}
+	var ours []uint64
+	for _, s := range socks {
+		ino, err := s.inode()
+		if err != nil {
+			return false, 0, err
+		}
+		ours = append(ours, ino)
+	}
+	for _, ino := range found {
+		if !slices.Contains(ours, ino) {
+			others++
+		}
+	}
+	return others == 0 && len(found) == len(ours), others, nil
 }

@@ -1,7 +1,10 @@
 package reuseport
 
 import (
+	"context"
+	"errors"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,8 +51,8 @@ func TestPendingHandshakes(t *testing.T) {
 	}
 	// WaitQuiet waits for it, then for the accept queue.
 	start := time.Now()
-	if s.WaitQuiet(100 * time.Millisecond) {
-		t.Fatal("WaitQuiet reported quiet with a handshake pending")
+	if err := s.WaitQuiet(100*time.Millisecond, nil); !errors.Is(err, ErrNotQuiet) {
+		t.Fatalf("WaitQuiet with a handshake pending: %v, want ErrNotQuiet", err)
 	}
 	if d := time.Since(start); d < 100*time.Millisecond {
 		t.Errorf("WaitQuiet returned after %v, before its limit", d)
@@ -79,10 +82,57 @@ func TestPendingHandshakes(t *testing.T) {
 		}
 		accepted <- err
 	}()
-	if !s.WaitQuiet(5 * time.Second) {
-		t.Error("WaitQuiet did not see the socket quiet once its connection was accepted")
+	if err := s.WaitQuiet(5*time.Second, nil); err != nil {
+		t.Errorf("WaitQuiet once the connection was accepted: %v", err)
 	}
 	if err := <-accepted; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A group refuses to grow while a socket it does not hold listens on its
+// address: its order would not be the kernel's.
+func TestGroupVerify(t *testing.T) {
+	for _, host := range []string{"127.0.0.1", "::1", ""} {
+		t.Run("host="+host, func(t *testing.T) {
+			g, err := NewGroup(net.JoinHostPort(host, "0"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g.CloseAll()
+			if _, err := g.Listen(); err != nil {
+				if host == "::1" {
+					t.Skipf("no IPv6 loopback here: %v", err)
+				}
+				t.Fatal(err)
+			}
+			if err := g.Verify(); err != nil {
+				t.Fatalf("Verify of a group holding its only socket: %v", err)
+			}
+			port, _ := g.Sockets()[0].port()
+			if _, err := pendingHandshakes(port); err != nil {
+				t.Skipf("sock_diag not available here: %v", err)
+			}
+			foreign, err := Listen(context.Background(), "tcp", g.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := g.Verify(); err == nil || !strings.Contains(err.Error(), "1 other socket") {
+				t.Errorf("Verify with a foreign listener: %v, want it to name 1 other socket", err)
+			}
+			if _, err := g.Listen(); err == nil {
+				t.Error("Listen succeeded with a foreign listener on the address")
+			}
+			if g.Len() != 1 {
+				t.Errorf("after the refused Listen the group has %d sockets, want 1", g.Len())
+			}
+			foreign.Close()
+			if err := g.Verify(); err != nil {
+				t.Errorf("Verify after the foreign listener closed: %v", err)
+			}
+			if _, err := g.Listen(); err != nil {
+				t.Errorf("Listen after the foreign listener closed: %v", err)
+			}
+		})
 	}
 }

@@ -22,13 +22,25 @@ type Reservation struct {
 // port). The host is kept as given; a wildcard host reserves the IPv6 and IPv4
 // wildcard, as Go's listeners use it.
 func Reserve(addr string) (*Reservation, error) {
-	host, _, err := net.SplitHostPort(addr)
+	fd, a, err := bindTCP(addr, false)
 	if err != nil {
 		return nil, err
 	}
+	return &Reservation{fd: fd, addr: a}, nil
+}
+
+// bindTCP returns a TCP socket (close-on-exec, SO_REUSEPORT, and
+// SO_REUSEADDR if reuseAddr) bound to addr but not listening, and the
+// address with the host as given and the concrete port. A wildcard host
+// binds the IPv6 and IPv4 wildcard, as Go's listeners do.
+func bindTCP(addr string, reuseAddr bool) (int, string, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return -1, "", err
+	}
 	ta, err := net.ResolveTCPAddr("tcp", addr)
 	if err != nil {
-		return nil, err
+		return -1, "", err
 	}
 	var fd int
 	var sa unix.Sockaddr
@@ -38,7 +50,7 @@ func Reserve(addr string) (*Reservation, error) {
 		if err == nil {
 			if err = unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0); err != nil {
 				unix.Close(fd)
-				return nil, fmt.Errorf("setsockopt IPV6_V6ONLY: %w", err)
+				return -1, "", fmt.Errorf("setsockopt IPV6_V6ONLY: %w", err)
 			}
 			sa = &unix.SockaddrInet6{Port: ta.Port}
 		} else { // no IPv6 on this host
@@ -59,16 +71,22 @@ func Reserve(addr string) (*Reservation, error) {
 		sa = s6
 	}
 	if err != nil {
-		return nil, err
+		return -1, "", err
+	}
+	if reuseAddr {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+			unix.Close(fd)
+			return -1, "", fmt.Errorf("setsockopt SO_REUSEADDR: %w", err)
+		}
 	}
 	if err := unix.Bind(fd, sa); err != nil {
 		unix.Close(fd)
-		return nil, &net.OpError{Op: "listen", Net: "tcp", Addr: ta, Err: fmt.Errorf("bind: %w", err)}
+		return -1, "", &net.OpError{Op: "listen", Net: "tcp", Addr: ta, Err: fmt.Errorf("bind: %w", err)}
 	}
 	got, err := unix.Getsockname(fd)
 	if err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("getsockname: %w", err)
+		return -1, "", fmt.Errorf("getsockname: %w", err)
 	}
 	port := 0
 	switch a := got.(type) {
@@ -77,7 +95,7 @@ func Reserve(addr string) (*Reservation, error) {
 	case *unix.SockaddrInet6:
 		port = a.Port
 	}
-	return &Reservation{fd: fd, addr: net.JoinHostPort(host, strconv.Itoa(port))}, nil
+	return fd, net.JoinHostPort(host, strconv.Itoa(port)), nil
 }
 
 func socket(family int) (int, error) {
