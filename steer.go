@@ -4,6 +4,7 @@ package clusterflock
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
@@ -195,7 +196,9 @@ func (s *steering) closeLocked(slot int) {
 	if n, err := f.AcceptQueue(); err == nil && n > 0 {
 		s.log.Warn("a retired slot's socket closes with connections queued: the kernel resets them", "slot", slot, "queued", n)
 	}
-	if err := s.g.Close(f); err != nil {
+	if err := s.g.Close(f); errors.Is(err, reuseport.ErrStillHeld) {
+		s.log.Warn("a retired slot's socket is still held by another process: it keeps its place in the group, without connections, until it is gone", "slot", slot)
+	} else if err != nil {
 		s.log.Error("closing a retired slot's socket", "slot", slot, "err", err.Error())
 	}
 	delete(s.slots, slot)
@@ -241,6 +244,9 @@ func (s *steering) handOver() (socks []*reuseport.Socket, busy string) {
 		if sl.released {
 			return nil, "a retired worker is still draining"
 		}
+	}
+	if n := s.g.Held(); n > 0 {
+		return nil, fmt.Sprintf("%d retired socket(s) are still held by another process", n)
 	}
 	s.frozen = true
 	return s.g.Sockets(), ""

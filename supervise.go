@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -158,8 +159,11 @@ func superviseAs(ctx context.Context, o options, sigs chan os.Signal, heir *upgr
 	}
 	log.Info("supervisor starting", start...)
 	if mig == reuseport.MigrationNone {
-		log.Warn("no connection migration: a retiring worker may reset connections still queued on its listener; run with CAP_BPF, set net.ipv4.tcp_migrate_req=1, or use Options.Migration \"cbpf\" or \"shared\"",
-			"reason", why)
+		ways := `run with CAP_BPF, set net.ipv4.tcp_migrate_req=1, or use Options.Migration "cbpf" or "shared"`
+		if strings.Contains(why, "classic BPF steering") {
+			ways = `run with CAP_BPF, set net.ipv4.tcp_migrate_req=1, or use Options.Migration "shared"`
+		}
+		log.Warn("no connection migration: a retiring worker may reset connections still queued on its listener; "+ways, "reason", why)
 	}
 
 	d := &dispatcher{o: o, sup: sup, src: src, sd: sd, own: own, upgrades: make(chan upgradeResult, 1)}
@@ -291,6 +295,8 @@ func (d *dispatcher) groupUnsettled(sig os.Signal) string {
 		return fmt.Sprintf("the old supervisor %d is still draining", d.oldPID)
 	case time.Now().Before(d.failedUpgradeUntil):
 		return "the workers of the failed binary upgrade may still hold the pool's sockets"
+	case sig == syscall.SIGTTIN && d.src.steer.g.Held() > 0:
+		return "a retired worker's socket is still held by another process"
 	}
 	if err := d.src.steer.g.Verify(); err != nil {
 		return err.Error()

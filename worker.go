@@ -24,13 +24,15 @@ import (
 // close-on-exec before any of the program's code runs, so that a process the
 // program starts before Run does not hold the pool's sockets or pipes (a
 // listening socket held elsewhere would also stay in the pool's group).
+// Only a marker naming this process's parent counts, as in workerEnv and
+// takeUpgradeRole.
 func init() {
-	if os.Getenv(proto.EnvWorker) != "" {
+	if w, err := proto.ParseWorkerEnv(os.Getenv(proto.EnvWorker)); err == nil && w.SupervisorPID == os.Getppid() {
 		for fd := proto.StatusFD; fd <= proto.ControlFD; fd++ {
 			syscall.CloseOnExec(fd)
 		}
 	}
-	if u, err := proto.ParseUpgradeEnv(os.Getenv(proto.EnvUpgrade)); err == nil {
+	if u, err := proto.ParseUpgradeEnv(os.Getenv(proto.EnvUpgrade)); err == nil && u.OldPID == os.Getppid() {
 		syscall.CloseOnExec(proto.StatusFD)
 		for i := range max(u.Socks, 1) {
 			syscall.CloseOnExec(proto.ListenerFD + i)

@@ -35,6 +35,10 @@ type Group struct {
 	addr  string    // the concrete address once a socket listens
 	socks []*Socket // the kernel's order: socks[i] is index i
 	to    []*Socket // the last steering target set; empty: the kernel's hash
+	// ghosts are sockets closed here that another process still held
+	// then: they stay in socks, at their index, until sock_diag shows
+	// they no longer listen.
+	ghosts map[*Socket]bool
 }
 
 // NewGroup returns an empty group for addr ("host:port"; port 0 picks a free
@@ -102,14 +106,20 @@ func (g *Group) Sockets() []*Socket {
 func (g *Group) Listen() (*Socket, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.reconcileLocked()
 	fd, addr, err := bindTCP(g.addr, true)
 	if err != nil {
 		return nil, err
 	}
-	s := &Socket{fd: fd}
+	s := newSocket(fd)
 	if err := checkListeners(s, g.socks, g.addr); err != nil {
 		s.Close()
 		return nil, err
+	}
+	if len(g.ghosts) > 0 {
+		// A ghost that leaves after this socket joins would move it.
+		s.Close()
+		return nil, fmt.Errorf("reuseport: %d closed socket(s) of the group on %s are still held by another process", len(g.ghosts), g.addr)
 	}
 	if err := unix.Listen(fd, listenBacklog()); err != nil {
 		s.Close()
@@ -124,7 +134,9 @@ func (g *Group) Listen() (*Socket, error) {
 	return s, nil
 }
 
-// listenBacklog is the kernel's limit, as Go's listeners use it.
+// listenBacklog is the kernel's limit, as Go's listeners use it
+// (net.maxListenerBacklog: the kernel keeps it in 32 bits since Linux 4.1,
+// and classic BPF steering needs Linux 4.6).
 func listenBacklog() int {
 	b, err := os.ReadFile("/proc/sys/net/core/somaxconn")
 	if err != nil {
@@ -134,7 +146,7 @@ func listenBacklog() int {
 	if err != nil || n <= 0 {
 		return unix.SOMAXCONN
 	}
-	return min(n, 1<<16-1)
+	return min(n, 1<<31-1)
 }
 
 // Verify checks, with sock_diag, that the sockets listening on the group's
@@ -147,10 +159,22 @@ func (g *Group) Verify() error {
 }
 
 func (g *Group) verifyLocked() error {
-	if len(g.socks) == 0 {
-		return nil
+	g.reconcileLocked()
+	for _, s := range g.socks {
+		if !g.ghosts[s] {
+			return checkListeners(s, g.socks, g.addr)
+		}
 	}
-	return checkListeners(g.socks[0], g.socks, g.addr)
+	return nil
+}
+
+// Held returns how many sockets closed here are still in the group because
+// another process holds them.
+func (g *Group) Held() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.reconcileLocked()
+	return len(g.ghosts)
 }
 
 // checkListeners checks that the sockets listening on at's address are
@@ -173,11 +197,16 @@ func checkListeners(at *Socket, socks []*Socket, addr string) error {
 // other process holds f any more (its workers have exited), so that the
 // socket leaves the group exactly now. Steering is re-applied for the new
 // order.
+//
+// If sock_diag shows f still listening after the close, another process
+// holds it: f then stays in the order, never a target, until a later call
+// finds it gone, and Close reports [ErrStillHeld].
 func (g *Group) Close(f *Socket) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.reconcileLocked()
 	i := slices.Index(g.socks, f)
-	if i < 0 {
+	if i < 0 || g.ghosts[f] {
 		return errors.New("reuseport: Close of a socket not in the group")
 	}
 	last := len(g.socks) - 1
@@ -197,8 +226,25 @@ func (g *Group) Close(f *Socket) error {
 			err = g.steerLocked(stable)
 		}
 	}
+	var at *Socket // an open socket of the group, to ask sock_diag about its address
+	for _, s := range g.socks {
+		if s != f && !g.ghosts[s] {
+			at = s
+			break
+		}
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	if at != nil && stillListens(at, f) {
+		if g.ghosts == nil {
+			g.ghosts = map[*Socket]bool{}
+		}
+		g.ghosts[f] = true
+		if len(g.to) > 0 {
+			g.steerLocked(want)
+		}
+		return ErrStillHeld
 	}
 	g.socks[i] = g.socks[last]
 	g.socks = g.socks[:last]
@@ -210,6 +256,37 @@ func (g *Group) Close(f *Socket) error {
 	return err
 }
 
+// ErrStillHeld is returned by [Group.Close] when another process still held
+// the socket: it left the group's targets, and leaves its order once it no
+// longer listens.
+var ErrStillHeld = errors.New("reuseport: the closed socket is still held by another process")
+
+// reconcileLocked drops the ghosts that no longer listen, as the kernel did
+// when their last holder closed them (no change of this group's came in
+// between: every change begins here).
+func (g *Group) reconcileLocked() {
+	if len(g.ghosts) == 0 {
+		return
+	}
+	var at *Socket
+	for _, s := range g.socks {
+		if !g.ghosts[s] {
+			at = s
+			break
+		}
+	}
+	for _, ghost := range slices.Clone(g.socks) {
+		if !g.ghosts[ghost] || (at != nil && stillListens(at, ghost)) {
+			continue
+		}
+		i := slices.Index(g.socks, ghost)
+		last := len(g.socks) - 1
+		g.socks[i] = g.socks[last]
+		g.socks = g.socks[:last]
+		delete(g.ghosts, ghost)
+	}
+}
+
 // CloseAll closes every socket of the group (the pool stops). Sockets that
 // other processes still hold leave the group when those close them.
 func (g *Group) CloseAll() {
@@ -218,7 +295,7 @@ func (g *Group) CloseAll() {
 	for _, f := range g.socks {
 		f.Close()
 	}
-	g.socks, g.to = nil, nil
+	g.socks, g.to, g.ghosts = nil, nil, nil
 }
 
 // Steer attaches a classic BPF program to the group that sends each new
@@ -230,6 +307,7 @@ func (g *Group) CloseAll() {
 func (g *Group) Steer(to []*Socket) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.reconcileLocked()
 	return g.steerLocked(to)
 }
 

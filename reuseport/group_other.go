@@ -52,6 +52,12 @@ var ErrNotQuiet = errors.New("reuseport: the socket still receives connections")
 // WaitQuiet returns ErrNotQuiet at once: it needs Linux.
 func (s *Socket) WaitQuiet(limit time.Duration, stop <-chan struct{}) error { return ErrNotQuiet }
 
+// ErrStillHeld is returned by Close of a socket another process holds.
+var ErrStillHeld = errors.New("reuseport: the closed socket is still held by another process")
+
+// Held returns 0.
+func (g *Group) Held() int { return 0 }
+
 // Verify fails: steered groups need Linux.
 func (g *Group) Verify() error { return errNoGroup }
 

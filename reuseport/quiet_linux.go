@@ -76,11 +76,13 @@ func (s *Socket) port() (int, error) {
 	return a.Port, nil
 }
 
-// inode returns the socket's inode number, as sock_diag reports it.
+// inode returns the socket's inode number, as sock_diag reports it (also
+// after Close).
 func (s *Socket) inode() (uint64, error) {
-	var st unix.Stat_t
-	err := s.control(func(fd int) error { return unix.Fstat(fd, &st) })
-	return st.Ino, err
+	if s.ino == 0 {
+		return 0, errors.New("reuseport: the socket's inode is unknown")
+	}
+	return s.ino, nil
 }
 
 // handshake identifies a connection in a SYN queue: family, addresses and
@@ -263,30 +265,41 @@ func parseNetlink(b []byte) ([]nlMsg, error) {
 	return out, nil
 }
 
-// sameSockets reports whether the sockets listening on at's address are
-// exactly socks (compared by inode), and if not, how many others there are;
-// ok is true when sock_diag cannot tell.
-func sameSockets(at *Socket, socks []*Socket) (ok bool, others int, err error) {
+// listenersAt returns the inodes of the sockets listening on at's address.
+func listenersAt(at *Socket) ([]uint64, error) {
 	var sa unix.Sockaddr
 	if err := at.control(func(fd int) (err error) {
 		sa, err = unix.Getsockname(fd)
 		return err
 	}); err != nil {
-		return false, 0, err
+		return nil, err
 	}
-	var family uint8
-	var ip [16]byte
-	var port int
 	switch a := sa.(type) {
 	case *unix.SockaddrInet4:
-		family, port = unix.AF_INET, a.Port
+		var ip [16]byte
 		copy(ip[:4], a.Addr[:])
+		return listeners(unix.AF_INET, ip, a.Port)
 	case *unix.SockaddrInet6:
-		family, port, ip = unix.AF_INET6, a.Port, a.Addr
-	default:
-		return false, 0, fmt.Errorf("reuseport: not a TCP socket (%T)", sa)
+		return listeners(unix.AF_INET6, a.Addr, a.Port)
 	}
-	found, err := listeners(family, ip, port)
+	return nil, fmt.Errorf("reuseport: not a TCP socket (%T)", sa)
+}
+
+// stillListens reports whether s (closed here) still listens on at's
+// address, held by another process; false if sock_diag cannot tell.
+func stillListens(at, s *Socket) bool {
+	found, err := listenersAt(at)
+	return err == nil && s.ino != 0 && slices.Contains(found, s.ino)
+}
+
+// sameSockets reports whether the sockets listening on at's address are
+// exactly socks (compared by inode), and if not, how many others there are;
+// ok is true when sock_diag cannot tell.
+func sameSockets(at *Socket, socks []*Socket) (ok bool, others int, err error) {
+	if _, err := at.tcpAddr(); err != nil {
+		return false, 0, err
+	}
+	found, err := listenersAt(at)
 	if err != nil {
 		return true, 0, nil // cannot tell
 	}

@@ -136,3 +136,55 @@ func TestGroupVerify(t *testing.T) {
 		})
 	}
 }
+
+// A socket closed here but still held by another process stays in the
+// kernel's group at its index: the group keeps it there, never a target,
+// until it is gone, and only then moves the last socket into its place.
+func TestGroupCloseStillHeld(t *testing.T) {
+	g, err := NewGroup("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.CloseAll()
+	var s [3]*Socket
+	for i := range s {
+		if s[i], err = g.Listen(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := pendingHandshakes(0); err != nil {
+		t.Skipf("sock_diag not available here: %v", err)
+	}
+	held, err := s[1].File() // another holder of socket 1, as a draining worker would be
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Steer([]*Socket{s[0], s[2]}); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Close(s[1]); !errors.Is(err, ErrStillHeld) {
+		t.Fatalf("Close of a socket another holder keeps: %v, want ErrStillHeld", err)
+	}
+	if g.Len() != 3 || g.Held() != 1 {
+		t.Fatalf("after closing a held socket: %d sockets, %d held; want 3 and 1", g.Len(), g.Held())
+	}
+	heldSock := newSocket(int(held.Fd()))
+	got := landings(t, g, []*Socket{s[0], heldSock, s[2]}, 40)
+	if got[1] != 0 || got[0] == 0 || got[2] == 0 {
+		t.Errorf("steered to sockets 0 and 2 while 1 is held elsewhere: landings %v, want none on 1", got)
+	}
+	if _, err := g.Listen(); err == nil {
+		t.Error("Listen succeeded while a closed socket is still held elsewhere")
+	}
+	held.Close()
+	if err := g.Steer([]*Socket{s[0], s[2]}); err != nil {
+		t.Fatal(err)
+	}
+	if g.Len() != 2 || g.Held() != 0 || g.Index(s[2]) != 1 {
+		t.Fatalf("after the other holder closed it: %d sockets, %d held, socket 2 at index %d; want 2, 0, 1", g.Len(), g.Held(), g.Index(s[2]))
+	}
+	got = landings(t, g, []*Socket{s[0], s[2]}, 40)
+	if got[0] == 0 || got[1] == 0 {
+		t.Errorf("after the held socket left: landings %v, want both used", got)
+	}
+}

@@ -66,6 +66,10 @@ func bindTCP(addr string, reuseAddr bool) (int, string, error) {
 		if ta.Zone != "" {
 			if ifi, e := net.InterfaceByName(ta.Zone); e == nil {
 				s6.ZoneId = uint32(ifi.Index)
+			} else if n, e := strconv.ParseUint(ta.Zone, 10, 32); e == nil {
+				s6.ZoneId = uint32(n)
+			} else {
+				return -1, "", fmt.Errorf("zone %q of %s: %w", ta.Zone, addr, e)
 			}
 		}
 		sa = s6

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"sync"
 	"syscall"
 
@@ -22,8 +23,19 @@ import (
 // child never switches the socket, which the child shares, to blocking mode
 // (as os/exec does with the *os.File from (*net.TCPListener).File).
 type Socket struct {
-	mu sync.Mutex
-	fd int // -1 once closed
+	mu  sync.Mutex
+	fd  int    // -1 once closed
+	ino uint64 // the socket's inode, to recognise it in sock_diag after Close
+}
+
+// newSocket takes over fd.
+func newSocket(fd int) *Socket {
+	s := &Socket{fd: fd}
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) == nil {
+		s.ino = st.Ino
+	}
+	return s
 }
 
 // Hold takes over f, a socket (f is closed), and returns it as a Socket.
@@ -55,7 +67,7 @@ func holdConn(sc syscall.Conn) (*Socket, error) {
 	if derr != nil {
 		return nil, fmt.Errorf("reuseport: dup: %w", derr)
 	}
-	return &Socket{fd: nfd}, nil
+	return newSocket(nfd), nil
 }
 
 func dupCloexec(fd int) (int, error) { return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0) }
@@ -98,7 +110,14 @@ func (s *Socket) tcpAddr() (*net.TCPAddr, error) {
 	case *unix.SockaddrInet4:
 		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}, nil
 	case *unix.SockaddrInet6:
-		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}, nil
+		zone := ""
+		if a.ZoneId != 0 {
+			zone = strconv.Itoa(int(a.ZoneId))
+			if ifi, err := net.InterfaceByIndex(int(a.ZoneId)); err == nil {
+				zone = ifi.Name
+			}
+		}
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port, Zone: zone}, nil
 	}
 	return nil, fmt.Errorf("reuseport: not a TCP socket (%T)", sa)
 }
