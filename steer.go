@@ -34,6 +34,9 @@ type steering struct {
 	log    *slog.Logger
 	slots  map[int]*steerSlot
 	frozen bool // a successor steers (binary upgrade), or the pool stops
+	// suspended: sockets the supervisor does not hold are in the group, so
+	// its order is not the kernel's; the kernel's hash chooses meanwhile.
+	suspended bool
 	// settle bounds the wait for a released slot's socket to become quiet:
 	// half the stop timeout, which runs meanwhile.
 	settle time.Duration
@@ -210,7 +213,20 @@ func (s *steering) steerLocked() {
 	if s.frozen {
 		return
 	}
-	if err := s.g.Steer(s.targetsLocked()); err != nil {
+	to := s.targetsLocked()
+	if err := s.g.Verify(); err != nil {
+		// Steering by a wrong order would send connections to leaving
+		// sockets; the kernel's hash at least spreads them.
+		if !s.suspended {
+			s.log.Warn("steering suspended: the kernel's hash chooses until the group is the supervisor's alone again", "err", err.Error())
+			s.suspended = true
+		}
+		to = nil
+	} else if s.suspended {
+		s.log.Info("steering resumed")
+		s.suspended = false
+	}
+	if err := s.g.Steer(to); err != nil {
 		s.log.Error("cannot steer new connections", "err", err.Error())
 	}
 }

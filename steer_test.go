@@ -3,8 +3,10 @@
 package clusterflock
 
 import (
+	"context"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -172,5 +174,45 @@ func TestSteeringAdopted(t *testing.T) {
 	s.event(supervisor.Event{Kind: supervisor.EventPoolReady})
 	if got := targets(); !slices.Equal(got, g.Sockets()[:1]) {
 		t.Fatal("after pool-ready: want only the slot with a ready new worker")
+	}
+}
+
+// A socket the supervisor does not hold in the group makes its order
+// unknowable: steering is suspended (the kernel's hash chooses) and resumes
+// once the socket is gone, both logged.
+func TestSteeringSuspendedByForeignSocket(t *testing.T) {
+	if err := reuseport.CheckSteering(); err != nil {
+		t.Skipf("classic BPF steering not available here: %v", err)
+	}
+	g, err := reuseport.NewGroup("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.CloseAll()
+	var logs strings.Builder
+	s := newSteering(g, slog.New(slog.NewTextHandler(&logs, nil)), time.Second)
+	if _, err := s.fileFor(0); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Verify(); err != nil {
+		t.Skipf("sock_diag cannot check the group here: %v", err)
+	}
+	foreign, err := reuseport.Listen(context.Background(), "tcp", g.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Verify() == nil {
+		foreign.Close()
+		t.Skip("sock_diag does not see listeners here")
+	}
+	s.event(supervisor.Event{Kind: supervisor.EventSpawn, Worker: supervisor.Worker{ID: 1, Slot: 0}})
+	s.event(supervisor.Event{Kind: supervisor.EventReady, Worker: supervisor.Worker{ID: 1, Slot: 0}})
+	if !strings.Contains(logs.String(), "steering suspended") {
+		t.Errorf("a foreign socket in the group: log %q, want steering suspended", logs.String())
+	}
+	foreign.Close()
+	s.event(supervisor.Event{Kind: supervisor.EventStop, Worker: supervisor.Worker{ID: 1, Slot: 0}})
+	if !strings.Contains(logs.String(), "steering resumed") {
+		t.Errorf("the foreign socket gone: log %q, want steering resumed", logs.String())
 	}
 }
