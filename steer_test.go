@@ -14,10 +14,10 @@ import (
 	"github.com/clusterflock/clusterflock/supervisor"
 )
 
-// The steering follows the pool's events: a slot receives connections only
-// while it has a ready worker and is not leaving; a released slot's socket
-// closes once its last worker has exited; a hand-over waits for that.
-func TestSteeringFollowsThePool(t *testing.T) {
+// newTestGroup returns an empty group on 127.0.0.1, closed at the end of
+// the test, or skips the test where classic BPF steering is not available.
+func newTestGroup(t *testing.T) *reuseport.Group {
+	t.Helper()
 	if err := reuseport.CheckSteering(); err != nil {
 		t.Skipf("classic BPF steering not available here: %v", err)
 	}
@@ -25,7 +25,15 @@ func TestSteeringFollowsThePool(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer g.CloseAll()
+	t.Cleanup(g.CloseAll)
+	return g
+}
+
+// The steering follows the pool's events: a slot receives connections only
+// while it has a ready worker and is not leaving; a released slot's socket
+// closes once its last worker has exited; a hand-over waits for that.
+func TestSteeringFollowsThePool(t *testing.T) {
+	g := newTestGroup(t)
 	s := newSteering(g, slog.New(slog.DiscardHandler), 400*time.Millisecond)
 	targets := func() []*reuseport.Socket {
 		s.mu.Lock()
@@ -181,14 +189,7 @@ func TestSteeringAdopted(t *testing.T) {
 // unknowable: steering is suspended (the kernel's hash chooses) and resumes
 // once the socket is gone, both logged.
 func TestSteeringSuspendedByForeignSocket(t *testing.T) {
-	if err := reuseport.CheckSteering(); err != nil {
-		t.Skipf("classic BPF steering not available here: %v", err)
-	}
-	g, err := reuseport.NewGroup("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.CloseAll()
+	g := newTestGroup(t)
 	var logs strings.Builder
 	s := newSteering(g, slog.New(slog.NewTextHandler(&logs, nil)), time.Second)
 	if _, err := s.fileFor(0); err != nil {
