@@ -296,10 +296,10 @@ func stillListens(at, s *Socket) bool {
 // exactly socks (compared by inode), and if not, how many others there are;
 // ok is true when sock_diag cannot tell.
 func sameSockets(at *Socket, socks []*Socket) (ok bool, others int, err error) {
-	if _, err := at.tcpAddr(); err != nil {
+	found, err := listenersAt(at)
+	if errors.Is(err, errClosed) {
 		return false, 0, err
 	}
-	found, err := listenersAt(at)
 	if err != nil {
 		return true, 0, nil // cannot tell
 	}
