@@ -426,14 +426,7 @@ func testKilledWorkerUnderLoad(t *testing.T, mig string) {
 	}
 	ready := p.waitFrom(mark, "worker ready", nil)
 	newPid := ready.int("pid")
-	since := l.successes()
-	deadline := time.Now().Add(10 * time.Second)
-	for l.pidsSince(since)[newPid] == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the reforked worker %d served nothing in 10 s", newPid)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, bounded by the deadline
-	}
+	l.waitServedBy(l.successes(), newPid, 10*time.Second)
 	t.Logf("worker %d SIGKILLed; its replacement %d served after %v", victim, newPid, time.Since(start).Round(time.Millisecond))
 	label := "SIGKILL of 1 of 3 workers, migration " + mig
 	r := l.finish(label)
@@ -488,14 +481,7 @@ func testStoppedWorkerReplaced(t *testing.T, mig string) {
 	exit := p.waitFrom(mark, "worker exited unexpectedly", func(r record) bool { return r.int("pid") == victim })
 	ready := p.waitFrom(mark, "worker ready", nil)
 	replaced := time.Since(start)
-	since := l.successes()
-	deadline := time.Now().Add(10 * time.Second)
-	for l.pidsSince(since)[ready.int("pid")] == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the replacement %d served nothing in 10 s", ready.int("pid"))
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, bounded by the deadline
-	}
+	l.waitServedBy(l.successes(), ready.int("pid"), 10*time.Second)
 	label := fmt.Sprintf("SIGSTOP of 1 of 2 workers, heartbeat timeout %v, migration %s", hb, mig)
 	r := l.finish(label)
 	t.Logf("stopped worker %d killed %v after SIGSTOP (%s, %s); replacement %d ready after %v",

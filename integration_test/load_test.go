@@ -188,6 +188,19 @@ func (l *load) waitServed(mark, n int, timeout time.Duration) {
 
 // pidsSince returns how many successful requests each pid answered since
 // the mark (a value of successes).
+// waitServedBy waits (bounded) until pid has answered a request of the
+// load made after mark.
+func (l *load) waitServedBy(mark, pid int, timeout time.Duration) {
+	l.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for l.pidsSince(mark)[pid] == 0 {
+		if time.Now().After(deadline) {
+			l.t.Fatalf("worker %d served nothing in %v", pid, timeout)
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval, bounded by the deadline
+	}
+}
+
 func (l *load) pidsSince(mark int) map[int]int {
 	l.mu.Lock()
 	defer l.mu.Unlock()

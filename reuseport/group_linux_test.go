@@ -68,7 +68,10 @@ func landings(t *testing.T, g *Group, socks []*Socket, n int) []int {
 	return counts
 }
 
-func TestGroupSteering(t *testing.T) {
+// newTestGroup returns an empty group on 127.0.0.1, closed at the end of
+// the test, or skips the test where classic BPF steering is not available.
+func newTestGroup(t *testing.T) *Group {
+	t.Helper()
 	if err := CheckSteering(); err != nil {
 		t.Skipf("classic BPF steering not available here: %v", err)
 	}
@@ -76,9 +79,15 @@ func TestGroupSteering(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer g.CloseAll()
+	t.Cleanup(g.CloseAll)
+	return g
+}
+
+func TestGroupSteering(t *testing.T) {
+	g := newTestGroup(t)
 	var s [4]*Socket
 	for i := range s {
+		var err error
 		if s[i], err = g.Listen(); err != nil {
 			t.Fatal(err)
 		}
@@ -156,14 +165,7 @@ func TestGroupSteering(t *testing.T) {
 }
 
 func TestAdoptGroup(t *testing.T) {
-	if err := CheckSteering(); err != nil {
-		t.Skipf("classic BPF steering not available here: %v", err)
-	}
-	g, err := NewGroup("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.CloseAll()
+	g := newTestGroup(t)
 	for range 2 {
 		if _, err := g.Listen(); err != nil {
 			t.Fatal(err)

@@ -267,11 +267,8 @@ func parseNetlink(b []byte) ([]nlMsg, error) {
 
 // listenersAt returns the inodes of the sockets listening on at's address.
 func listenersAt(at *Socket) ([]uint64, error) {
-	var sa unix.Sockaddr
-	if err := at.control(func(fd int) (err error) {
-		sa, err = unix.Getsockname(fd)
-		return err
-	}); err != nil {
+	sa, err := at.sockname()
+	if err != nil {
 		return nil, err
 	}
 	switch a := sa.(type) {

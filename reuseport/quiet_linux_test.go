@@ -141,12 +141,9 @@ func TestGroupVerify(t *testing.T) {
 // kernel's group at its index: the group keeps it there, never a target,
 // until it is gone, and only then moves the last socket into its place.
 func TestGroupCloseStillHeld(t *testing.T) {
-	g, err := NewGroup("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.CloseAll()
+	g := newTestGroup(t)
 	var s [3]*Socket
+	var err error
 	for i := range s {
 		if s[i], err = g.Listen(); err != nil {
 			t.Fatal(err)

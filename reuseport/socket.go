@@ -99,11 +99,8 @@ func (s *Socket) Addr() (string, error) {
 }
 
 func (s *Socket) tcpAddr() (*net.TCPAddr, error) {
-	var sa unix.Sockaddr
-	if err := s.control(func(fd int) (err error) {
-		sa, err = unix.Getsockname(fd)
-		return err
-	}); err != nil {
+	sa, err := s.sockname()
+	if err != nil {
 		return nil, err
 	}
 	switch a := sa.(type) {
@@ -120,6 +117,14 @@ func (s *Socket) tcpAddr() (*net.TCPAddr, error) {
 		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port, Zone: zone}, nil
 	}
 	return nil, fmt.Errorf("reuseport: not a TCP socket (%T)", sa)
+}
+
+func (s *Socket) sockname() (sa unix.Sockaddr, err error) {
+	err = s.control(func(fd int) (err error) {
+		sa, err = unix.Getsockname(fd)
+		return err
+	})
+	return sa, err
 }
 
 // Close closes the socket.
