@@ -105,39 +105,40 @@ func (s *execSpawner) Close() error {
 		select {
 		case <-sb.p.exited:
 		case <-time.After(2 * time.Second):
-			sb.p.Signal(os.Kill)
+			sb.p.Kill()
 			<-sb.p.exited
 		}
 	}
 	return err
 }
 
-// Release implements supervisor.SlotReleaser: with a steered group, the
-// slot's socket is steered away from before its worker is asked to stop.
-func (s *execSpawner) Release(slot int) {
-	if s.src.steer != nil {
-		s.src.steer.release(slot)
-	}
-}
-
 // Spawn implements supervisor.Spawner. With Options.Spare it hands the
 // standby the slot (it only has to listen), then starts the next standby.
 func (s *execSpawner) Spawn(w supervisor.Worker) (supervisor.Process, error) {
 	if !s.spare {
-		return s.process(s.start(w, nil))
+		p, err := s.start(w, nil)
+		return s.process(w, p, err)
 	}
 	defer s.startStandby(w.Generation)
 	if sb := s.takeStandby(w.Generation); sb != nil {
 		err := s.activate(sb, w)
 		sb.control.Close()
 		if err == nil {
-			sb.p.slot = w.Slot
+			s.spawned(w)
 			return sb.p, nil
 		}
-		sb.p.Signal(os.Kill) // it cannot read its activation: a fresh worker instead
+		sb.p.Kill() // it cannot read its activation: a fresh worker instead
 		s.retired = append(s.retired, sb)
 	}
-	return s.process(s.start(w, nil))
+	p, err := s.start(w, nil)
+	return s.process(w, p, err)
+}
+
+// spawned tells a steered group that w holds its slot's socket.
+func (s *execSpawner) spawned(w supervisor.Worker) {
+	if s.src.steer != nil {
+		s.src.steer.spawned(w)
+	}
 }
 
 // activate sends a standby its slot and generation, and the slot's socket
@@ -191,10 +192,11 @@ func (s *execSpawner) slotListener(slot int) (*os.File, error) {
 }
 
 // process converts start's result without wrapping a nil pointer.
-func (s *execSpawner) process(p *execProcess, err error) (supervisor.Process, error) {
+func (s *execSpawner) process(w supervisor.Worker, p *execProcess, err error) (supervisor.Process, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.spawned(w)
 	return p, nil
 }
 
@@ -305,7 +307,7 @@ func (s *execSpawner) start(w supervisor.Worker, control *os.File) (*execProcess
 		sr.Close()
 		return nil, err
 	}
-	p := &execProcess{cmd: cmd, own: s.own, status: sr, slot: w.Slot, steer: s.src.steer, msgs: make(chan proto.Message, 4),
+	p := &execProcess{cmd: cmd, own: s.own, status: sr, msgs: make(chan supervisor.Message, 4),
 		exited: make(chan struct{}), readDone: make(chan struct{}), standing: make(chan struct{})}
 	go p.read()
 	go p.wait()
@@ -315,34 +317,23 @@ func (s *execSpawner) start(w supervisor.Worker, control *os.File) (*execProcess
 // execProcess is a worker started by execSpawner.
 type execProcess struct {
 	cmd      *exec.Cmd
-	slot     int
-	steer    *steering // nil unless the supervisor steers a group
 	own      *children
 	status   *os.File
-	msgs     chan proto.Message
+	msgs     chan supervisor.Message
 	exited   chan struct{}   // closed when the process is reaped
 	standing chan struct{}   // closed when a standby reports it waits
 	readDone chan struct{}   // closed when read returns
 	exit     supervisor.Exit // valid once exited is closed
 }
 
-func (p *execProcess) Pid() int                       { return p.cmd.Process.Pid }
-func (p *execProcess) Messages() <-chan proto.Message { return p.msgs }
+func (p *execProcess) Pid() int                            { return p.cmd.Process.Pid }
+func (p *execProcess) Messages() <-chan supervisor.Message { return p.msgs }
 
-// Signal implements supervisor.Process. SIGTERM to the worker of a slot
-// leaving a steered group waits until its socket gets no more connections.
-func (p *execProcess) Signal(sig os.Signal) error {
-	if sig == syscall.SIGTERM && p.steer != nil {
-		if settled := p.steer.hold(p.slot); settled != nil {
-			go func() {
-				<-settled
-				_ = p.cmd.Process.Signal(sig)
-			}()
-			return nil
-		}
-	}
-	return p.cmd.Process.Signal(sig)
-}
+// Stop implements supervisor.Process: SIGTERM.
+func (p *execProcess) Stop() error { return p.cmd.Process.Signal(syscall.SIGTERM) }
+
+// Kill implements supervisor.Process: SIGKILL.
+func (p *execProcess) Kill() error { return p.cmd.Process.Kill() }
 
 // Wait implements supervisor.Process.
 func (p *execProcess) Wait() supervisor.Exit {
@@ -367,7 +358,7 @@ func (p *execProcess) read() {
 			close(p.standing)
 			continue
 		}
-		p.msgs <- m
+		p.msgs <- supervisor.Message{Kind: supervisor.MessageKind(m.Kind), Text: m.Text}
 	}
 }
 

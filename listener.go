@@ -35,7 +35,7 @@ func (s *listenerSource) Close() error {
 		s.shared.Close()
 	}
 	if s.steer != nil {
-		s.steer.g.CloseAll()
+		s.steer.close()
 	} else if s.adopted != nil {
 		s.adopted.CloseAll()
 	}

@@ -26,9 +26,11 @@ import (
 // its worker keeps accepting until nothing more arrives; only then is it
 // asked to stop, and the socket closes once the worker has exited.
 //
-// Its methods are called on the supervisor's goroutine (Spawn, Release,
-// events) and the dispatcher's (upgrade), so it locks.
+// Its methods are called on the supervisor's goroutine (Spawn and the
+// supervisor's hooks) and the dispatcher's (upgrade), so it locks.
 type steering struct {
+	wg     sync.WaitGroup // drain waits
+	quit   chan struct{}  // closed by close: drain waits end
 	mu     sync.Mutex
 	g      *reuseport.Group
 	log    *slog.Logger
@@ -55,7 +57,14 @@ type steerSlot struct {
 const inheritedID = -1
 
 func newSteering(g *reuseport.Group, log *slog.Logger, stopTimeout time.Duration) *steering {
-	return &steering{g: g, log: log, slots: make(map[int]*steerSlot), settle: stopTimeout / 2}
+	return &steering{g: g, log: log, slots: make(map[int]*steerSlot), settle: stopTimeout / 2, quit: make(chan struct{})}
+}
+
+// close ends the drain waits, waits for them, and closes every socket.
+func (s *steering) close() {
+	close(s.quit)
+	s.wg.Wait()
+	s.g.CloseAll()
 }
 
 // adopt makes the group's sockets (inherited from an old supervisor, in the
@@ -96,31 +105,21 @@ func (s *steering) fileFor(slot int) (*reuseport.Socket, error) {
 	return f, nil
 }
 
-// hold returns, for a worker of slot being asked to stop, a channel to wait
-// on before it is signalled (nil: signal at once).
-func (s *steering) hold(slot int) <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if sl := s.slots[slot]; sl != nil && sl.released {
-		return sl.settled
-	}
-	return nil
-}
-
 // release steers new connections away from slot's socket and starts waiting
-// until none arrive; the socket closes when its last worker has exited.
-func (s *steering) release(slot int) {
+// until none arrive; the returned channel is closed then (nil: nothing to
+// wait for). The socket closes when its last worker has exited.
+func (s *steering) release(slot int) <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sl := s.slots[slot]
 	if sl == nil {
-		return
+		return nil
 	}
 	sl.released = true
 	s.steerLocked()
 	if len(sl.members) == 0 {
 		s.closeLocked(slot)
-		return
+		return nil
 	}
 	settled, takenBack := make(chan struct{}), make(chan struct{})
 	var once, back sync.Once
@@ -129,8 +128,19 @@ func (s *steering) release(slot int) {
 		back.Do(func() { close(takenBack) })
 		once.Do(func() { close(settled) })
 	}
-	go func() {
-		err := sl.f.WaitQuiet(s.settle, takenBack)
+	stop, waited := make(chan struct{}), make(chan struct{}) // stop: taken back, or the steering closes
+	s.wg.Go(func() {
+		select {
+		case <-takenBack:
+		case <-s.quit:
+		case <-waited:
+			return
+		}
+		close(stop)
+	})
+	s.wg.Go(func() {
+		defer close(waited)
+		err := sl.f.WaitQuiet(s.settle, stop)
 		once.Do(func() { close(settled) })
 		if errors.Is(err, reuseport.ErrNotQuiet) {
 			select {
@@ -140,56 +150,81 @@ func (s *steering) release(slot int) {
 					"slot", slot, "waited", s.settle, "err", err.Error())
 			}
 		}
-	}()
+	})
+	return settled
 }
 
-// event follows the pool: which workers hold and serve each slot's socket.
-func (s *steering) event(ev supervisor.Event) {
+// spawned: w holds its slot's socket.
+func (s *steering) spawned(w supervisor.Worker) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	w := ev.Worker
-	sl := s.slots[w.Slot]
-	switch ev.Kind {
-	case supervisor.EventStopping:
-		// The pool stops: the workers' own references keep the sockets
-		// open until they have drained; nothing is steered any more.
-		s.frozen = true
-		s.g.CloseAll()
-		clear(s.slots)
-		return
-	case supervisor.EventPoolReady:
-		changed := false
-		for _, sl := range s.slots {
-			if sl.ready[inheritedID] {
-				delete(sl.ready, inheritedID)
-				changed = true
-			}
-		}
-		if changed {
-			s.steerLocked()
-		}
-		return
+	if sl := s.slots[w.Slot]; sl != nil {
+		sl.members[w.ID] = true
 	}
+}
+
+// ready: w serves its slot's socket.
+func (s *steering) ready(w supervisor.Worker) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sl := s.slots[w.Slot]; sl != nil {
+		sl.ready[w.ID] = true
+		s.steerLocked()
+	}
+}
+
+// stopping: w takes no new connections.
+func (s *steering) stopping(w supervisor.Worker) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sl := s.slots[w.Slot]; sl != nil {
+		delete(sl.ready, w.ID)
+		s.steerLocked()
+	}
+}
+
+// exited: w holds its slot's socket no more; a released slot's socket closes
+// with its last worker.
+func (s *steering) exited(w supervisor.Worker) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sl := s.slots[w.Slot]
 	if sl == nil {
 		return
 	}
-	switch ev.Kind {
-	case supervisor.EventSpawn:
-		sl.members[w.ID] = true
-	case supervisor.EventReady:
-		sl.ready[w.ID] = true
-		s.steerLocked()
-	case supervisor.EventStop, supervisor.EventKill:
-		delete(sl.ready, w.ID)
-		s.steerLocked()
-	case supervisor.EventExit:
-		delete(sl.ready, w.ID)
-		delete(sl.members, w.ID)
-		if sl.released && len(sl.members) == 0 {
-			s.closeLocked(w.Slot)
+	delete(sl.ready, w.ID)
+	delete(sl.members, w.ID)
+	if sl.released && len(sl.members) == 0 {
+		s.closeLocked(w.Slot)
+	}
+	s.steerLocked()
+}
+
+// poolReady: the old supervisor's workers no longer count as serving the
+// sockets this pool adopted.
+func (s *steering) poolReady() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	changed := false
+	for _, sl := range s.slots {
+		if sl.ready[inheritedID] {
+			delete(sl.ready, inheritedID)
+			changed = true
 		}
+	}
+	if changed {
 		s.steerLocked()
 	}
+}
+
+// poolStopping: the workers' own references keep the sockets open until
+// they have drained; nothing is steered any more.
+func (s *steering) poolStopping() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.frozen = true
+	s.g.CloseAll()
+	clear(s.slots)
 }
 
 // closeLocked closes a released slot's socket: its workers have exited, so

@@ -29,6 +29,21 @@ func newTestGroup(t *testing.T) *reuseport.Group {
 	return g
 }
 
+// follow tells s what the supervisor would for an event of kind.
+func follow(s *steering, kind supervisor.EventKind, id, slot int) {
+	w := supervisor.Worker{ID: id, Slot: slot}
+	switch kind {
+	case supervisor.EventSpawn:
+		s.spawned(w)
+	case supervisor.EventReady:
+		s.ready(w)
+	case supervisor.EventStop, supervisor.EventKill:
+		s.stopping(w)
+	case supervisor.EventExit:
+		s.exited(w)
+	}
+}
+
 // The steering follows the pool's events: a slot receives connections only
 // while it has a ready worker and is not leaving; a released slot's socket
 // closes once its last worker has exited; a hand-over waits for that.
@@ -40,9 +55,7 @@ func TestSteeringFollowsThePool(t *testing.T) {
 		defer s.mu.Unlock()
 		return s.targetsLocked()
 	}
-	ev := func(kind supervisor.EventKind, id, slot int) {
-		s.event(supervisor.Event{Kind: kind, Worker: supervisor.Worker{ID: id, Slot: slot}})
-	}
+	ev := func(kind supervisor.EventKind, id, slot int) { follow(s, kind, id, slot) }
 	s0, err := s.fileFor(0)
 	if err != nil {
 		t.Fatal(err)
@@ -74,16 +87,12 @@ func TestSteeringFollowsThePool(t *testing.T) {
 	}
 
 	// TTOU of slot 1: steered away at once, its stop held until quiet.
-	s.release(1)
+	settled := s.release(1)
 	if got := targets(); !slices.Equal(got, []*reuseport.Socket{s0}) {
 		t.Fatal("slot 1 released: want only slot 0's socket")
 	}
-	settled := s.hold(1)
 	if settled == nil {
 		t.Fatal("the released slot's worker is not held before its SIGTERM")
-	}
-	if s.hold(0) != nil {
-		t.Error("a slot that stays is held")
 	}
 	if _, busy := s.handOver(); busy == "" {
 		t.Error("hand-over allowed while a retired worker drains")
@@ -111,14 +120,13 @@ func TestSteeringFollowsThePool(t *testing.T) {
 	// (they wait for the re-forks), never a slot that is leaving.
 	s1b, _ := s.fileFor(1) // TTIN takes slot 1 again: a new socket
 	ev(supervisor.EventSpawn, 4, 1)
-	s.release(1)
+	held := s.release(1)
 	ev(supervisor.EventExit, 3, 0)
 	if got := targets(); !slices.Equal(got, []*reuseport.Socket{s0}) {
 		t.Fatal("no ready worker, slot 1 leaving: want only slot 0's socket")
 	}
 	// Taken back while its worker still drains: it shares the socket, and
 	// the old worker is let go at once.
-	held := s.hold(1)
 	if again, _ := s.fileFor(1); again != s1b {
 		t.Fatal("a released slot taken back got another socket")
 	}
@@ -138,7 +146,7 @@ func TestSteeringFollowsThePool(t *testing.T) {
 	if g.Index(s2) != -1 {
 		t.Error("a released slot without workers kept its socket")
 	}
-	s.event(supervisor.Event{Kind: supervisor.EventStopping})
+	s.poolStopping()
 	if g.Len() != 0 {
 		t.Errorf("after the pool began stopping the supervisor still holds %d sockets", g.Len())
 	}
@@ -177,9 +185,9 @@ func TestSteeringAdopted(t *testing.T) {
 	if f, _ := s.fileFor(1); f != g.Sockets()[1] {
 		t.Fatal("slot 1 of the new pool does not get the second adopted socket")
 	}
-	s.event(supervisor.Event{Kind: supervisor.EventSpawn, Worker: supervisor.Worker{ID: 1, Slot: 0}})
-	s.event(supervisor.Event{Kind: supervisor.EventReady, Worker: supervisor.Worker{ID: 1, Slot: 0}})
-	s.event(supervisor.Event{Kind: supervisor.EventPoolReady})
+	follow(s, supervisor.EventSpawn, 1, 0)
+	follow(s, supervisor.EventReady, 1, 0)
+	s.poolReady()
 	if got := targets(); !slices.Equal(got, g.Sockets()[:1]) {
 		t.Fatal("after pool-ready: want only the slot with a ready new worker")
 	}
@@ -206,13 +214,13 @@ func TestSteeringSuspendedByForeignSocket(t *testing.T) {
 		foreign.Close()
 		t.Skip("sock_diag does not see listeners here")
 	}
-	s.event(supervisor.Event{Kind: supervisor.EventSpawn, Worker: supervisor.Worker{ID: 1, Slot: 0}})
-	s.event(supervisor.Event{Kind: supervisor.EventReady, Worker: supervisor.Worker{ID: 1, Slot: 0}})
+	follow(s, supervisor.EventSpawn, 1, 0)
+	follow(s, supervisor.EventReady, 1, 0)
 	if !strings.Contains(logs.String(), "steering suspended") {
 		t.Errorf("a foreign socket in the group: log %q, want steering suspended", logs.String())
 	}
 	foreign.Close()
-	s.event(supervisor.Event{Kind: supervisor.EventStop, Worker: supervisor.Worker{ID: 1, Slot: 0}})
+	follow(s, supervisor.EventStop, 1, 0)
 	if !strings.Contains(logs.String(), "steering resumed") {
 		t.Errorf("the foreign socket gone: log %q, want steering resumed", logs.String())
 	}

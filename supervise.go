@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/clusterflock/clusterflock/internal/sdnotify"
+	"github.com/clusterflock/clusterflock/internal/signame"
 	"github.com/clusterflock/clusterflock/reuseport"
 	"github.com/clusterflock/clusterflock/supervisor"
-	"golang.org/x/sys/unix"
 )
 
 // handledSignals returns the signals the supervisor acts on. Workers
@@ -36,15 +36,6 @@ func notifySignals() chan os.Signal {
 	c := make(chan os.Signal, 16)
 	signal.Notify(c, handledSignals()...)
 	return c
-}
-
-func signalName(sig os.Signal) string {
-	if s, ok := sig.(syscall.Signal); ok {
-		if name := unix.SignalName(s); name != "" {
-			return name
-		}
-	}
-	return sig.String()
 }
 
 // run is the role dispatch behind Run and Serve.
@@ -134,18 +125,8 @@ func superviseAs(ctx context.Context, o options, sigs chan os.Signal, heir *upgr
 		HeartbeatTimeout: o.HeartbeatTimeout,
 		Surge:            o.RestartSurge,
 		Logger:           log,
-		OnEvent: func(ev supervisor.Event) {
-			if src.steer != nil {
-				src.steer.event(ev)
-			}
-			if ev.Kind == supervisor.EventPoolReady {
-				heir.ready()
-			}
-			sd.event(ev)
-			if o.OnEvent != nil {
-				o.OnEvent(ev)
-			}
-		},
+		OnEvent:          o.OnEvent,
+		Hooks:            &poolHooks{steer: src.steer, heir: heir, sd: sd},
 	})
 	if err != nil {
 		return fmt.Errorf("clusterflock: %w", err)
@@ -235,6 +216,7 @@ func (d *dispatcher) run(sigs <-chan os.Signal, stop <-chan struct{}) {
 			d.pending = nil
 			if res.err != nil {
 				log.Error("binary upgrade failed; the old pool keeps serving", "err", res.err.Error())
+				d.sup.Report(supervisor.Event{Kind: supervisor.EventUpgrade, Reason: "failed: " + res.err.Error(), Pid: res.pid})
 				if d.src.steer != nil {
 					d.src.steer.resume()
 					// Its workers (orphans now) drain and exit within
@@ -244,20 +226,21 @@ func (d *dispatcher) run(sigs <-chan os.Signal, stop <-chan struct{}) {
 				continue
 			}
 			log.Info("binary upgrade: the new supervisor serves; stopping this one", "new_pid", res.pid)
+			d.sup.Report(supervisor.Event{Kind: supervisor.EventUpgrade, Reason: "done", Pid: res.pid})
 			d.sd.mainPID(res.pid)
 			d.stopping = true
 			d.sup.Stop()
 		case sig := <-sigs:
-			log.Info("signal received", "signal", signalName(sig))
+			log.Info("signal received", "signal", signame.Of(sig))
 			if d.pending != nil && (sig == syscall.SIGTTIN || sig == syscall.SIGTTOU || sig == syscall.SIGHUP) {
 				// The new supervisor sizes its own pool; changing this
 				// one now would be undone, and a steered group's order
 				// must not change under it.
-				log.Warn("request refused: a binary upgrade is under way", "signal", signalName(sig), "new_pid", d.pending.cmd.Process.Pid)
+				d.refuse(sig, "a binary upgrade is under way", d.pending.cmd.Process.Pid)
 				continue
 			}
 			if why := d.groupUnsettled(sig); why != "" {
-				log.Warn("request refused: "+why, "signal", signalName(sig))
+				d.refuse(sig, why, 0)
 				continue
 			}
 			switch sig {
@@ -304,14 +287,20 @@ func (d *dispatcher) groupUnsettled(sig os.Signal) string {
 	return ""
 }
 
+// refuse reports that the request sig stands for is refused, and why;
+// newPid is the binary upgrade's new supervisor it concerns, if any.
+func (d *dispatcher) refuse(sig os.Signal, why string, newPid int) {
+	d.sup.Report(supervisor.Event{Kind: supervisor.EventRefused, Reason: signame.Of(sig) + ": " + why, Pid: newPid})
+}
+
 func (d *dispatcher) startUpgrade() {
 	log := d.o.Logger
 	switch {
 	case d.stopping:
-		log.Warn("binary upgrade refused: the pool is stopping")
+		d.refuse(syscall.SIGUSR2, "binary upgrade: the pool is stopping", 0)
 		return
 	case d.pending != nil:
-		log.Warn("binary upgrade refused: one is already under way", "new_pid", d.pending.cmd.Process.Pid)
+		d.refuse(syscall.SIGUSR2, "binary upgrade: one is already under way", d.pending.cmd.Process.Pid)
 		return
 	}
 	var group []*reuseport.Socket
@@ -321,13 +310,14 @@ func (d *dispatcher) startUpgrade() {
 		d.sup.Workers()
 		var busy string
 		if group, busy = d.src.steer.handOver(); busy != "" {
-			log.Warn("binary upgrade refused: " + busy)
+			d.refuse(syscall.SIGUSR2, "binary upgrade: "+busy, 0)
 			return
 		}
 	}
 	s, err := startSuccessor(d.src, group, d.own, d.upgrades)
 	if err != nil {
 		log.Error("binary upgrade failed: cannot start a new supervisor", "err", err.Error())
+		d.sup.Report(supervisor.Event{Kind: supervisor.EventUpgrade, Reason: "failed: cannot start a new supervisor: " + err.Error()})
 		if d.src.steer != nil {
 			d.src.steer.resume()
 		}
@@ -335,6 +325,7 @@ func (d *dispatcher) startUpgrade() {
 	}
 	d.pending = s
 	log.Info("binary upgrade: new supervisor started", "new_pid", s.cmd.Process.Pid)
+	d.sup.Report(supervisor.Event{Kind: supervisor.EventUpgrade, Reason: "begin", Pid: s.cmd.Process.Pid})
 }
 
 // abandonUpgrade stops a new supervisor that was not ready when this one
@@ -362,4 +353,54 @@ func (d *dispatcher) logWorkers() {
 		d.o.Logger.Info("worker", "worker", w.ID, "slot", w.Slot, "generation", w.Generation, "pid", w.Pid,
 			"state", string(w.State), "uptime", time.Since(w.Started).Round(time.Millisecond))
 	}
+}
+
+// poolHooks passes the supervisor's changes to those that follow them: the
+// steered group, systemd and a binary upgrade's handshake.
+type poolHooks struct {
+	steer *steering // nil unless migration cbpf
+	heir  *upgradeRole
+	sd    *systemd
+}
+
+func (h *poolHooks) WorkerReady(w supervisor.Worker) {
+	if h.steer != nil {
+		h.steer.ready(w)
+	}
+}
+
+func (h *poolHooks) WorkerStopping(w supervisor.Worker) {
+	if h.steer != nil {
+		h.steer.stopping(w)
+	}
+}
+
+func (h *poolHooks) WorkerExited(w supervisor.Worker) {
+	if h.steer != nil {
+		h.steer.exited(w)
+	}
+}
+
+func (h *poolHooks) SlotLeaving(slot int) <-chan struct{} {
+	if h.steer != nil {
+		return h.steer.release(slot)
+	}
+	return nil
+}
+
+func (h *poolHooks) PoolReady(n int) {
+	if h.steer != nil {
+		h.steer.poolReady()
+	}
+	h.heir.ready()
+	h.sd.poolReady(n)
+}
+
+func (h *poolHooks) Restart(phase string) { h.sd.restart(phase) }
+
+func (h *poolHooks) PoolStopping(reason string) {
+	if h.steer != nil {
+		h.steer.poolStopping()
+	}
+	h.sd.stopping(reason)
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/clusterflock/clusterflock/internal/sdnotify"
-	"github.com/clusterflock/clusterflock/supervisor"
 	"golang.org/x/sys/unix"
 )
 
@@ -36,22 +35,31 @@ func (s *systemd) send(state string) {
 	}
 }
 
-// event is called on the supervisor's goroutine for every event.
-func (s *systemd) event(ev supervisor.Event) {
-	if !s.n.Enabled() || s.handedOver.Load() {
-		return
+// on reports whether notifications are to be sent.
+func (s *systemd) on() bool { return s.n.Enabled() && !s.handedOver.Load() }
+
+// poolReady: every worker serves.
+func (s *systemd) poolReady(n int) {
+	if s.on() {
+		s.send(fmt.Sprintf("READY=1\nSTATUS=%d workers serving on %s", n, s.addr))
 	}
-	switch ev.Kind {
-	case supervisor.EventPoolReady:
-		s.send(fmt.Sprintf("READY=1\nSTATUS=%d workers serving on %s", ev.Pool, s.addr))
-	case supervisor.EventRestart:
-		if ev.Reason == "begin" {
-			s.send(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d\nSTATUS=rolling restart", monotonicUsec()))
-		} else if ev.Reason != "done" { // done is followed by EventPoolReady
-			s.send("READY=1\nSTATUS=rolling restart " + ev.Reason)
-		}
-	case supervisor.EventStopping:
-		s.send("STOPPING=1\nSTATUS=stopping (" + ev.Reason + ")")
+}
+
+// restart: a rolling restart's phase, as supervisor.Hooks.Restart's.
+func (s *systemd) restart(phase string) {
+	switch {
+	case !s.on():
+	case phase == "begin":
+		s.send(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d\nSTATUS=rolling restart", monotonicUsec()))
+	case phase != "done": // done is followed by poolReady
+		s.send("READY=1\nSTATUS=rolling restart " + phase)
+	}
+}
+
+// stopping: the pool stops.
+func (s *systemd) stopping(reason string) {
+	if s.on() {
+		s.send("STOPPING=1\nSTATUS=stopping (" + reason + ")")
 	}
 }
 

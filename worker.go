@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/clusterflock/clusterflock/internal/proto"
+	"github.com/clusterflock/clusterflock/internal/signame"
 	"github.com/clusterflock/clusterflock/reuseport"
 	"golang.org/x/sys/unix"
 )
@@ -116,7 +117,7 @@ wait:
 			}
 		case sig := <-sigs:
 			if sig == syscall.SIGTERM || sig == syscall.SIGQUIT {
-				log.Debug("worker stopping", "signal", signalName(sig))
+				log.Debug("worker stopping", "signal", signame.Of(sig))
 				break wait
 			} // the supervisor acts on the others
 		case <-orphaned:

@@ -634,7 +634,7 @@ func TestUpgradeSteeredGroup(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGTTOU, syscall.SIGTTIN, syscall.SIGHUP} {
 		m := p.mark()
 		p.signal(sig)
-		r := p.waitFrom(m, "request refused: a binary upgrade is under way", nil)
+		r := p.waitFrom(m, "request refused", func(r record) bool { return strings.Contains(r.str("reason"), "a binary upgrade is under way") })
 		if r.int("new_pid") != newPid {
 			t.Errorf("refusal of %v names new_pid %d, want %d", sig, r.int("new_pid"), newPid)
 		}
@@ -650,14 +650,14 @@ func TestUpgradeSteeredGroup(t *testing.T) {
 	if err := syscall.Kill(newPid, syscall.SIGTTOU); err != nil {
 		t.Fatal(err)
 	}
-	refused, err := p.find(m, "", func(r record) bool {
-		return strings.HasPrefix(r.str("msg"), "request refused: the old supervisor")
+	refused, err := p.find(m, "request refused", func(r record) bool {
+		return strings.Contains(r.str("reason"), "the old supervisor")
 	}, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := fmt.Sprintf("request refused: the old supervisor %d is still draining", p.pid()); refused.str("msg") != want {
-		t.Errorf("refusal %q, want %q", refused.str("msg"), want)
+	if want := fmt.Sprintf("TTOU: the old supervisor %d is still draining", p.pid()); refused.str("reason") != want {
+		t.Errorf("refusal %q, want %q", refused.str("reason"), want)
 	}
 	if err := <-slow; err != nil {
 		t.Errorf("the request in flight on an old worker during the upgrade: %v", err)

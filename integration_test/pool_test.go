@@ -89,7 +89,7 @@ func TestTTOURetiresOldest(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.signal(syscall.SIGTTOU)
-	if _, err := p.find(mark, "worker refused", func(r record) bool {
+	if _, err := p.find(mark, "request refused", func(r record) bool {
 		return strings.Contains(r.str("reason"), "at least one worker")
 	}, 10*time.Second); err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ const (
 	EventSpawn     EventKind = "spawn"      // a worker was forked
 	EventReady     EventKind = "ready"      // a worker reported it serves
 	EventPoolReady EventKind = "pool-ready" // every slot has a ready worker (once per start and per restart)
+	EventDrain     EventKind = "drain"      // a worker's slot leaves the pool: it serves until the slot has drained, then stops
 	EventStop      EventKind = "stop"       // a worker was asked to stop gracefully; Reason says why
 	EventKill      EventKind = "kill"       // a worker was sent SIGKILL; Reason says why
 	EventExit      EventKind = "exit"       // a worker exited; Exit says how, Reason is "" if it was asked to
@@ -22,6 +23,7 @@ const (
 	EventRefused   EventKind = "refused"    // a request (scale, restart) was refused; Reason says why
 	EventRestart   EventKind = "restart"    // a rolling restart began (Reason "begin") or ended ("done", "aborted: …")
 	EventStopping  EventKind = "stopping"   // the pool is stopping; Reason is "graceful" or "immediate"
+	EventUpgrade   EventKind = "upgrade"    // a binary upgrade began ("begin"), or ended ("done", "failed: …"); Pid is the new supervisor's
 )
 
 // Event is one lifecycle event. Fields that do not apply to a Kind are zero.
@@ -32,10 +34,11 @@ type Event struct {
 	Delay  time.Duration // for EventRefork
 	Reason string
 	Pool   int // for EventPoolReady: the number of workers
+	Pid    int // for EventUpgrade, and a refusal because of one: the new supervisor's process ID
 }
 
 // ErrKilled is returned by [Supervisor.Run] after [Supervisor.Kill].
-var ErrKilled = errors.New("workers killed at once on request")
+var ErrKilled = errors.New("supervisor: workers killed at once on request")
 
 // StartError is returned by [Supervisor.Run] when workers keep exiting before
 // they become ready.
@@ -46,7 +49,7 @@ type StartError struct {
 
 // Error implements error.
 func (e *StartError) Error() string {
-	return fmt.Sprintf("%d workers in a row exited before becoming ready; last: %s", e.Failures, e.Reason)
+	return fmt.Sprintf("supervisor: %d workers in a row exited before becoming ready; last: %s", e.Failures, e.Reason)
 }
 
 // StopTimeoutError is returned by [Supervisor.Run] when workers outlived the
@@ -62,6 +65,6 @@ func (e *StopTimeoutError) Error() string {
 	for i, p := range e.Pids {
 		pids[i] = fmt.Sprint(p)
 	}
-	return fmt.Sprintf("%d worker(s) still running after the stop timeout of %v were killed (pid %s)",
+	return fmt.Sprintf("supervisor: %d worker(s) still running after the stop timeout of %v were killed (pid %s)",
 		len(e.Pids), e.Timeout, strings.Join(pids, ", "))
 }

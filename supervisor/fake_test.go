@@ -14,7 +14,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/clusterflock/clusterflock/internal/proto"
 	"github.com/clusterflock/clusterflock/supervisor"
 )
 
@@ -32,7 +31,7 @@ const (
 type fakeProc struct {
 	w    supervisor.Worker // as passed to Spawn
 	pid  int
-	msgs chan proto.Message
+	msgs chan supervisor.Message
 	done chan struct{}
 
 	mu      sync.Mutex
@@ -46,13 +45,13 @@ func newFakeProc(w supervisor.Worker) *fakeProc {
 	return &fakeProc{
 		w:    w,
 		pid:  1000 + w.ID,
-		msgs: make(chan proto.Message, 64),
+		msgs: make(chan supervisor.Message, 64),
 		done: make(chan struct{}),
 	}
 }
 
-func (p *fakeProc) Pid() int                       { return p.pid }
-func (p *fakeProc) Messages() <-chan proto.Message { return p.msgs }
+func (p *fakeProc) Pid() int                            { return p.pid }
+func (p *fakeProc) Messages() <-chan supervisor.Message { return p.msgs }
 
 func (p *fakeProc) Wait() supervisor.Exit {
 	<-p.done
@@ -71,10 +70,14 @@ func (p *fakeProc) ignoreTerm() {
 }
 
 // Ready, Heartbeat, Fail and Retiring send a message to the supervisor.
-func (p *fakeProc) Ready()               { p.send(proto.Message{Kind: proto.Ready}) }
-func (p *fakeProc) Heartbeat()           { p.send(proto.Message{Kind: proto.Heartbeat}) }
-func (p *fakeProc) Fail(text string)     { p.send(proto.Message{Kind: proto.Failed, Text: text}) }
-func (p *fakeProc) Retiring(text string) { p.send(proto.Message{Kind: proto.Retiring, Text: text}) }
+func (p *fakeProc) Ready()     { p.send(supervisor.Message{Kind: supervisor.MessageReady}) }
+func (p *fakeProc) Heartbeat() { p.send(supervisor.Message{Kind: supervisor.MessageHeartbeat}) }
+func (p *fakeProc) Fail(text string) {
+	p.send(supervisor.Message{Kind: supervisor.MessageFailed, Text: text})
+}
+func (p *fakeProc) Retiring(text string) {
+	p.send(supervisor.Message{Kind: supervisor.MessageRetiring, Text: text})
+}
 
 // Exit and ExitSignal end the process.
 func (p *fakeProc) Exit(code int)                 { p.end(supervisor.Exit{Code: code}) }
@@ -94,7 +97,7 @@ func (p *fakeProc) Signals() []os.Signal {
 	return append([]os.Signal{}, p.signals...)
 }
 
-func (p *fakeProc) send(m proto.Message) {
+func (p *fakeProc) send(m supervisor.Message) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.exited {
@@ -122,9 +125,13 @@ func (p *fakeProc) exitLocked(e supervisor.Exit) {
 	close(p.done)
 }
 
-// Signal records sig and acts on it like a well-behaved worker: SIGKILL ends
+// Stop and Kill implement supervisor.Process as SIGTERM and SIGKILL do.
+func (p *fakeProc) Stop() error { return p.signal(syscall.SIGTERM) }
+func (p *fakeProc) Kill() error { return p.signal(syscall.SIGKILL) }
+
+// signal records sig and acts on it like a well-behaved worker: SIGKILL ends
 // the process, SIGTERM ends it unless it ignores SIGTERM.
-func (p *fakeProc) Signal(sig os.Signal) error {
+func (p *fakeProc) signal(sig os.Signal) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.signals = append(p.signals, sig)
@@ -149,9 +156,11 @@ type fakeSpawner struct {
 	setup   func(w supervisor.Worker, p *fakeProc) error
 	spawned []supervisor.Worker // every Spawn call, failed or not
 	procs   map[int]*fakeProc   // by worker ID
-	// released records Release calls, each with the signals the released
-	// slot's live workers had received by then.
+	// released records SlotLeaving calls, each with the signals the
+	// released slot's live workers had received by then.
 	released []release
+	// drain, if set, is what SlotLeaving returns for a slot.
+	drain func(slot int) <-chan struct{}
 }
 
 type release struct {
@@ -159,8 +168,8 @@ type release struct {
 	Signals []os.Signal
 }
 
-// Release implements supervisor.SlotReleaser.
-func (s *fakeSpawner) Release(slot int) {
+// SlotLeaving implements supervisor.Hooks: it records the call.
+func (s *fakeSpawner) SlotLeaving(slot int) <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := release{Slot: slot}
@@ -170,7 +179,19 @@ func (s *fakeSpawner) Release(slot int) {
 		}
 	}
 	s.released = append(s.released, r)
+	if s.drain != nil {
+		return s.drain(slot)
+	}
+	return nil
 }
+
+// The other hooks are not recorded: the events say the same.
+func (s *fakeSpawner) WorkerReady(supervisor.Worker)    {}
+func (s *fakeSpawner) WorkerStopping(supervisor.Worker) {}
+func (s *fakeSpawner) WorkerExited(supervisor.Worker)   {}
+func (s *fakeSpawner) PoolReady(n int)                  {}
+func (s *fakeSpawner) Restart(phase string)             {}
+func (s *fakeSpawner) PoolStopping(reason string)       {}
 
 func (s *fakeSpawner) releases() []release {
 	s.mu.Lock()
@@ -263,6 +284,9 @@ func eReady(id, slot, gen int) ev {
 func eStop(id, slot, gen int, why string) ev {
 	return ev{Kind: supervisor.EventStop, ID: id, Slot: slot, Gen: gen, Reason: why}
 }
+func eDrain(id, slot, gen int, why string) ev {
+	return ev{Kind: supervisor.EventDrain, ID: id, Slot: slot, Gen: gen, Reason: why}
+}
 func eKill(id, slot, gen int, why string) ev {
 	return ev{Kind: supervisor.EventKill, ID: id, Slot: slot, Gen: gen, Reason: why}
 }
@@ -302,6 +326,7 @@ func start(t *testing.T, cfg supervisor.Config, setup func(supervisor.Worker, *f
 	t.Helper()
 	h := &harness{t: t, sp: &fakeSpawner{setup: setup}, errc: make(chan error, 1)}
 	cfg.Spawner = h.sp
+	cfg.Hooks = h.sp
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	cfg.OnEvent = func(e supervisor.Event) {
 		h.mu.Lock()

@@ -2,11 +2,10 @@ package supervisor
 
 import (
 	"fmt"
-	"os"
 	"syscall"
 	"time"
 
-	"github.com/clusterflock/clusterflock/internal/proto"
+	"github.com/clusterflock/clusterflock/internal/signame"
 )
 
 // Process is a started worker process, as the supervisor sees it. Production
@@ -14,31 +13,42 @@ import (
 type Process interface {
 	// Pid returns the operating-system process ID.
 	Pid() int
-	// Signal sends sig to the process. Signalling a process that has exited
-	// is not an error the supervisor acts on.
-	Signal(sig os.Signal) error
+	// Stop asks the process to stop gracefully: finish its work and exit
+	// (for a Unix process, SIGTERM). Stopping a process that has exited is
+	// not an error the supervisor acts on.
+	Stop() error
+	// Kill ends the process at once (SIGKILL).
+	Kill() error
 	// Messages delivers what the worker reports, in order. It is closed when
 	// the worker can report no more (it exited, or closed its end).
-	Messages() <-chan proto.Message
+	Messages() <-chan Message
 	// Wait blocks until the process has exited and been reaped, and returns
 	// how it ended. It is called once, after Messages is closed.
 	Wait() Exit
 }
 
-// Spawner starts worker processes.
-type Spawner interface {
-	// Spawn starts the process for w (its Slot and Generation are set; Pid
-	// and Started are not). It returns once the process runs.
-	Spawn(w Worker) (Process, error)
+// MessageKind is the kind of a [Message].
+type MessageKind string
+
+// Message kinds.
+const (
+	MessageReady     MessageKind = "ready"     // the worker serves
+	MessageHeartbeat MessageKind = "heartbeat" // the worker is alive
+	MessageFailed    MessageKind = "failed"    // the worker cannot serve; Text says why
+	MessageRetiring  MessageKind = "retiring"  // the worker asks to be replaced; Text says why
+)
+
+// Message is one report of a worker to its supervisor.
+type Message struct {
+	Kind MessageKind
+	Text string
 }
 
-// SlotReleaser is implemented by a Spawner that holds something per slot
-// (clusterflock: the slot's listening socket). The supervisor calls Release
-// when a slot leaves the pool (a retirement nobody replaces), before it asks
-// that slot's worker, if any, to stop; a later Spawn for the same slot number
-// takes it back.
-type SlotReleaser interface {
-	Release(slot int)
+// Spawner starts worker processes.
+type Spawner interface {
+	// Spawn starts the process for w (its ID, Slot and Generation are set;
+	// Pid and Started are not). It returns once the process runs.
+	Spawn(w Worker) (Process, error)
 }
 
 // SpawnerFunc adapts a function to [Spawner].
@@ -46,6 +56,36 @@ type SpawnerFunc func(w Worker) (Process, error)
 
 // Spawn calls f(w).
 func (f SpawnerFunc) Spawn(w Worker) (Process, error) { return f(w) }
+
+// Hooks is told what the pool does by a program that keeps state beside it
+// (clusterflock: each slot's listening socket, systemd's status, a binary
+// upgrade's handshake). Its methods are called on the goroutine running
+// [Supervisor.Run], in the order things happen, before the matching
+// [Event] is logged and passed to Config.OnEvent. They must return promptly
+// (a short system call is fine; waiting on another process is not) and must
+// not call the Supervisor's methods.
+type Hooks interface {
+	// WorkerReady: w reported ready and serves.
+	WorkerReady(w Worker)
+	// WorkerStopping: w is about to be asked to stop, or to be killed: it
+	// takes no new work from now on.
+	WorkerStopping(w Worker)
+	// WorkerExited: w's process has exited and been reaped.
+	WorkerExited(w Worker)
+	// SlotLeaving: slot leaves the pool (a retirement nobody replaces). Its
+	// worker, if any, is [Draining] until the returned channel is closed,
+	// and only then asked to stop (nil: at once). A later Spawn for the same
+	// slot number takes the slot back.
+	SlotLeaving(slot int) <-chan struct{}
+	// PoolReady: every slot has a ready worker; n is their number.
+	PoolReady(n int)
+	// Restart: a rolling restart began ("begin") or ended ("done" or
+	// "aborted: …"), as [EventRestart]'s Reason.
+	Restart(phase string)
+	// PoolStopping: the pool begins to stop, before any worker is asked to;
+	// reason is [EventStopping]'s.
+	PoolStopping(reason string)
+}
 
 // Exit says how a process ended: with a Code, or killed by a Signal.
 type Exit struct {
@@ -56,7 +96,7 @@ type Exit struct {
 // String returns "exit status N" or "killed by signal NAME".
 func (e Exit) String() string {
 	if e.Signal != 0 {
-		return "killed by signal " + signalName(e.Signal)
+		return "killed by signal " + signame.Of(e.Signal)
 	}
 	return fmt.Sprintf("exit status %d", e.Code)
 }
@@ -68,7 +108,8 @@ type State string
 const (
 	Starting State = "starting" // forked, not yet ready
 	Ready    State = "ready"    // serving
-	Stopping State = "stopping" // asked to stop; draining
+	Draining State = "draining" // its slot leaves the pool; serving until drained, then asked to stop
+	Stopping State = "stopping" // asked to stop; finishing its work
 )
 
 // Worker describes one worker process.
@@ -81,22 +122,5 @@ type Worker struct {
 	State      State
 }
 
-func signalName(s syscall.Signal) string {
-	switch s {
-	case syscall.SIGKILL:
-		return "KILL"
-	case syscall.SIGTERM:
-		return "TERM"
-	case syscall.SIGINT:
-		return "INT"
-	case syscall.SIGQUIT:
-		return "QUIT"
-	case syscall.SIGSEGV:
-		return "SEGV"
-	case syscall.SIGABRT:
-		return "ABRT"
-	case syscall.SIGHUP:
-		return "HUP"
-	}
-	return s.String()
-}
+// leaving reports whether w is on its way out (draining or stopping).
+func (w Worker) leaving() bool { return w.State == Draining || w.State == Stopping }

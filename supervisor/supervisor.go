@@ -13,12 +13,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"slices"
-	"syscall"
+	"sync"
 	"time"
-
-	"github.com/clusterflock/clusterflock/internal/proto"
 )
 
 // Config configures a [Supervisor]. The zero value of every field but Spawner
@@ -55,6 +52,9 @@ type Config struct {
 	// Run, after the event is logged. It must not block or call the
 	// Supervisor's methods.
 	OnEvent func(Event)
+	// Hooks, if set, is told of the pool's changes as they happen (see
+	// [Hooks]); a slot leaving the pool waits for it.
+	Hooks Hooks
 }
 
 // Supervisor runs a pool of workers. Create it with [New]; its methods are
@@ -119,11 +119,13 @@ const (
 	cmdKill
 	cmdRestart
 	cmdList
+	cmdReport
 )
 
 type command struct {
 	kind  commandKind
 	reply chan []Worker // for cmdList
+	ev    Event         // for cmdReport
 }
 
 // send delivers c to Run's loop; it reports false if Run is not running.
@@ -154,6 +156,12 @@ func (s *Supervisor) Kill() bool { return s.send(command{kind: cmdKill}) }
 // (Surge at a time), the old one stopping only once its replacement is ready.
 func (s *Supervisor) Restart() bool { return s.send(command{kind: cmdRestart}) }
 
+// Report logs ev and passes it to Config.OnEvent on Run's goroutine, in
+// order with the pool's own events: for events that the program driving the
+// supervisor originates (a refusal of its own, a binary upgrade). It reports
+// false if Run has returned.
+func (s *Supervisor) Report(ev Event) bool { return s.send(command{kind: cmdReport, ev: ev}) }
+
 // Workers returns the live workers ordered by ID, or nil if Run has returned.
 func (s *Supervisor) Workers() []Worker {
 	c := command{kind: cmdList, reply: make(chan []Worker, 1)}
@@ -166,10 +174,10 @@ func (s *Supervisor) Workers() []Worker {
 // childEvent is what a child's goroutine or a timer reports to the loop.
 type childEvent struct {
 	id   int
-	msg  *proto.Message // a message, or
-	exit *Exit          // the exit, or
-	fire timerKind      // a timer firing
-	slot int            // for timerRefork
+	msg  *Message  // a message, or
+	exit *Exit     // the exit, or
+	fire timerKind // a timer firing
+	slot int       // for timerRefork
 }
 
 type timerKind int
@@ -178,6 +186,7 @@ const (
 	timerNone timerKind = iota
 	timerStopDeadline
 	timerRefork
+	timerDrained // a draining worker's slot has drained
 )
 
 type worker struct {
@@ -192,8 +201,10 @@ type worker struct {
 
 // loop is the state owned by Run's goroutine.
 type loop struct {
-	s   *Supervisor
-	log *slog.Logger
+	s     *Supervisor
+	log   *slog.Logger
+	hooks Hooks
+	wg    sync.WaitGroup // drain waiters
 
 	nextID   int
 	gen      int
@@ -220,14 +231,21 @@ type loop struct {
 // failing to start. It returns nil after a graceful stop in which every
 // worker exited in time. Run may be called once.
 func (s *Supervisor) Run(ctx context.Context) error {
-	defer close(s.done)
 	l := &loop{
 		s:       s,
 		log:     s.cfg.Logger,
+		hooks:   s.cfg.Hooks,
 		slots:   make(map[int]bool),
 		workers: make(map[int]*worker),
 		reforks: make(map[int]*time.Timer),
 	}
+	if l.hooks == nil {
+		l.hooks = noHooks{}
+	}
+	defer func() {
+		close(s.done)
+		l.wg.Wait()
+	}()
 	var beat <-chan time.Time
 	if hb := s.cfg.HeartbeatTimeout; hb > 0 {
 		t := time.NewTicker(max(hb/4, time.Millisecond))
@@ -265,6 +283,15 @@ func (s *Supervisor) Run(ctx context.Context) error {
 }
 
 func (l *loop) emit(ev Event) {
+	level, msg, attrs := describe(ev)
+	l.log.Log(context.Background(), level, msg, attrs...)
+	if l.s.cfg.OnEvent != nil {
+		l.s.cfg.OnEvent(ev)
+	}
+}
+
+// describe returns the log record of ev.
+func describe(ev Event) (slog.Level, string, []any) {
 	attrs := []any{"event", string(ev.Kind)}
 	if ev.Worker.ID != 0 {
 		attrs = append(attrs, "worker", ev.Worker.ID, "slot", ev.Worker.Slot, "generation", ev.Worker.Generation, "pid", ev.Worker.Pid)
@@ -280,8 +307,12 @@ func (l *loop) emit(ev Event) {
 		}
 	case EventRefork:
 		attrs = append(attrs, "slot", ev.Worker.Slot, "delay", ev.Delay)
-	case EventKill, EventRefused:
+	case EventKill:
 		level = slog.LevelWarn
+	case EventRefused:
+		level, msg = slog.LevelWarn, "request refused"
+	case EventUpgrade:
+		msg = "binary upgrade"
 	case EventPoolReady:
 		msg = "all workers ready"
 		attrs = append(attrs, "workers", ev.Pool)
@@ -290,13 +321,13 @@ func (l *loop) emit(ev Event) {
 	case EventStopping:
 		msg = "pool stopping"
 	}
+	if ev.Pid != 0 {
+		attrs = append(attrs, "new_pid", ev.Pid)
+	}
 	if ev.Reason != "" {
 		attrs = append(attrs, "reason", ev.Reason)
 	}
-	l.log.Log(context.Background(), level, msg, attrs...)
-	if l.s.cfg.OnEvent != nil {
-		l.s.cfg.OnEvent(ev)
-	}
+	return level, msg, attrs
 }
 
 // spawn forks a worker for slot; replaces is the ID of a worker it replaces.
@@ -305,7 +336,7 @@ func (l *loop) spawn(slot, replaces int) *worker {
 	w := &worker{Worker: Worker{ID: l.nextID, Slot: slot, Generation: l.gen, State: Starting}, replaces: replaces}
 	p, err := l.s.cfg.Spawner.Spawn(w.Worker)
 	if err != nil {
-		l.log.Error("cannot fork worker", "slot", slot, "err", err)
+		l.log.Error("cannot fork worker", "slot", slot, "err", err.Error())
 		l.startFailed(slot, replaces, fmt.Sprintf("fork: %v", err))
 		return nil
 	}
@@ -349,6 +380,8 @@ func (l *loop) command(c command) {
 		}
 		slices.SortFunc(ws, func(a, b Worker) int { return a.ID - b.ID })
 		c.reply <- ws
+	case cmdReport:
+		l.emit(c.ev)
 	case cmdStop:
 		l.stop(false, "requested")
 	case cmdKill:
@@ -376,7 +409,7 @@ func (l *loop) command(c command) {
 		}
 		var oldest *worker
 		for _, w := range l.workers {
-			if w.State != Stopping && (oldest == nil || w.ID < oldest.ID) {
+			if !w.leaving() && (oldest == nil || w.ID < oldest.ID) {
 				oldest = w
 			}
 		}
@@ -387,8 +420,7 @@ func (l *loop) command(c command) {
 			l.release(slot)
 			return
 		}
-		l.release(oldest.Slot)
-		l.gracefulStop(oldest, "retired")
+		l.retire(oldest)
 	case cmdRestart:
 		if reason := l.busy(); reason != "" {
 			l.emit(Event{Kind: EventRefused, Reason: "rolling restart: " + reason})
@@ -397,23 +429,47 @@ func (l *loop) command(c command) {
 		l.gen++
 		l.restarting = true
 		for _, w := range l.workers {
-			if w.State != Stopping {
+			if !w.leaving() {
 				l.rolling = append(l.rolling, w.ID)
 			}
 		}
 		slices.Sort(l.rolling)
+		l.hooks.Restart("begin")
 		l.emit(Event{Kind: EventRestart, Reason: "begin"})
 		l.announced = false
 		l.roll()
 	}
 }
 
-// release takes slot out of the pool and tells the Spawner, if it cares.
-func (l *loop) release(slot int) {
+// release takes slot out of the pool and tells the hooks; the returned
+// channel is closed once the slot has drained (nil: it has).
+func (l *loop) release(slot int) <-chan struct{} {
 	delete(l.slots, slot)
-	if r, ok := l.s.cfg.Spawner.(SlotReleaser); ok {
-		r.Release(slot)
+	return l.hooks.SlotLeaving(slot)
+}
+
+// retire takes w's slot out of the pool and stops w once the slot has
+// drained; meanwhile w is Draining.
+func (l *loop) retire(w *worker) {
+	drained := l.release(w.Slot)
+	if drained == nil {
+		l.gracefulStop(w, "retired")
+		return
 	}
+	w.State = Draining
+	l.emit(Event{Kind: EventDrain, Worker: w.Worker, Reason: "retired"})
+	ev := childEvent{id: w.ID, fire: timerDrained}
+	l.wg.Go(func() {
+		select {
+		case <-drained:
+		case <-l.s.done:
+			return
+		}
+		select {
+		case l.s.events <- ev:
+		case <-l.s.done:
+		}
+	})
 }
 
 func maxKey[V any](m map[int]V) int {
@@ -442,7 +498,7 @@ func (l *loop) roll() {
 	for l.inFlight < l.s.cfg.Surge && len(l.rolling) > 0 {
 		old, ok := l.workers[l.rolling[0]]
 		l.rolling = l.rolling[1:]
-		if !ok || old.State == Stopping {
+		if !ok || old.leaving() {
 			continue
 		}
 		l.inFlight++
@@ -452,6 +508,7 @@ func (l *loop) roll() {
 	}
 	if l.inFlight == 0 && len(l.rolling) == 0 {
 		l.restarting = false
+		l.hooks.Restart("done")
 		l.emit(Event{Kind: EventRestart, Reason: "done"})
 		l.checkPoolReady()
 	}
@@ -460,6 +517,7 @@ func (l *loop) roll() {
 func (l *loop) abortRoll(reason string) {
 	l.rolling = nil
 	l.restarting = false
+	l.hooks.Restart("aborted: " + reason)
 	l.emit(Event{Kind: EventRestart, Reason: "aborted: " + reason})
 	l.checkPoolReady()
 }
@@ -474,6 +532,7 @@ func (l *loop) stop(immediate bool, why string) {
 	if immediate {
 		mode = "immediate"
 	}
+	l.hooks.PoolStopping(mode + ": " + why)
 	l.emit(Event{Kind: EventStopping, Reason: mode + ": " + why})
 	l.stopping = true
 	l.restarting = false
@@ -503,10 +562,12 @@ func (l *loop) sorted() []*worker {
 	return ws
 }
 
+// gracefulStop asks w to stop; the stop timeout runs from now.
 func (l *loop) gracefulStop(w *worker, why string) {
 	w.State = Stopping
+	l.hooks.WorkerStopping(w.Worker)
 	l.emit(Event{Kind: EventStop, Worker: w.Worker, Reason: why})
-	_ = w.proc.Signal(syscall.SIGTERM)
+	_ = w.proc.Stop()
 	w.stopTimer = l.after(l.s.cfg.StopTimeout, childEvent{id: w.ID, fire: timerStopDeadline})
 }
 
@@ -515,8 +576,9 @@ func (l *loop) kill(w *worker, why string) {
 		return
 	}
 	w.killReason = why
+	l.hooks.WorkerStopping(w.Worker)
 	l.emit(Event{Kind: EventKill, Worker: w.Worker, Reason: why})
-	_ = w.proc.Signal(os.Kill)
+	_ = w.proc.Kill()
 }
 
 func (l *loop) event(ev childEvent) {
@@ -525,6 +587,11 @@ func (l *loop) event(ev childEvent) {
 		delete(l.reforks, ev.slot)
 		if !l.stopping && l.slots[ev.slot] {
 			l.spawn(ev.slot, 0)
+		}
+		return
+	case timerDrained:
+		if w, ok := l.workers[ev.id]; ok && w.State == Draining {
+			l.gracefulStop(w, "retired")
 		}
 		return
 	case timerStopDeadline:
@@ -547,19 +614,20 @@ func (l *loop) event(ev childEvent) {
 	l.exited(w, *ev.exit)
 }
 
-func (l *loop) message(w *worker, m proto.Message) {
+func (l *loop) message(w *worker, m Message) {
 	w.lastSeen = time.Now()
 	switch m.Kind {
-	case proto.Ready:
+	case MessageReady:
 		if w.State != Starting {
 			return
 		}
 		w.State = Ready
 		l.startFailures = 0
+		l.hooks.WorkerReady(w.Worker)
 		l.emit(Event{Kind: EventReady, Worker: w.Worker})
 		if w.replaces != 0 {
 			l.inFlight--
-			if old, ok := l.workers[w.replaces]; ok && old.State != Stopping {
+			if old, ok := l.workers[w.replaces]; ok && !old.leaving() {
 				l.gracefulStop(old, "replaced")
 			}
 			if l.restarting {
@@ -568,9 +636,9 @@ func (l *loop) message(w *worker, m proto.Message) {
 			}
 		}
 		l.checkPoolReady()
-	case proto.Failed:
+	case MessageFailed:
 		w.failure = m.Text
-	case proto.Retiring:
+	case MessageRetiring:
 		if l.stopping || w.State != Ready || l.busy() != "" {
 			return
 		}
@@ -598,6 +666,7 @@ func (l *loop) checkPoolReady() {
 	}
 	if ready >= len(l.slots) {
 		l.announced = true
+		l.hooks.PoolReady(len(l.slots))
 		l.emit(Event{Kind: EventPoolReady, Pool: len(l.slots)})
 	}
 }
@@ -608,7 +677,8 @@ func (l *loop) exited(w *worker, e Exit) {
 	if w.stopTimer != nil {
 		w.stopTimer.Stop()
 	}
-	if w.State == Stopping || l.stopping {
+	l.hooks.WorkerExited(w.Worker)
+	if w.leaving() || l.stopping {
 		l.emit(Event{Kind: EventExit, Worker: w.Worker, Exit: e})
 		return
 	}
@@ -700,3 +770,14 @@ func (l *loop) checkHeartbeats() {
 		}
 	}
 }
+
+// noHooks is the Hooks of a Config without any.
+type noHooks struct{}
+
+func (noHooks) WorkerReady(Worker)                   {}
+func (noHooks) WorkerStopping(Worker)                {}
+func (noHooks) WorkerExited(Worker)                  {}
+func (noHooks) SlotLeaving(slot int) <-chan struct{} { return nil }
+func (noHooks) PoolReady(n int)                      {}
+func (noHooks) Restart(phase string)                 {}
+func (noHooks) PoolStopping(reason string)           {}

@@ -2,6 +2,7 @@ package supervisor_test
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -303,6 +304,60 @@ func TestRetireStopsOldestWorker(t *testing.T) {
 		h.expect(eSpawn(5, 1, 0))
 		h.proc(5).Ready()
 		h.expect(eReady(5, 1, 0), ePoolReady())
+	})
+}
+
+// A slot whose hooks ask for a drain keeps its worker serving (Draining, no
+// signal) until the drain is over; the stop timeout runs from the stop.
+func TestRetireDrainsBeforeStop(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		drained := make(chan struct{})
+		h := start(t, supervisor.Config{Workers: 2, StopTimeout: 2 * time.Second}, func(w supervisor.Worker, p *fakeProc) error {
+			p.ignoreTerm()
+			return nil
+		})
+		h.sp.drain = func(int) <-chan struct{} { return drained }
+		h.readyAll(1, 2)
+		h.take()
+
+		h.sup.Retire()
+		h.expect(eDrain(1, 0, 0, "retired"))
+		h.wantWorkers(wk(1, 0, 0, supervisor.Draining), wk(2, 1, 0, supervisor.Ready))
+		time.Sleep(time.Minute) // a drain may take long; it is the hooks' to bound
+		h.wantSignals(1)
+		h.sup.Retire()
+		h.expect(eRefused("retire worker: the pool keeps at least one worker"))
+
+		close(drained)
+		h.expect(eStop(1, 0, 0, "retired"))
+		h.wantSignals(1, TERM)
+		time.Sleep(2*time.Second + time.Millisecond)
+		h.expect(eKill(1, 0, 0, "still running 2s after SIGTERM"), eExit(1, 0, 0, killed(), ""))
+		h.wantWorkers(wk(2, 1, 0, supervisor.Ready))
+	})
+}
+
+// A pool that stops while a worker drains stops it at once.
+func TestStopWhileDraining(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := start(t, supervisor.Config{Workers: 2}, nil)
+		h.sp.drain = func(int) <-chan struct{} { return make(chan struct{}) }
+		h.readyAll(1, 2)
+		h.take()
+		h.sup.Retire()
+		h.expect(eDrain(1, 0, 0, "retired"))
+		h.sup.Stop()
+		if err := h.wait(); err != nil {
+			t.Fatalf("Run() = %v; want nil", err)
+		}
+		got := h.take()
+		slices.SortStableFunc(got, func(a, b ev) int { return strings.Compare(string(a.Kind), string(b.Kind)) })
+		want := []ev{eExit(1, 0, 0, code(0), ""), eExit(2, 1, 0, code(0), ""),
+			eStop(1, 0, 0, "pool stopping"), eStop(2, 1, 0, "pool stopping"), eStopping("graceful: requested")}
+		slices.SortStableFunc(got[:min(2, len(got))], func(a, b ev) int { return a.ID - b.ID })
+		if diff := diffEvents(want, got); diff != "" {
+			t.Errorf("events (-want +got):\n%s\nall: %v", diff, got)
+		}
 	})
 }
 
