@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/clusterflock/clusterflock/internal/proto"
-	"github.com/clusterflock/clusterflock/reuseport"
+	"github.com/clusterflock/clusterflock/internal/sockets"
 	"github.com/clusterflock/clusterflock/supervisor"
 	"golang.org/x/sys/unix"
 )
@@ -27,7 +27,7 @@ type execSpawner struct {
 	env      []string // without the worker marker
 	src      *listenerSource
 	own      *children
-	mig      reuseport.Migration
+	mig      sockets.Migration
 	lifeline *os.File // read end, inherited by every worker
 	keep     *os.File // write end, held only by the supervisor
 
@@ -44,7 +44,7 @@ type standby struct {
 	gen     int
 }
 
-func newExecSpawner(o options, src *listenerSource, mig reuseport.Migration, own *children) (*execSpawner, error) {
+func newExecSpawner(o options, src *listenerSource, mig sockets.Migration, own *children) (*execSpawner, error) {
 	path, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("clusterflock: cannot find this program to re-execute: %w", err)

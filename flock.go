@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/clusterflock/clusterflock/internal/proto"
-	"github.com/clusterflock/clusterflock/reuseport"
+	"github.com/clusterflock/clusterflock/internal/sockets"
 	"github.com/clusterflock/clusterflock/supervisor"
 )
 
@@ -96,9 +96,9 @@ const (
 	MigrationAuto Migration = ""
 	// MigrationEBPF attaches a reuseport BPF program that keeps the kernel's
 	// hash balancing and migrates queued connections. No host-wide change.
-	MigrationEBPF Migration = Migration(reuseport.MigrationEBPF)
+	MigrationEBPF Migration = Migration(sockets.MigrationEBPF)
 	// MigrationSysctl relies on net.ipv4.tcp_migrate_req=1 (read, never set).
-	MigrationSysctl Migration = Migration(reuseport.MigrationSysctl)
+	MigrationSysctl Migration = Migration(sockets.MigrationSysctl)
 	// MigrationCBPF needs no privilege and loses nothing: the supervisor
 	// opens and holds one SO_REUSEPORT listening socket per worker slot and
 	// each worker accepts on its slot's socket, so the kernel still balances
@@ -110,10 +110,10 @@ const (
 	// (TTOU) is drained before its socket closes. A binary upgrade hands the
 	// sockets to the new supervisor, which keeps the pool's current size if
 	// that exceeds its Options.Workers.
-	MigrationCBPF Migration = Migration(reuseport.MigrationCBPF)
+	MigrationCBPF Migration = Migration(sockets.MigrationCBPF)
 	// MigrationNone migrates nothing: under load a retiring worker may lose
 	// the few connections still queued in its listener when it closes.
-	MigrationNone Migration = Migration(reuseport.MigrationNone)
+	MigrationNone Migration = Migration(sockets.MigrationNone)
 	// MigrationShared needs no privilege and loses nothing: the supervisor
 	// opens one listening socket and every worker accepts from it, so no
 	// connection is ever queued on a retiring worker's own socket. The

@@ -16,17 +16,18 @@ import (
 	"time"
 
 	"github.com/clusterflock/clusterflock/internal/proto"
+	"github.com/clusterflock/clusterflock/internal/sockets"
 	"github.com/clusterflock/clusterflock/reuseport"
 )
 
 // listenerSource is where a pool's workers get their listeners.
 type listenerSource struct {
 	addr   string            // the concrete address
-	shared *reuseport.Socket // a listening socket every worker inherits, or nil: each opens its own
+	shared *sockets.Socket // a listening socket every worker inherits, or nil: each opens its own
 	hold   io.Closer
 	why    string // how the source was chosen, for the log
 
-	adopted *reuseport.Group // sockets of a steered group inherited by an upgrade
+	adopted *sockets.Group // sockets of a steered group inherited by an upgrade
 	steer   *steering        // migration "cbpf": the supervisor holds a socket per slot
 }
 
@@ -60,14 +61,14 @@ func openListenerSource(o options, heir *upgradeRole) (*listenerSource, error) {
 		return &listenerSource{addr: heir.env.Addr, shared: heir.shared, why: "inherited from the old supervisor"}, nil
 	}
 	if heir != nil && len(heir.group) > 0 {
-		g, err := reuseport.AdoptGroup(heir.group)
+		g, err := sockets.AdoptGroup(heir.group)
 		if err != nil {
 			for _, s := range heir.group {
 				s.Close()
 			}
 			return nil, fmt.Errorf("clusterflock: binary upgrade: %w", err)
 		}
-		res, err := reuseport.Reserve(heir.env.Addr)
+		res, err := sockets.Reserve(heir.env.Addr)
 		if err != nil {
 			g.CloseAll()
 			return nil, fmt.Errorf("clusterflock: binary upgrade: %w", err)
@@ -83,7 +84,7 @@ func openListenerSource(o options, heir *upgradeRole) (*listenerSource, error) {
 			f.Close()
 			return nil, fmt.Errorf("clusterflock: socket activation: fd 3: %w", err)
 		}
-		s, err := reuseport.Hold(f)
+		s, err := sockets.Hold(f)
 		if err != nil {
 			return nil, fmt.Errorf("clusterflock: socket activation: fd 3: %w", err)
 		}
@@ -101,13 +102,13 @@ func openListenerSource(o options, heir *upgradeRole) (*listenerSource, error) {
 			return nil, fmt.Errorf("clusterflock: cannot use Options.Addr %q: %w", o.Addr, err)
 		}
 		defer ln.Close()
-		s, err := reuseport.HoldListener(ln)
+		s, err := sockets.HoldListener(ln)
 		if err != nil {
 			return nil, fmt.Errorf("clusterflock: listener: %w", err)
 		}
 		return &listenerSource{addr: ln.Addr().String(), shared: s, why: why + ": workers share one listener"}, nil
 	}
-	res, err := reuseport.Reserve(o.Addr)
+	res, err := sockets.Reserve(o.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("clusterflock: cannot use Options.Addr %q: %w", o.Addr, err)
 	}
@@ -153,7 +154,7 @@ func listenerAddr(f *os.File) (string, error) {
 func (s *listenerSource) steerGroup(log *slog.Logger, stopTimeout time.Duration) (adopted int, err error) {
 	g := s.adopted
 	if g == nil {
-		if g, err = reuseport.NewGroup(s.addr); err != nil {
+		if g, err = sockets.NewGroup(s.addr); err != nil {
 			return 0, err
 		}
 	}
@@ -177,7 +178,7 @@ func (s *listenerSource) steerGroup(log *slog.Logger, stopTimeout time.Duration)
 // holds for it (inherited at proto.ListenerFD, or received on activation as
 // inherited), or else its own SO_REUSEPORT one.
 func workerListener(env proto.WorkerEnv, inherited *os.File) (net.Listener, error) {
-	if env.Migration != sharedMigration && env.Migration != string(reuseport.MigrationCBPF) {
+	if env.Migration != sharedMigration && env.Migration != string(sockets.MigrationCBPF) {
 		return reuseport.Listen(context.Background(), "tcp", env.Addr)
 	}
 	f := inherited

@@ -11,12 +11,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/clusterflock/clusterflock/reuseport"
+	"github.com/clusterflock/clusterflock/internal/sockets"
 	"github.com/clusterflock/clusterflock/supervisor"
 )
 
 // steering is the supervisor's side of migration "cbpf": the supervisor
-// holds one SO_REUSEPORT listening socket per slot in a [reuseport.Group], and
+// holds one SO_REUSEPORT listening socket per slot in a [sockets.Group], and
 // each worker accepts on its slot's socket (inherited at proto.ListenerFD).
 // Because the supervisor holds the sockets, a worker that exits (crash,
 // rolling restart, recycling) leaves its queued connections to the next
@@ -32,7 +32,7 @@ type steering struct {
 	wg     sync.WaitGroup // drain waits
 	quit   chan struct{}  // closed by close: drain waits end
 	mu     sync.Mutex
-	g      *reuseport.Group
+	g      *sockets.Group
 	log    *slog.Logger
 	slots  map[int]*steerSlot
 	frozen bool // a successor steers (binary upgrade), or the pool stops
@@ -45,7 +45,7 @@ type steering struct {
 }
 
 type steerSlot struct {
-	f        *reuseport.Socket
+	f        *sockets.Socket
 	ready    map[int]bool  // IDs of ready workers accepting on f; inheritedID: the old supervisor's
 	members  map[int]bool  // IDs of workers holding f, ready or not
 	released bool          // the slot left the pool: f closes when its last member exits
@@ -56,7 +56,7 @@ type steerSlot struct {
 // inheritedID stands for the old supervisor's worker on an adopted socket.
 const inheritedID = -1
 
-func newSteering(g *reuseport.Group, log *slog.Logger, stopTimeout time.Duration) *steering {
+func newSteering(g *sockets.Group, log *slog.Logger, stopTimeout time.Duration) *steering {
 	return &steering{g: g, log: log, slots: make(map[int]*steerSlot), settle: stopTimeout / 2, quit: make(chan struct{})}
 }
 
@@ -80,7 +80,7 @@ func (s *steering) adopt() {
 
 // fileFor returns the socket of slot, opening it if the slot has none; a
 // released slot taken back keeps its socket.
-func (s *steering) fileFor(slot int) (*reuseport.Socket, error) {
+func (s *steering) fileFor(slot int) (*sockets.Socket, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if sl := s.slots[slot]; sl != nil {
@@ -142,7 +142,7 @@ func (s *steering) release(slot int) <-chan struct{} {
 		defer close(waited)
 		err := sl.f.WaitQuiet(s.settle, stop)
 		once.Do(func() { close(settled) })
-		if errors.Is(err, reuseport.ErrNotQuiet) {
+		if errors.Is(err, sockets.ErrNotQuiet) {
 			select {
 			case <-takenBack:
 			default:
@@ -234,7 +234,7 @@ func (s *steering) closeLocked(slot int) {
 	if n, err := f.AcceptQueue(); err == nil && n > 0 {
 		s.log.Warn("a retired slot's socket closes with connections queued: the kernel resets them", "slot", slot, "queued", n)
 	}
-	if err := s.g.Close(f); errors.Is(err, reuseport.ErrStillHeld) {
+	if err := s.g.Close(f); errors.Is(err, sockets.ErrStillHeld) {
 		s.log.Warn("a retired slot's socket is still held by another process: it keeps its place in the group, without connections, until it is gone", "slot", slot)
 	} else if err != nil {
 		s.log.Error("closing a retired slot's socket", "slot", slot, "err", err.Error())
@@ -270,8 +270,8 @@ func (s *steering) steerLocked() {
 // of slots with a ready worker, or, if none has one (every worker starting or
 // being re-forked), every slot that stays, whose connections wait for its
 // worker; never a slot that is leaving.
-func (s *steering) targetsLocked() []*reuseport.Socket {
-	var ready, staying []*reuseport.Socket
+func (s *steering) targetsLocked() []*sockets.Socket {
+	var ready, staying []*sockets.Socket
 	for _, slot := range slices.Sorted(maps.Keys(s.slots)) {
 		if sl := s.slots[slot]; !sl.released {
 			staying = append(staying, sl.f)
@@ -288,7 +288,7 @@ func (s *steering) targetsLocked() []*reuseport.Socket {
 
 // handOver freezes steering for a successor and returns the sockets to pass
 // it, in the kernel's order; busy says why not now.
-func (s *steering) handOver() (socks []*reuseport.Socket, busy string) {
+func (s *steering) handOver() (socks []*sockets.Socket, busy string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, sl := range s.slots {

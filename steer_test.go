@@ -10,18 +10,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clusterflock/clusterflock/internal/sockets"
 	"github.com/clusterflock/clusterflock/reuseport"
 	"github.com/clusterflock/clusterflock/supervisor"
 )
 
 // newTestGroup returns an empty group on 127.0.0.1, closed at the end of
 // the test, or skips the test where classic BPF steering is not available.
-func newTestGroup(t *testing.T) *reuseport.Group {
+func newTestGroup(t *testing.T) *sockets.Group {
 	t.Helper()
-	if err := reuseport.CheckSteering(); err != nil {
+	if err := sockets.CheckSteering(); err != nil {
 		t.Skipf("classic BPF steering not available here: %v", err)
 	}
-	g, err := reuseport.NewGroup("127.0.0.1:0")
+	g, err := sockets.NewGroup("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +51,7 @@ func follow(s *steering, kind supervisor.EventKind, id, slot int) {
 func TestSteeringFollowsThePool(t *testing.T) {
 	g := newTestGroup(t)
 	s := newSteering(g, slog.New(slog.DiscardHandler), 400*time.Millisecond)
-	targets := func() []*reuseport.Socket {
+	targets := func() []*sockets.Socket {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return s.targetsLocked()
@@ -66,18 +67,18 @@ func TestSteeringFollowsThePool(t *testing.T) {
 	}
 	ev(supervisor.EventSpawn, 1, 0)
 	ev(supervisor.EventSpawn, 2, 1)
-	if got := targets(); !slices.Equal(got, []*reuseport.Socket{s0, s1}) {
+	if got := targets(); !slices.Equal(got, []*sockets.Socket{s0, s1}) {
 		t.Fatal("before any worker is ready: want both sockets (connections wait for the workers)")
 	}
 	ev(supervisor.EventReady, 1, 0)
-	if got := targets(); !slices.Equal(got, []*reuseport.Socket{s0}) {
+	if got := targets(); !slices.Equal(got, []*sockets.Socket{s0}) {
 		t.Fatal("slot 0 ready, slot 1 starting: want only slot 0's socket")
 	}
 	ev(supervisor.EventReady, 2, 1)
 	// A crash: the slot's socket stays (its queue waits) but gets nothing
 	// new until the replacement is ready.
 	ev(supervisor.EventExit, 1, 0)
-	if got := targets(); !slices.Equal(got, []*reuseport.Socket{s1}) {
+	if got := targets(); !slices.Equal(got, []*sockets.Socket{s1}) {
 		t.Fatal("slot 0's worker exited: want only slot 1's socket")
 	}
 	ev(supervisor.EventSpawn, 3, 0)
@@ -88,7 +89,7 @@ func TestSteeringFollowsThePool(t *testing.T) {
 
 	// TTOU of slot 1: steered away at once, its stop held until quiet.
 	settled := s.release(1)
-	if got := targets(); !slices.Equal(got, []*reuseport.Socket{s0}) {
+	if got := targets(); !slices.Equal(got, []*sockets.Socket{s0}) {
 		t.Fatal("slot 1 released: want only slot 0's socket")
 	}
 	if settled == nil {
@@ -111,7 +112,7 @@ func TestSteeringFollowsThePool(t *testing.T) {
 		t.Fatalf("after the retired worker exited: %d sockets, slot 0 at index %d; want 1 at 0", g.Len(), g.Index(s0))
 	}
 	socks, busy := s.handOver()
-	if busy != "" || !slices.Equal(socks, []*reuseport.Socket{s0}) {
+	if busy != "" || !slices.Equal(socks, []*sockets.Socket{s0}) {
 		t.Fatalf("hand-over: %v %q, want slot 0's socket", socks, busy)
 	}
 	s.resume()
@@ -122,7 +123,7 @@ func TestSteeringFollowsThePool(t *testing.T) {
 	ev(supervisor.EventSpawn, 4, 1)
 	held := s.release(1)
 	ev(supervisor.EventExit, 3, 0)
-	if got := targets(); !slices.Equal(got, []*reuseport.Socket{s0}) {
+	if got := targets(); !slices.Equal(got, []*sockets.Socket{s0}) {
 		t.Fatal("no ready worker, slot 1 leaving: want only slot 0's socket")
 	}
 	// Taken back while its worker still drains: it shares the socket, and
@@ -155,10 +156,10 @@ func TestSteeringFollowsThePool(t *testing.T) {
 // A new supervisor's adopted sockets count as served (by the old workers)
 // until its own pool is ready; then only its ready workers count.
 func TestSteeringAdopted(t *testing.T) {
-	if err := reuseport.CheckSteering(); err != nil {
+	if err := sockets.CheckSteering(); err != nil {
 		t.Skipf("classic BPF steering not available here: %v", err)
 	}
-	old, err := reuseport.NewGroup("127.0.0.1:0")
+	old, err := sockets.NewGroup("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,13 +169,13 @@ func TestSteeringAdopted(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	g, err := reuseport.AdoptGroup(old.Sockets())
+	g, err := sockets.AdoptGroup(old.Sockets())
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := newSteering(g, slog.New(slog.DiscardHandler), time.Second)
 	s.adopt()
-	targets := func() []*reuseport.Socket {
+	targets := func() []*sockets.Socket {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return s.targetsLocked()

@@ -15,7 +15,7 @@ import (
 
 	"github.com/clusterflock/clusterflock/internal/sdnotify"
 	"github.com/clusterflock/clusterflock/internal/signame"
-	"github.com/clusterflock/clusterflock/reuseport"
+	"github.com/clusterflock/clusterflock/internal/sockets"
 	"github.com/clusterflock/clusterflock/supervisor"
 )
 
@@ -73,36 +73,36 @@ func superviseAs(ctx context.Context, o options, sigs chan os.Signal, heir *upgr
 	defer src.Close()
 	addr := src.addr
 
-	mig, why := reuseport.Migration(o.Migration), ""
+	mig, why := sockets.Migration(o.Migration), ""
 	switch {
 	case src.adopted != nil:
-		if mig != "" && mig != reuseport.MigrationCBPF {
-			return fmt.Errorf("clusterflock: Options.Migration %q does not apply: the old supervisor passed a steered group (%q)", o.Migration, reuseport.MigrationCBPF)
+		if mig != "" && mig != sockets.MigrationCBPF {
+			return fmt.Errorf("clusterflock: Options.Migration %q does not apply: the old supervisor passed a steered group (%q)", o.Migration, sockets.MigrationCBPF)
 		}
-		mig, why = reuseport.MigrationCBPF, src.why
+		mig, why = sockets.MigrationCBPF, src.why
 	case src.shared != nil:
 		if mig != "" && mig != sharedMigration {
 			return fmt.Errorf("clusterflock: Options.Migration %q does not apply: workers share one listener (%s)", o.Migration, src.why)
 		}
 		mig, why = sharedMigration, src.why
 	case mig == "":
-		mig, why = reuseport.DetectMigration()
+		mig, why = sockets.DetectMigration()
 	default:
-		if err := reuseport.CheckMigration(mig); err != nil {
+		if err := sockets.CheckMigration(mig); err != nil {
 			return fmt.Errorf("clusterflock: Options.Migration %q is not available here: %w", o.Migration, err)
 		}
 	}
 
-	if mig == reuseport.MigrationCBPF {
+	if mig == sockets.MigrationCBPF {
 		n, err := src.steerGroup(log, o.ShutdownTimeout)
 		switch {
 		case err != nil && o.Migration == "" && src.adopted == nil:
 			// Auto: other listeners on the address (say, the workers
 			// of an old supervisor that did not steer) make the order
 			// unknowable.
-			mig, why = reuseport.MigrationNone, why+"; classic BPF steering: "+err.Error()
+			mig, why = sockets.MigrationNone, why+"; classic BPF steering: "+err.Error()
 		case err != nil:
-			return fmt.Errorf("clusterflock: migration %q on %s: %w", reuseport.MigrationCBPF, addr, err)
+			return fmt.Errorf("clusterflock: migration %q on %s: %w", sockets.MigrationCBPF, addr, err)
 		}
 		if n > o.Workers {
 			log.Info("binary upgrade: keeping the old pool's size, larger than Options.Workers", "pid", os.Getpid(), "workers", n, "options_workers", o.Workers)
@@ -139,7 +139,7 @@ func superviseAs(ctx context.Context, o options, sigs chan os.Signal, heir *upgr
 		start = append(start, "upgrade_from", heir.env.OldPID)
 	}
 	log.Info("supervisor starting", start...)
-	if mig == reuseport.MigrationNone {
+	if mig == sockets.MigrationNone {
 		ways := `run with CAP_BPF, set net.ipv4.tcp_migrate_req=1, or use Options.Migration "cbpf" or "shared"`
 		if strings.Contains(why, "classic BPF steering") {
 			ways = `run with CAP_BPF, set net.ipv4.tcp_migrate_req=1, or use Options.Migration "shared"`
@@ -303,7 +303,7 @@ func (d *dispatcher) startUpgrade() {
 		d.refuse(syscall.SIGUSR2, "binary upgrade: one is already under way", d.pending.cmd.Process.Pid)
 		return
 	}
-	var group []*reuseport.Socket
+	var group []*sockets.Socket
 	if d.src.steer != nil {
 		// A barrier: TTIN and TTOU sent just before are carried out (the
 		// supervisor handles commands in order) before the hand-over.

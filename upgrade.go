@@ -11,7 +11,7 @@ import (
 	"syscall"
 
 	"github.com/clusterflock/clusterflock/internal/proto"
-	"github.com/clusterflock/clusterflock/reuseport"
+	"github.com/clusterflock/clusterflock/internal/sockets"
 )
 
 // An upgrade (SIGUSR2) starts this program again as a new supervisor, with
@@ -36,7 +36,7 @@ type successor struct {
 
 // startSuccessor starts the new supervisor and reports on results once;
 // group, if not empty, is a steered group's sockets in the kernel's order.
-func startSuccessor(src *listenerSource, group []*reuseport.Socket, own *children, results chan<- upgradeResult) (*successor, error) {
+func startSuccessor(src *listenerSource, group []*sockets.Socket, own *children, results chan<- upgradeResult) (*successor, error) {
 	path, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -56,7 +56,7 @@ func startSuccessor(src *listenerSource, group []*reuseport.Socket, own *childre
 	files := []*os.File{w} // proto.StatusFD
 	socks := group
 	if src.shared != nil {
-		socks = []*reuseport.Socket{src.shared}
+		socks = []*sockets.Socket{src.shared}
 	}
 	if len(socks) > 0 {
 		files = append(files, nil) // proto.ListenerFD, …
@@ -133,8 +133,8 @@ func (s *successor) watch(results chan<- upgradeResult) {
 type upgradeRole struct {
 	env    proto.UpgradeEnv
 	status *os.File            // nil once "ready" is sent
-	shared *reuseport.Socket   // the pool's listener, if the old pool shared one
-	group  []*reuseport.Socket // a steered group's sockets, in the kernel's order
+	shared *sockets.Socket   // the pool's listener, if the old pool shared one
+	group  []*sockets.Socket // a steered group's sockets, in the kernel's order
 }
 
 // takeUpgradeRole reads and removes the upgrade marker; it returns nil if
@@ -165,9 +165,9 @@ func takeUpgradeRole(log *slog.Logger) *upgradeRole {
 
 // inheritedSocket takes over the socket at fd, or logs why not and returns
 // nil (the new supervisor then fails to start for want of it).
-func inheritedSocket(fd int, log *slog.Logger) *reuseport.Socket {
+func inheritedSocket(fd int, log *slog.Logger) *sockets.Socket {
 	syscall.CloseOnExec(fd)
-	s, err := reuseport.Hold(os.NewFile(uintptr(fd), "clusterflock-listener"))
+	s, err := sockets.Hold(os.NewFile(uintptr(fd), "clusterflock-listener"))
 	if err != nil {
 		log.Error("cannot take over an inherited socket", "fd", fd, "err", err.Error())
 		return nil

@@ -17,7 +17,7 @@ import (
 
 	"github.com/clusterflock/clusterflock/internal/proto"
 	"github.com/clusterflock/clusterflock/internal/signame"
-	"github.com/clusterflock/clusterflock/reuseport"
+	"github.com/clusterflock/clusterflock/internal/sockets"
 	"golang.org/x/sys/unix"
 )
 
@@ -90,7 +90,7 @@ func runWorker(ctx context.Context, serve ServeFunc, o options, env proto.Worker
 	}
 	if env.Migration == sharedMigration {
 		// The accept queue is shared: nothing to migrate.
-	} else if err := reuseport.EnableMigration(ln, reuseport.Migration(env.Migration)); err != nil {
+	} else if err := sockets.EnableMigration(ln, sockets.Migration(env.Migration)); err != nil {
 		log.Warn("cannot enable connection migration on this worker's listener", "migration", env.Migration, "err", err)
 	}
 	ln = &onceCloseListener{Listener: ln}
@@ -210,7 +210,7 @@ func awaitActivation(env proto.WorkerEnv, status *statusWriter, sigs <-chan os.S
 				}
 				return env, nil, false, nil
 			}
-			if env.Migration == string(reuseport.MigrationCBPF) && a.ln == nil {
+			if env.Migration == string(sockets.MigrationCBPF) && a.ln == nil {
 				why := "the activation carried no listening socket"
 				if a.truncated {
 					why += " (it did not fit: too many open files?)"

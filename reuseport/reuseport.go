@@ -1,11 +1,6 @@
 // Package reuseport makes the listeners of a clusterflock pool: TCP listeners
 // with SO_REUSEPORT set, so that several processes can each listen on the same
-// address and the kernel spreads new connections among them; port
-// reservations that hold an address for the pool without receiving
-// connections; and, on Linux, steered groups ([Group]): listening sockets one
-// process holds (as [Socket] values its children inherit) and among which it
-// chooses, with an unprivileged classic BPF program, which receive new
-// connections.
+// address and the kernel spreads new connections among them.
 //
 // The socket options come from github.com/libp2p/go-reuseport (imported as
 // goreuseport): it is the well-kept, portable form of the two setsockopt calls.

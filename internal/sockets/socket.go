@@ -1,6 +1,6 @@
 //go:build unix
 
-package reuseport
+package sockets
 
 import (
 	"errors"

@@ -1,4 +1,4 @@
-package reuseport
+package sockets
 
 // Migration names how connections queued on a closing listener reach the
 // other listeners of its group instead of being reset.

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package reuseport
+package sockets
 
 import (
 	"fmt"

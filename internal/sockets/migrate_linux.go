@@ -1,4 +1,4 @@
-package reuseport
+package sockets
 
 import (
 	"errors"

@@ -1,24 +1,24 @@
 //go:build linux
 
-package reuseport_test
+package sockets_test
 
 import (
 	"fmt"
 	"net"
 	"time"
 
-	"github.com/clusterflock/clusterflock/reuseport"
+	"github.com/clusterflock/clusterflock/internal/sockets"
 )
 
 // A Group steers new connections among the listening sockets it holds,
 // without privilege: here every connection goes to the second socket, as a
 // supervisor would do while the first one's worker is leaving.
 func ExampleGroup() {
-	if err := reuseport.CheckSteering(); err != nil {
+	if err := sockets.CheckSteering(); err != nil {
 		fmt.Println("classic BPF steering is not available:", err)
 		return
 	}
-	g, err := reuseport.NewGroup("127.0.0.1:0")
+	g, err := sockets.NewGroup("127.0.0.1:0")
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -26,7 +26,7 @@ func ExampleGroup() {
 	defer g.CloseAll()
 	first, _ := g.Listen()
 	second, _ := g.Listen()
-	if err := g.Steer([]*reuseport.Socket{second}); err != nil {
+	if err := g.Steer([]*sockets.Socket{second}); err != nil {
 		fmt.Println(err)
 		return
 	}

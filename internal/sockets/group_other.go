@@ -1,6 +1,6 @@
 //go:build unix && !linux
 
-package reuseport
+package sockets
 
 import (
 	"errors"

@@ -1,7 +1,8 @@
-package reuseport
+package sockets
 
 import (
 	"context"
+	"github.com/clusterflock/clusterflock/reuseport"
 	"os"
 	"testing"
 )
@@ -24,7 +25,7 @@ func TestEnableMigrationEBPF(t *testing.T) {
 	if err := CheckMigration(MigrationEBPF); err != nil {
 		t.Skipf("eBPF migration not available here: %v", err)
 	}
-	ln, err := Listen(context.Background(), "tcp", "127.0.0.1:0")
+	ln, err := reuseport.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +34,7 @@ func TestEnableMigrationEBPF(t *testing.T) {
 		t.Fatalf("EnableMigration: %v", err)
 	}
 	// Again on a second member of the group: replacing the program is fine.
-	ln2, err := Listen(context.Background(), "tcp", ln.Addr().String())
+	ln2, err := reuseport.Listen(context.Background(), "tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,10 @@
-package reuseport
+package sockets
 
 import (
 	"context"
 	"errors"
+	"github.com/clusterflock/clusterflock/internal/sockdiag"
+	"github.com/clusterflock/clusterflock/reuseport"
 	"net"
 	"strings"
 	"testing"
@@ -32,7 +34,7 @@ func TestPendingHandshakes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if hs, err := pendingHandshakes(port); err != nil {
+	if hs, err := sockdiag.PendingHandshakes(port); err != nil {
 		t.Skipf("sock_diag not available here: %v", err)
 	} else if len(hs) != 0 {
 		t.Fatalf("%d handshakes pending before any connection", len(hs))
@@ -42,7 +44,7 @@ func TestPendingHandshakes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	hs, err := pendingHandshakes(port)
+	hs, err := sockdiag.PendingHandshakes(port)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,10 +112,10 @@ func TestGroupVerify(t *testing.T) {
 				t.Fatalf("Verify of a group holding its only socket: %v", err)
 			}
 			port, _ := g.Sockets()[0].port()
-			if _, err := pendingHandshakes(port); err != nil {
+			if _, err := sockdiag.PendingHandshakes(port); err != nil {
 				t.Skipf("sock_diag not available here: %v", err)
 			}
-			foreign, err := Listen(context.Background(), "tcp", g.Addr())
+			foreign, err := reuseport.Listen(context.Background(), "tcp", g.Addr())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -149,7 +151,7 @@ func TestGroupCloseStillHeld(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := pendingHandshakes(0); err != nil {
+	if _, err := sockdiag.PendingHandshakes(0); err != nil {
 		t.Skipf("sock_diag not available here: %v", err)
 	}
 	held, err := s[1].File() // another holder of socket 1, as a draining worker would be

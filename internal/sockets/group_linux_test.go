@@ -1,7 +1,8 @@
-package reuseport
+package sockets
 
 import (
 	"context"
+	"github.com/clusterflock/clusterflock/reuseport"
 	"net"
 	"slices"
 	"testing"
@@ -139,7 +140,7 @@ func TestGroupSteering(t *testing.T) {
 	}
 	// A socket outside the group's mirror (another process's, appended by
 	// the kernel) gets nothing while the group steers to its own...
-	foreign, err := Listen(context.Background(), "tcp", g.Addr())
+	foreign, err := reuseport.Listen(context.Background(), "tcp", g.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,93 +1,21 @@
-package reuseport
+// Package sockdiag is a small client of the kernel's sock_diag netlink
+// interface (NETLINK_SOCK_DIAG, linux/inet_diag.h), unprivileged: which TCP
+// sockets listen on a port, and which handshakes to a port are still in a
+// SYN queue.
+package sockdiag
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// ErrNotQuiet is returned by [Socket.WaitQuiet] when its limit passed first.
-var ErrNotQuiet = errors.New("reuseport: the socket still receives connections")
-
-// WaitQuiet waits, after the socket was steered away from, until it can
-// receive no more connections: every handshake to its port that had begun
-// by then has finished (the kernel's SYN queues, read with sock_diag; a
-// handshake that began before the steering still completes on this socket),
-// and its accept queue is empty. It returns nil then, [ErrNotQuiet] (with
-// what was pending) when limit passes first or stop is closed, or the
-// socket's error. Without sock_diag it waits a fixed 50 ms for the
-// handshakes instead.
-func (s *Socket) WaitQuiet(limit time.Duration, stop <-chan struct{}) error {
-	deadline := time.Now().Add(limit)
-	sleep := func(d time.Duration) bool {
-		t := time.NewTimer(min(d, time.Until(deadline)))
-		defer t.Stop()
-		select {
-		case <-t.C:
-			return time.Now().Before(deadline)
-		case <-stop:
-			return false
-		}
-	}
-	// A SYN handled by another CPU while the program was being replaced
-	// may still be creating its request socket: let that finish first.
-	sleep(2 * time.Millisecond)
-	port, err := s.port()
-	if err != nil {
-		return err
-	}
-	begun, derr := pendingHandshakes(port)
-	if derr != nil {
-		sleep(50 * time.Millisecond)
-		begun = nil
-	}
-	queued := 0
-	for {
-		if len(begun) > 0 {
-			if now, err := pendingHandshakes(port); err == nil { // on error: ask again
-				for h := range begun {
-					if !now[h] {
-						delete(begun, h)
-					}
-				}
-			}
-		}
-		if len(begun) == 0 {
-			if queued, err = s.AcceptQueue(); err != nil || queued == 0 {
-				return err
-			}
-		}
-		if !sleep(time.Millisecond) {
-			return fmt.Errorf("%w: %d handshakes pending, %d connections queued", ErrNotQuiet, len(begun), queued)
-		}
-	}
-}
-
-func (s *Socket) port() (int, error) {
-	a, err := s.tcpAddr()
-	if err != nil {
-		return 0, err
-	}
-	return a.Port, nil
-}
-
-// inode returns the socket's inode number, as sock_diag reports it (also
-// after Close).
-func (s *Socket) inode() (uint64, error) {
-	if s.ino == 0 {
-		return 0, errors.New("reuseport: the socket's inode is unknown")
-	}
-	return s.ino, nil
-}
-
-// handshake identifies a connection in a SYN queue: family, addresses and
+// Handshake identifies a connection in a SYN queue: family, addresses and
 // ports as the kernel reports them.
-type handshake struct {
+type Handshake struct {
 	family byte
 	id     [36]byte // sport, dport, src[16], dst[16]
 }
@@ -130,15 +58,15 @@ const (
 	tcpNewSynRecv = 12 // TCP_NEW_SYN_RECV: a request socket
 )
 
-// pendingHandshakes returns the handshakes to local port that are still in
+// PendingHandshakes returns the handshakes to local port that are still in
 // a SYN queue (of any listener on the port), for IPv4 and IPv6.
-func pendingHandshakes(port int) (map[handshake]bool, error) {
-	out := map[handshake]bool{}
+func PendingHandshakes(port int) (map[Handshake]bool, error) {
+	out := map[Handshake]bool{}
 	err := sockDiag(port, 1<<tcpSynRecv|1<<tcpNewSynRecv, func(d *inetDiagMsg) {
 		if d.State != tcpNewSynRecv && d.State != tcpSynRecv {
 			return
 		}
-		h := handshake{family: d.Family}
+		h := Handshake{family: d.Family}
 		copy(h.id[0:2], d.ID.Sport[:])
 		copy(h.id[2:4], d.ID.Dport[:])
 		copy(h.id[4:20], d.ID.Src[:])
@@ -148,9 +76,9 @@ func pendingHandshakes(port int) (map[handshake]bool, error) {
 	return out, err
 }
 
-// listeners returns the inodes of the TCP sockets listening on ip:port (ip
+// Listeners returns the inodes of the TCP sockets listening on ip:port (ip
 // as the kernel reports it: 16 bytes, an IPv4 address in its first 4).
-func listeners(family uint8, ip [16]byte, port int) ([]uint64, error) {
+func Listeners(family uint8, ip [16]byte, port int) ([]uint64, error) {
 	var out []uint64
 	err := sockDiag(port, 1<<tcpListen, func(d *inetDiagMsg) {
 		if d.State == tcpListen && d.Family == family && d.ID.Src == ip {
@@ -265,53 +193,3 @@ func parseNetlink(b []byte) ([]nlMsg, error) {
 	return out, nil
 }
 
-// listenersAt returns the inodes of the sockets listening on at's address.
-func listenersAt(at *Socket) ([]uint64, error) {
-	sa, err := at.sockname()
-	if err != nil {
-		return nil, err
-	}
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		var ip [16]byte
-		copy(ip[:4], a.Addr[:])
-		return listeners(unix.AF_INET, ip, a.Port)
-	case *unix.SockaddrInet6:
-		return listeners(unix.AF_INET6, a.Addr, a.Port)
-	}
-	return nil, fmt.Errorf("reuseport: not a TCP socket (%T)", sa)
-}
-
-// stillListens reports whether s (closed here) still listens on at's
-// address, held by another process; false if sock_diag cannot tell.
-func stillListens(at, s *Socket) bool {
-	found, err := listenersAt(at)
-	return err == nil && s.ino != 0 && slices.Contains(found, s.ino)
-}
-
-// sameSockets reports whether the sockets listening on at's address are
-// exactly socks (compared by inode), and if not, how many others there are;
-// ok is true when sock_diag cannot tell.
-func sameSockets(at *Socket, socks []*Socket) (ok bool, others int, err error) {
-	found, err := listenersAt(at)
-	if errors.Is(err, errClosed) {
-		return false, 0, err
-	}
-	if err != nil {
-		return true, 0, nil // cannot tell
-	}
-	var ours []uint64
-	for _, s := range socks {
-		ino, err := s.inode()
-		if err != nil {
-			return false, 0, err
-		}
-		ours = append(ours, ino)
-	}
-	for _, ino := range found {
-		if !slices.Contains(ours, ino) {
-			others++
-		}
-	}
-	return others == 0 && len(found) == len(ours), others, nil
-}
