@@ -22,13 +22,13 @@ import (
 
 // listenerSource is where a pool's workers get their listeners.
 type listenerSource struct {
-	addr   string            // the concrete address
+	addr   string          // the concrete address
 	shared *sockets.Socket // a listening socket every worker inherits, or nil: each opens its own
 	hold   io.Closer
 	why    string // how the source was chosen, for the log
 
 	adopted *sockets.Group // sockets of a steered group inherited by an upgrade
-	steer   *steering        // migration "cbpf": the supervisor holds a socket per slot
+	steer   *steering      // migration "cbpf": the supervisor holds a socket per slot
 }
 
 func (s *listenerSource) Close() error {

@@ -132,7 +132,7 @@ func (s *successor) watch(results chan<- upgradeResult) {
 // upgradeRole is set up in a new supervisor started by startSuccessor.
 type upgradeRole struct {
 	env    proto.UpgradeEnv
-	status *os.File            // nil once "ready" is sent
+	status *os.File          // nil once "ready" is sent
 	shared *sockets.Socket   // the pool's listener, if the old pool shared one
 	group  []*sockets.Socket // a steered group's sockets, in the kernel's order
 }

@@ -192,4 +192,3 @@ func parseNetlink(b []byte) ([]nlMsg, error) {
 	}
 	return out, nil
 }
-
