@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/clusterflock/clusterflock/internal/proto"
-	"github.com/clusterflock/clusterflock/internal/sockets"
 	"github.com/clusterflock/clusterflock/supervisor"
 )
 
@@ -78,11 +77,6 @@ type Options struct {
 	Migration Migration
 }
 
-// sharedMigration is the worker-marker "migration" of a pool whose workers
-// share one listener: its accept queue is shared, so a retiring worker hands
-// nothing over and loses nothing.
-const sharedMigration = "shared"
-
 // Migration names a mechanism that moves connections queued on a closing
 // listener to the pool's other listeners.
 type Migration string
@@ -96,9 +90,9 @@ const (
 	MigrationAuto Migration = ""
 	// MigrationEBPF attaches a reuseport BPF program that keeps the kernel's
 	// hash balancing and migrates queued connections. No host-wide change.
-	MigrationEBPF Migration = Migration(sockets.MigrationEBPF)
+	MigrationEBPF Migration = "ebpf"
 	// MigrationSysctl relies on net.ipv4.tcp_migrate_req=1 (read, never set).
-	MigrationSysctl Migration = Migration(sockets.MigrationSysctl)
+	MigrationSysctl Migration = "sysctl"
 	// MigrationCBPF needs no privilege and loses nothing: the supervisor
 	// opens and holds one SO_REUSEPORT listening socket per worker slot and
 	// each worker accepts on its slot's socket, so the kernel still balances
@@ -110,10 +104,10 @@ const (
 	// (TTOU) is drained before its socket closes. A binary upgrade hands the
 	// sockets to the new supervisor, which keeps the pool's current size if
 	// that exceeds its Options.Workers.
-	MigrationCBPF Migration = Migration(sockets.MigrationCBPF)
+	MigrationCBPF Migration = "cbpf"
 	// MigrationNone migrates nothing: under load a retiring worker may lose
 	// the few connections still queued in its listener when it closes.
-	MigrationNone Migration = Migration(sockets.MigrationNone)
+	MigrationNone Migration = "none"
 	// MigrationShared needs no privilege and loses nothing: the supervisor
 	// opens one listening socket and every worker accepts from it, so no
 	// connection is ever queued on a retiring worker's own socket. The
@@ -121,7 +115,7 @@ const (
 	// worker that accepts first gets the connection. Never chosen by
 	// MigrationAuto on Linux; it is what socket activation and non-Linux
 	// systems use.
-	MigrationShared Migration = sharedMigration
+	MigrationShared Migration = "shared"
 )
 
 // ErrInterrupted is returned by [Run] in the supervisor when SIGINT stopped
@@ -154,7 +148,7 @@ func Run(ctx context.Context, h http.Handler, opts Options) error {
 		return err
 	}
 	rec := newRecycler(o)
-	return run(ctx, httpServe(h, o, rec), o, rec)
+	return run(ctx, httpServe(h, o, rec), o, rec.recycle)
 }
 
 // ServeFunc serves connections from ln until ctx is done, then stops
@@ -182,7 +176,7 @@ func Serve(ctx context.Context, serve ServeFunc, opts Options) error {
 	if err != nil {
 		return err
 	}
-	return run(ctx, serve, o, &recycler{})
+	return run(ctx, serve, o, nil)
 }
 
 // IsWorker reports whether this process is a clusterflock worker started by
@@ -190,32 +184,15 @@ func Serve(ctx context.Context, serve ServeFunc, opts Options) error {
 // the marker from the environment so the handler's subprocesses do not
 // inherit it.
 func IsWorker() bool {
-	_, ok, err := workerEnv()
+	_, ok, err := proto.LookupWorker()
 	return ok && err == nil
-}
-
-// workerEnv reads the worker marker and accepts it only if it names this
-// process's parent.
-// A marker that is malformed or names another process is an error, never
-// a reason to become a supervisor: that would start a pool inside a pool
-// (for instance in a worker whose supervisor died as it started).
-func workerEnv() (proto.WorkerEnv, bool, error) {
-	v, ok := os.LookupEnv(proto.EnvWorker)
-	if !ok {
-		return proto.WorkerEnv{}, false, nil
-	}
-	env, err := proto.ParseWorkerEnv(v)
-	if err != nil {
-		return proto.WorkerEnv{}, true, fmt.Errorf("clusterflock: %w; refusing to start a pool inside a worker", err)
-	}
-	if ppid := os.Getppid(); env.SupervisorPID != ppid {
-		return proto.WorkerEnv{}, true, fmt.Errorf("clusterflock: %s names supervisor %d, but this process's parent is %d (the supervisor is gone, or the variable was copied); refusing to start", proto.EnvWorker, env.SupervisorPID, ppid)
-	}
-	return env, true, nil
 }
 
 // options are Options with defaults applied and validated.
 type options struct{ Options }
+
+// timing returns the deadlines that follow from o's timeouts.
+func (o options) timing() proto.Timing { return proto.NewTiming(o.ShutdownTimeout, o.HeartbeatTimeout) }
 
 // withDefaults validates o and applies defaults; getenv reads $PORT.
 func (o Options) withDefaults(getenv func(string) string) (options, error) {

@@ -56,28 +56,11 @@ func TestOptionsBadInput(t *testing.T) {
 	}
 }
 
-func TestWorkerEnviron(t *testing.T) {
-	base := []string{"A=1", "CLUSTERFLOCK_WORKER=1:2:3:x", "B=2"}
-	got := workerEnviron(base, options{Options{Workers: 2}})
-	want := "GOMAXPROCS="
-	if strings.Contains(strings.Join(got, " "), "CLUSTERFLOCK_WORKER") || !strings.HasPrefix(got[len(got)-1], want) {
-		t.Errorf("workerEnviron = %v: want the marker removed and GOMAXPROCS added", got)
-	}
-	got = workerEnviron(append(base, "GOMAXPROCS=7"), options{Options{Workers: 2}})
-	if got[len(got)-1] != "GOMAXPROCS=7" {
-		t.Errorf("an explicit GOMAXPROCS was not kept: %v", got)
-	}
-	got = workerEnviron(append(base, "GOMAXPROCS=7"), options{Options{Workers: 2, GOMAXPROCS: 3}})
-	if j := strings.Join(got, " "); !strings.Contains(j, "GOMAXPROCS=3") || strings.Contains(j, "GOMAXPROCS=7") {
-		t.Errorf("Options.GOMAXPROCS did not win: %v", got)
-	}
-}
-
 // A worker marker that does not name this process's parent (its supervisor
 // died as it started, or the variable was copied) is refused: never a
 // nested pool.
 func TestForeignWorkerMarkerIsRefused(t *testing.T) {
-	for _, v := range []string{"999999:0:0:ebpf:127.0.0.1:1", "garbage"} {
+	for _, v := range []string{"999999:0:0:ebpf:own:127.0.0.1:1", "garbage"} {
 		t.Setenv("CLUSTERFLOCK_WORKER", v)
 		if IsWorker() {
 			t.Errorf("IsWorker() with %q = true", v)

@@ -21,6 +21,7 @@ const newConnDrainLimit = time.Second
 // the Options.Server template, that drains without loss when ctx is done.
 func httpServe(h http.Handler, o options, rec *recycler) ServeFunc {
 	return func(ctx context.Context, ln net.Listener) error {
+		ln = &onceCloseListener{Listener: ln} // drain closes it before Shutdown does
 		conns := &connTracker{}
 		srv := newServer(o.Server, conns.wrap(rec.wrap(h)), conns, o.Logger)
 		base := context.WithoutCancel(ctx) // in-flight requests outlive the stop signal
@@ -43,9 +44,9 @@ func httpServe(h http.Handler, o options, rec *recycler) ServeFunc {
 			if ctx.Err() == nil {
 				return err
 			}
-			return drain(srv, ln, conns, o.ShutdownTimeout, nil)
+			return drain(srv, ln, conns, o.timing().WorkerStop, nil)
 		case <-ctx.Done():
-			return drain(srv, ln, conns, o.ShutdownTimeout, errc)
+			return drain(srv, ln, conns, o.timing().WorkerStop, errc)
 		}
 	}
 }
@@ -110,8 +111,9 @@ func checkServerTemplate(tmpl *http.Server) error {
 // accepting and waits for Serve to return (served, unless nil: it has), so
 // every accepted connection is tracked; then it waits until each has had its
 // first request read (Shutdown would close those without an answer), and
-// shuts down, which finishes in-flight requests and closes idle connections.
-func drain(srv *http.Server, ln net.Listener, conns *connTracker, timeout time.Duration, served <-chan error) error {
+// shuts down, which finishes in-flight requests and closes idle connections,
+// within limit.
+func drain(srv *http.Server, ln net.Listener, conns *connTracker, limit time.Duration, served <-chan error) error {
 	srv.SetKeepAlivesEnabled(false) // responses from now on say Connection: close
 	ln.Close()
 	if served != nil {
@@ -124,7 +126,7 @@ func drain(srv *http.Server, ln net.Listener, conns *connTracker, timeout time.D
 	conns.wait(fresh, func() bool { return len(conns.fresh) == 0 })
 	cancelFresh()
 
-	ctx, cancel := context.WithTimeout(context.Background(), timeout+time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	shut := make(chan error, 1)
 	go func() { shut <- srv.Shutdown(ctx) }()
@@ -263,8 +265,23 @@ func (r *recycler) wrap(h http.Handler) http.Handler {
 	})
 }
 
-// over returns the count and whether it reached the limit.
-func (r *recycler) over() (int64, bool) {
+// recycle reports whether the worker has served its MaxRequests, and says so.
+func (r *recycler) recycle() (string, bool) {
 	n := r.n.Load()
-	return n, r.limit > 0 && n >= r.limit
+	if r.limit == 0 || n < r.limit {
+		return "", false
+	}
+	return fmt.Sprintf("served %d requests (MaxRequests)", n), true
+}
+
+// onceCloseListener lets drain close the listener before Shutdown does.
+type onceCloseListener struct {
+	net.Listener
+	once sync.Once
+	err  error
+}
+
+func (l *onceCloseListener) Close() error {
+	l.once.Do(func() { l.err = l.Listener.Close() })
+	return l.err
 }

@@ -5,7 +5,10 @@
 //
 // A worker is started with:
 //   - the environment variable [EnvWorker] =
-//     "<supervisor pid>:<slot>:<generation>:<migration>:<addr>";
+//     "<supervisor pid>:<slot>:<generation>:<migration>:<listener>:<addr>",
+//     where listener is "own" (the worker opens its own SO_REUSEPORT
+//     listener) or "fd" (it inherits the supervisor's socket at [ListenerFD],
+//     or a standby receives it on activation);
 //   - fd 3 ([StatusFD]): the write end of the status pipe, on which the worker
 //     writes [Message] lines (ready, heartbeat, failure);
 //   - fd 4 ([LifelineFD]): the read end of the lifeline pipe, whose write end
@@ -17,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 )
@@ -41,19 +45,24 @@ type WorkerEnv struct {
 	SupervisorPID int
 	Slot          int
 	Generation    int
-	Migration     string // the reuseport migration mechanism in force
+	Migration     string // the migration mechanism in force
+	Inherited     bool   // the listener is the supervisor's socket, not the worker's own
 	Addr          string // the concrete host:port every worker listens on
 }
 
 // Encode returns the value of [EnvWorker] for w.
 func (w WorkerEnv) Encode() string {
-	return fmt.Sprintf("%d:%d:%d:%s:%s", w.SupervisorPID, w.Slot, w.Generation, w.Migration, w.Addr)
+	ln := "own"
+	if w.Inherited {
+		ln = "fd"
+	}
+	return fmt.Sprintf("%d:%d:%d:%s:%s:%s", w.SupervisorPID, w.Slot, w.Generation, w.Migration, ln, w.Addr)
 }
 
 // ParseWorkerEnv parses the value of [EnvWorker].
 func ParseWorkerEnv(s string) (WorkerEnv, error) {
-	parts := strings.SplitN(s, ":", 5)
-	if len(parts) != 5 {
+	parts := strings.SplitN(s, ":", 6)
+	if len(parts) != 6 || (parts[4] != "own" && parts[4] != "fd") {
 		return WorkerEnv{}, fmt.Errorf("malformed %s=%q", EnvWorker, s)
 	}
 	var w WorkerEnv
@@ -68,7 +77,8 @@ func ParseWorkerEnv(s string) (WorkerEnv, error) {
 		return WorkerEnv{}, fmt.Errorf("malformed %s=%q: bad generation", EnvWorker, s)
 	}
 	w.Migration = parts[3]
-	w.Addr = parts[4]
+	w.Inherited = parts[4] == "fd"
+	w.Addr = parts[5]
 	if w.Addr == "" {
 		return WorkerEnv{}, fmt.Errorf("malformed %s=%q: empty address", EnvWorker, s)
 	}
@@ -133,6 +143,42 @@ func (r *Reader) Next() (Message, error) {
 	return m, fmt.Errorf("%w: %q", ErrUnknown, r.s.Text())
 }
 
+// LookupWorker reads [EnvWorker] from the environment. It reports false if
+// the variable is unset, and an error if it is malformed or names another
+// process than this one's parent (its supervisor died, or the variable was
+// copied): such a process is neither a worker nor free to start a pool.
+func LookupWorker() (WorkerEnv, bool, error) {
+	v, ok := os.LookupEnv(EnvWorker)
+	if !ok {
+		return WorkerEnv{}, false, nil
+	}
+	w, err := ParseWorkerEnv(v)
+	if err != nil {
+		return WorkerEnv{}, true, err
+	}
+	if ppid := os.Getppid(); w.SupervisorPID != ppid {
+		return WorkerEnv{}, true, fmt.Errorf("%s names supervisor %d, but this process's parent is %d (the supervisor is gone, or the variable was copied)", EnvWorker, w.SupervisorPID, ppid)
+	}
+	return w, true, nil
+}
+
+// LookupUpgrade reads [EnvUpgrade] as [LookupWorker] reads EnvWorker: the
+// marker counts only if it names this process's parent.
+func LookupUpgrade() (UpgradeEnv, bool, error) {
+	v, ok := os.LookupEnv(EnvUpgrade)
+	if !ok {
+		return UpgradeEnv{}, false, nil
+	}
+	u, err := ParseUpgradeEnv(v)
+	if err != nil {
+		return UpgradeEnv{}, true, err
+	}
+	if ppid := os.Getppid(); u.OldPID != ppid {
+		return UpgradeEnv{}, true, fmt.Errorf("%s names supervisor %d, but this process's parent is %d", EnvUpgrade, u.OldPID, ppid)
+	}
+	return u, true, nil
+}
+
 // EnvUpgrade marks a process as the new supervisor of a binary upgrade:
 // "<old supervisor pid>:<shared>:<socks>:<addr>". It inherits the write end
 // of a pipe at [StatusFD] on which it writes a [Ready] message once its
@@ -171,4 +217,39 @@ func ParseUpgradeEnv(s string) (UpgradeEnv, error) {
 		return UpgradeEnv{}, fmt.Errorf("malformed %s=%q", EnvUpgrade, s)
 	}
 	return UpgradeEnv{OldPID: n, Shared: parts[1] == "1", Socks: socks, Addr: parts[3]}, nil
+}
+
+// Activation is what the supervisor sends a standby worker on [ControlFD]:
+// "<slot> <generation> <socket>\n", where socket is 1 if the slot's
+// listening socket comes with the line (SCM_RIGHTS), else 0.
+type Activation struct {
+	Slot       int
+	Generation int
+	Socket     bool
+}
+
+// Encode returns the line for a.
+func (a Activation) Encode() string {
+	sock := 0
+	if a.Socket {
+		sock = 1
+	}
+	return fmt.Sprintf("%d %d %d\n", a.Slot, a.Generation, sock)
+}
+
+// ParseActivation parses an activation line.
+func ParseActivation(line string) (Activation, error) {
+	f := strings.Fields(line)
+	if len(f) != 3 || !strings.HasSuffix(line, "\n") {
+		return Activation{}, fmt.Errorf("malformed activation %q", line)
+	}
+	var a Activation
+	var err1, err2 error
+	a.Slot, err1 = strconv.Atoi(f[0])
+	a.Generation, err2 = strconv.Atoi(f[1])
+	if err1 != nil || err2 != nil || a.Slot < 0 || a.Generation < 0 || (f[2] != "0" && f[2] != "1") {
+		return Activation{}, fmt.Errorf("malformed activation %q", line)
+	}
+	a.Socket = f[2] == "1"
+	return a, nil
 }

@@ -12,6 +12,7 @@ import (
 func TestWorkerEnvRoundTrip(t *testing.T) {
 	for _, w := range []WorkerEnv{
 		{SupervisorPID: 42, Slot: 3, Generation: 1, Migration: "ebpf", Addr: "127.0.0.1:5000"},
+		{SupervisorPID: 42, Slot: -1, Migration: "cbpf", Inherited: true, Addr: "127.0.0.1:5000"},
 		{SupervisorPID: 7, Addr: "[::1]:80"},
 		{SupervisorPID: 7, Addr: ":0"},
 		{SupervisorPID: 1, Addr: ":80"}, // the supervisor is PID 1 in a container
@@ -27,7 +28,7 @@ func TestWorkerEnvRoundTrip(t *testing.T) {
 }
 
 func TestParseWorkerEnvRejects(t *testing.T) {
-	for _, s := range []string{"", "1", "x:0:0::a", "0:0:0::a", "42:-2:0::a", "42:0:x::a", "42:0:0::", "42:0:0:a"} {
+	for _, s := range []string{"", "1", "x:0:0::a", "0:0:0::a", "42:-2:0::a", "42:0:x::a", "42:0:0::", "42:0:0:a", "42:0:0:ebpf:x:a", "42:0:0:ebpf:own:"} {
 		if _, err := ParseWorkerEnv(s); err == nil {
 			t.Errorf("ParseWorkerEnv(%q) succeeded", s)
 		}

@@ -1,7 +1,8 @@
 package sockets
 
 // Migration names how connections queued on a closing listener reach the
-// other listeners of its group instead of being reset.
+// other listeners of its group instead of being reset: the one type of the
+// pool's migration modes (clusterflock.Migration converts to it).
 type Migration string
 
 // Migration mechanisms, best first.
@@ -22,4 +23,9 @@ const (
 	// reset by the kernel. Retirement stays graceful but may lose a few
 	// connections under load.
 	MigrationNone Migration = "none"
+	// MigrationShared: every worker accepts on one socket the supervisor
+	// holds, so nothing is ever queued on a retiring worker's own listener.
+	MigrationShared Migration = "shared"
+	// MigrationAuto: the best of the above that this process can use.
+	MigrationAuto Migration = ""
 )

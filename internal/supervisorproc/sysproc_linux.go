@@ -1,4 +1,4 @@
-package clusterflock
+package supervisorproc
 
 import "syscall"
 
@@ -8,6 +8,3 @@ import "syscall"
 func workerSysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 }
-
-// recvFlags makes a received descriptor close-on-exec as it arrives.
-const recvFlags = syscall.MSG_CMSG_CLOEXEC

@@ -1,6 +1,6 @@
 //go:build linux
 
-package clusterflock
+package supervisorproc
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clusterflock/clusterflock/internal/proto"
 	"github.com/clusterflock/clusterflock/internal/sockets"
 	"github.com/clusterflock/clusterflock/reuseport"
 	"github.com/clusterflock/clusterflock/supervisor"
@@ -31,7 +32,7 @@ func newTestGroup(t *testing.T) *sockets.Group {
 }
 
 // follow tells s what the supervisor would for an event of kind.
-func follow(s *steering, kind supervisor.EventKind, id, slot int) {
+func follow(s *steered, kind supervisor.EventKind, id, slot int) {
 	w := supervisor.Worker{ID: id, Slot: slot}
 	switch kind {
 	case supervisor.EventSpawn:
@@ -50,7 +51,7 @@ func follow(s *steering, kind supervisor.EventKind, id, slot int) {
 // closes once its last worker has exited; a hand-over waits for that.
 func TestSteeringFollowsThePool(t *testing.T) {
 	g := newTestGroup(t)
-	s := newSteering(g, slog.New(slog.DiscardHandler), 400*time.Millisecond)
+	s := newSteered(g, slog.New(slog.DiscardHandler), proto.NewTiming(400*time.Millisecond, 10*time.Second))
 	targets := func() []*sockets.Socket {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -88,7 +89,7 @@ func TestSteeringFollowsThePool(t *testing.T) {
 	}
 
 	// TTOU of slot 1: steered away at once, its stop held until quiet.
-	settled := s.release(1)
+	settled := s.leaving(1)
 	if got := targets(); !slices.Equal(got, []*sockets.Socket{s0}) {
 		t.Fatal("slot 1 released: want only slot 0's socket")
 	}
@@ -115,13 +116,13 @@ func TestSteeringFollowsThePool(t *testing.T) {
 	if busy != "" || !slices.Equal(socks, []*sockets.Socket{s0}) {
 		t.Fatalf("hand-over: %v %q, want slot 0's socket", socks, busy)
 	}
-	s.resume()
+	s.upgradeFailed(false)
 
 	// Every ready worker gone: the slots that stay take the connections
 	// (they wait for the re-forks), never a slot that is leaving.
 	s1b, _ := s.fileFor(1) // TTIN takes slot 1 again: a new socket
 	ev(supervisor.EventSpawn, 4, 1)
-	held := s.release(1)
+	held := s.leaving(1)
 	ev(supervisor.EventExit, 3, 0)
 	if got := targets(); !slices.Equal(got, []*sockets.Socket{s0}) {
 		t.Fatal("no ready worker, slot 1 leaving: want only slot 0's socket")
@@ -143,7 +144,7 @@ func TestSteeringFollowsThePool(t *testing.T) {
 
 	// A released slot without workers closes at once.
 	s2, _ := s.fileFor(2)
-	s.release(2)
+	s.leaving(2)
 	if g.Index(s2) != -1 {
 		t.Error("a released slot without workers kept its socket")
 	}
@@ -173,7 +174,7 @@ func TestSteeringAdopted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newSteering(g, slog.New(slog.DiscardHandler), time.Second)
+	s := newSteered(g, slog.New(slog.DiscardHandler), proto.NewTiming(time.Second, 10*time.Second))
 	s.adopt()
 	targets := func() []*sockets.Socket {
 		s.mu.Lock()
@@ -200,7 +201,7 @@ func TestSteeringAdopted(t *testing.T) {
 func TestSteeringSuspendedByForeignSocket(t *testing.T) {
 	g := newTestGroup(t)
 	var logs strings.Builder
-	s := newSteering(g, slog.New(slog.NewTextHandler(&logs, nil)), time.Second)
+	s := newSteered(g, slog.New(slog.NewTextHandler(&logs, nil)), proto.NewTiming(time.Second, 10*time.Second))
 	if _, err := s.fileFor(0); err != nil {
 		t.Fatal(err)
 	}

@@ -1,23 +1,26 @@
 //go:build unix
 
-package clusterflock
+package supervisorproc
 
 import (
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
+	"os"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/clusterflock/clusterflock/internal/proto"
 	"github.com/clusterflock/clusterflock/internal/sockets"
 	"github.com/clusterflock/clusterflock/supervisor"
 )
 
-// steering is the supervisor's side of migration "cbpf": the supervisor
-// holds one SO_REUSEPORT listening socket per slot in a [sockets.Group], and
-// each worker accepts on its slot's socket (inherited at proto.ListenerFD).
+// steered is the listeners of migration "cbpf": the supervisor holds one
+// SO_REUSEPORT listening socket per slot in a [sockets.Group], and each
+// worker accepts on its slot's socket (inherited at proto.ListenerFD, or
+// received on activation by a standby).
 // Because the supervisor holds the sockets, a worker that exits (crash,
 // rolling restart, recycling) leaves its queued connections to the next
 // worker of its slot instead of the kernel resetting them; classic BPF
@@ -27,15 +30,21 @@ import (
 // asked to stop, and the socket closes once the worker has exited.
 //
 // Its methods are called on the supervisor's goroutine (Spawn and the
-// supervisor's hooks) and the dispatcher's (upgrade), so it locks.
-type steering struct {
-	wg     sync.WaitGroup // drain waits
-	quit   chan struct{}  // closed by close: drain waits end
+// supervisor's hooks) and the dispatcher's (requests, upgrade), so it locks.
+type steered struct {
+	wg     sync.WaitGroup       // drain waits
+	quit   chan struct{}        // closed by Close: drain waits end
+	res    *sockets.Reservation // holds the port if every socket closes
+	oldPID int                  // the supervisor this one replaces (binary upgrade), or 0
 	mu     sync.Mutex
 	g      *sockets.Group
 	log    *slog.Logger
-	slots  map[int]*steerSlot
-	frozen bool // a successor steers (binary upgrade), or the pool stops
+	// With the sockets handed to a new supervisor that failed, its
+	// workers (orphans now) may still hold them until this time.
+	failedUpgradeUntil time.Time
+	orphans            time.Duration // how long such workers may live
+	slots              map[int]*steerSlot
+	frozen             bool // a successor steers (binary upgrade), or the pool stops
 	// suspended: sockets the supervisor does not hold are in the group, so
 	// its order is not the kernel's; the kernel's hash chooses meanwhile.
 	suspended bool
@@ -56,21 +65,108 @@ type steerSlot struct {
 // inheritedID stands for the old supervisor's worker on an adopted socket.
 const inheritedID = -1
 
-func newSteering(g *sockets.Group, log *slog.Logger, stopTimeout time.Duration) *steering {
-	return &steering{g: g, log: log, slots: make(map[int]*steerSlot), settle: stopTimeout / 2, quit: make(chan struct{})}
+func newSteered(g *sockets.Group, log *slog.Logger, t proto.Timing) *steered {
+	return &steered{g: g, log: log, slots: make(map[int]*steerSlot), settle: t.Settle, orphans: t.Orphans, quit: make(chan struct{})}
 }
 
-// close ends the drain waits, waits for them, and closes every socket.
-func (s *steering) close() {
+// openSteered returns the steered listeners of a new group on the address
+// res reserves; slot 0's socket opens at once, which fails if sockets the
+// supervisor does not hold listen on the address.
+func openSteered(res *sockets.Reservation, log *slog.Logger, t proto.Timing) (*steered, error) {
+	g, err := sockets.NewGroup(res.Addr())
+	if err != nil {
+		return nil, err
+	}
+	s := newSteered(g, log, t)
+	s.res = res
+	if _, err := s.fileFor(0); err != nil {
+		g.CloseAll()
+		return nil, err
+	}
+	return s, nil
+}
+
+// adoptSteered returns the steered listeners of the group an old supervisor
+// handed over (in the kernel's order); each socket counts as served by the
+// old supervisor's worker until this pool is ready.
+func adoptSteered(g *sockets.Group, res *sockets.Reservation, oldPID int, log *slog.Logger, t proto.Timing) (*steered, error) {
+	if err := g.Verify(); err != nil {
+		return nil, err
+	}
+	s := newSteered(g, log, t)
+	s.res, s.oldPID = res, oldPID
+	s.adopt()
+	return s, nil
+}
+
+// Close ends the drain waits, waits for them, and closes every socket and
+// the reservation.
+func (s *steered) Close() error {
 	close(s.quit)
 	s.wg.Wait()
 	s.g.CloseAll()
+	if s.res != nil {
+		return s.res.Close()
+	}
+	return nil
+}
+
+func (s *steered) addr() string                 { return s.g.Addr() }
+func (s *steered) migration() sockets.Migration { return sockets.MigrationCBPF }
+func (s *steered) inherited() bool              { return true }
+
+// listener returns a duplicate of slot's socket; a standby gets its socket
+// on activation.
+func (s *steered) listener(slot int) (*os.File, error) {
+	if slot < 0 {
+		return nil, nil
+	}
+	sock, err := s.fileFor(slot)
+	if err != nil {
+		return nil, err
+	}
+	return sock.File()
+}
+
+// refuse says why req may not change the group now: a socket closed while
+// another process still holds it does not leave the group when this
+// supervisor's order says it does, and one opened while foreign sockets are
+// in the group does not get the index it expects.
+func (s *steered) refuse(req string) string {
+	s.mu.Lock()
+	until := s.failedUpgradeUntil
+	s.mu.Unlock()
+	switch {
+	case req == reqRetire && s.oldPID != 0 && os.Getppid() == s.oldPID:
+		return fmt.Sprintf("the old supervisor %d is still draining", s.oldPID)
+	case time.Now().Before(until):
+		return "the workers of the failed binary upgrade may still hold the pool's sockets"
+	case req == reqAdd && s.g.Held() > 0:
+		return "a retired worker's socket is still held by another process"
+	}
+	if err := s.g.Verify(); err != nil {
+		return err.Error()
+	}
+	return ""
+}
+
+// upgradeFailed takes steering back after a failed upgrade; if the new
+// supervisor had started, its workers (orphans now) drain and exit within
+// Orphans.
+func (s *steered) upgradeFailed(started bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if started {
+		s.failedUpgradeUntil = time.Now().Add(s.orphans)
+	}
+	s.frozen = false
+	s.steerLocked()
 }
 
 // adopt makes the group's sockets (inherited from an old supervisor, in the
 // kernel's order) the sockets of slots 0, 1, …; each counts as served by the
 // old supervisor's worker until this pool is ready.
-func (s *steering) adopt() {
+func (s *steered) adopt() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, f := range s.g.Sockets() {
@@ -80,7 +176,7 @@ func (s *steering) adopt() {
 
 // fileFor returns the socket of slot, opening it if the slot has none; a
 // released slot taken back keeps its socket.
-func (s *steering) fileFor(slot int) (*sockets.Socket, error) {
+func (s *steered) fileFor(slot int) (*sockets.Socket, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if sl := s.slots[slot]; sl != nil {
@@ -105,10 +201,10 @@ func (s *steering) fileFor(slot int) (*sockets.Socket, error) {
 	return f, nil
 }
 
-// release steers new connections away from slot's socket and starts waiting
+// leaving steers new connections away from slot's socket and starts waiting
 // until none arrive; the returned channel is closed then (nil: nothing to
 // wait for). The socket closes when its last worker has exited.
-func (s *steering) release(slot int) <-chan struct{} {
+func (s *steered) leaving(slot int) <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sl := s.slots[slot]
@@ -155,7 +251,7 @@ func (s *steering) release(slot int) <-chan struct{} {
 }
 
 // spawned: w holds its slot's socket.
-func (s *steering) spawned(w supervisor.Worker) {
+func (s *steered) spawned(w supervisor.Worker) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if sl := s.slots[w.Slot]; sl != nil {
@@ -164,7 +260,7 @@ func (s *steering) spawned(w supervisor.Worker) {
 }
 
 // ready: w serves its slot's socket.
-func (s *steering) ready(w supervisor.Worker) {
+func (s *steered) ready(w supervisor.Worker) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if sl := s.slots[w.Slot]; sl != nil {
@@ -174,7 +270,7 @@ func (s *steering) ready(w supervisor.Worker) {
 }
 
 // stopping: w takes no new connections.
-func (s *steering) stopping(w supervisor.Worker) {
+func (s *steered) stopping(w supervisor.Worker) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if sl := s.slots[w.Slot]; sl != nil {
@@ -185,7 +281,7 @@ func (s *steering) stopping(w supervisor.Worker) {
 
 // exited: w holds its slot's socket no more; a released slot's socket closes
 // with its last worker.
-func (s *steering) exited(w supervisor.Worker) {
+func (s *steered) exited(w supervisor.Worker) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sl := s.slots[w.Slot]
@@ -202,7 +298,7 @@ func (s *steering) exited(w supervisor.Worker) {
 
 // poolReady: the old supervisor's workers no longer count as serving the
 // sockets this pool adopted.
-func (s *steering) poolReady() {
+func (s *steered) poolReady() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	changed := false
@@ -219,7 +315,7 @@ func (s *steering) poolReady() {
 
 // poolStopping: the workers' own references keep the sockets open until
 // they have drained; nothing is steered any more.
-func (s *steering) poolStopping() {
+func (s *steered) poolStopping() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.frozen = true
@@ -229,7 +325,7 @@ func (s *steering) poolStopping() {
 
 // closeLocked closes a released slot's socket: its workers have exited, so
 // the socket leaves the group now and the group's order stays known.
-func (s *steering) closeLocked(slot int) {
+func (s *steered) closeLocked(slot int) {
 	f := s.slots[slot].f
 	if n, err := f.AcceptQueue(); err == nil && n > 0 {
 		s.log.Warn("a retired slot's socket closes with connections queued: the kernel resets them", "slot", slot, "queued", n)
@@ -244,7 +340,7 @@ func (s *steering) closeLocked(slot int) {
 
 // steerLocked attaches the program for the current targets: every slot with
 // a ready worker that is not leaving.
-func (s *steering) steerLocked() {
+func (s *steered) steerLocked() {
 	if s.frozen {
 		return
 	}
@@ -270,7 +366,7 @@ func (s *steering) steerLocked() {
 // of slots with a ready worker, or, if none has one (every worker starting or
 // being re-forked), every slot that stays, whose connections wait for its
 // worker; never a slot that is leaving.
-func (s *steering) targetsLocked() []*sockets.Socket {
+func (s *steered) targetsLocked() []*sockets.Socket {
 	var ready, staying []*sockets.Socket
 	for _, slot := range slices.Sorted(maps.Keys(s.slots)) {
 		if sl := s.slots[slot]; !sl.released {
@@ -286,9 +382,9 @@ func (s *steering) targetsLocked() []*sockets.Socket {
 	return ready
 }
 
-// handOver freezes steering for a successor and returns the sockets to pass
-// it, in the kernel's order; busy says why not now.
-func (s *steering) handOver() (socks []*sockets.Socket, busy string) {
+// handOver freezes steering for a new supervisor and returns the sockets to
+// pass it, in the kernel's order; busy says why not now.
+func (s *steered) handOver() (socks []*sockets.Socket, busy string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, sl := range s.slots {
@@ -301,12 +397,4 @@ func (s *steering) handOver() (socks []*sockets.Socket, busy string) {
 	}
 	s.frozen = true
 	return s.g.Sockets(), ""
-}
-
-// resume takes steering back after a failed upgrade.
-func (s *steering) resume() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.frozen = false
-	s.steerLocked()
 }

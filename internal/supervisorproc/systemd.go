@@ -1,6 +1,6 @@
 //go:build unix
 
-package clusterflock
+package supervisorproc
 
 import (
 	"fmt"

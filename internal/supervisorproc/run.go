@@ -1,0 +1,149 @@
+//go:build unix
+
+// Package supervisorproc is the supervisor process's side of a clusterflock
+// pool: what runs in the first process. It chooses and holds the pool's
+// listeners (one implementation per migration mode, see listeners), starts
+// workers by re-executing the program (spawner, with a standby for
+// Options.Spare), drives package supervisor through its hooks, turns signals
+// into pool actions (dispatcher), performs binary upgrades (upgrade.go for
+// the old supervisor, heir.go for the new one), tells systemd what the pool
+// does, and reaps orphans as PID 1.
+package supervisorproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"time"
+
+	"github.com/clusterflock/clusterflock/internal/proto"
+	"github.com/clusterflock/clusterflock/internal/sdnotify"
+	"github.com/clusterflock/clusterflock/internal/sockets"
+	"github.com/clusterflock/clusterflock/supervisor"
+)
+
+// Config is what the supervisor needs of the pool's options (with defaults
+// applied).
+type Config struct {
+	Workers          int
+	Addr             string
+	Migration        sockets.Migration
+	Timing           proto.Timing
+	HeartbeatTimeout time.Duration
+	GOMAXPROCS       int
+	RestartSurge     int
+	Spare            bool
+	Logger           *slog.Logger
+	OnEvent          func(supervisor.Event)
+}
+
+// Notify subscribes a buffered channel to the signals a supervisor acts
+// on; Run stops it.
+func Notify() chan os.Signal {
+	c := make(chan os.Signal, 16)
+	signal.Notify(c, proto.Signals()...)
+	return c
+}
+
+// Run runs the supervisor role until the pool has stopped. Signals arrive
+// on sigs (tests feed it directly); Run stops them on return. It returns
+// supervisor.ErrKilled after an immediate stop.
+func Run(ctx context.Context, cfg Config, sigs chan os.Signal) error {
+	defer signal.Stop(sigs)
+	h := takeHeir(cfg.Logger)
+	if h != nil {
+		cfg.Addr = h.env.Addr // the concrete address, even for port 0
+	}
+	err := run(ctx, cfg, sigs, h)
+	if err != nil {
+		h.fail(err)
+	}
+	return err
+}
+
+func run(ctx context.Context, cfg Config, sigs chan os.Signal, h *heir) error {
+	lis, c, err := openListeners(cfg, h)
+	if err != nil {
+		return err
+	}
+	defer lis.Close()
+	if st, ok := lis.(*steered); ok && st.g.Len() > cfg.Workers {
+		cfg.Logger.Info("binary upgrade: keeping the old pool's size, larger than Options.Workers", "pid", os.Getpid(), "workers", st.g.Len(), "options_workers", cfg.Workers)
+		cfg.Workers = st.g.Len()
+	}
+	own := &children{}
+	sp, err := newSpawner(cfg, lis, own)
+	if err != nil {
+		return err
+	}
+	defer sp.Close()
+	sd := &systemd{n: sdnotify.FromEnv(), log: cfg.Logger, addr: lis.addr()}
+	sup, err := supervisor.New(supervisor.Config{
+		Spawner:          sp,
+		Workers:          cfg.Workers,
+		StopTimeout:      cfg.Timing.Shutdown,
+		HeartbeatTimeout: cfg.HeartbeatTimeout,
+		Surge:            cfg.RestartSurge,
+		Logger:           cfg.Logger,
+		OnEvent:          cfg.OnEvent,
+		Hooks:            &hooks{lis: lis, heir: h, sd: sd},
+	})
+	if err != nil {
+		return fmt.Errorf("clusterflock: %w", err)
+	}
+	logStart(cfg, lis, c, h)
+	d := &dispatcher{cfg: cfg, sup: sup, lis: lis, sd: sd, own: own, upgrades: make(chan upgradeResult, 1), startSuccessor: startSuccessor}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { d.run(sigs, stop) })
+	if os.Getpid() == 1 {
+		cfg.Logger.Info("running as PID 1: reaping orphaned processes")
+		wg.Go(func() { reapOrphans(own, stop) })
+	}
+	err = sup.Run(ctx)
+	close(stop)
+	wg.Wait()
+	return result(err, cfg.Logger, lis.addr())
+}
+
+// logStart logs the start line, and a warning if nothing migrates.
+func logStart(cfg Config, lis listeners, c choice, h *heir) {
+	mig := lis.migration()
+	start := []any{"pid", os.Getpid(), "addr", lis.addr(), "workers", cfg.Workers, "migration", string(mig)}
+	if c.why != "" { // why a better mechanism is not in force
+		start = append(start, "migration_reason", c.why)
+	}
+	if h != nil {
+		start = append(start, "upgrade_from", h.env.OldPID)
+	}
+	cfg.Logger.Info("supervisor starting", start...)
+	if mig == sockets.MigrationNone {
+		ways := `run with CAP_BPF, set net.ipv4.tcp_migrate_req=1, or use Options.Migration "cbpf" or "shared"`
+		if c.noCBPF {
+			ways = `run with CAP_BPF, set net.ipv4.tcp_migrate_req=1, or use Options.Migration "shared"`
+		}
+		cfg.Logger.Warn("no connection migration: a retiring worker may reset connections still queued on its listener; "+ways, "reason", c.why)
+	}
+}
+
+// result maps the supervisor's result to the one Run returns.
+func result(err error, log *slog.Logger, addr string) error {
+	var se *supervisor.StartError
+	var te *supervisor.StopTimeoutError
+	switch {
+	case err == nil:
+		log.Info("supervisor stopped", "pid", os.Getpid())
+		return nil
+	case errors.Is(err, supervisor.ErrKilled):
+		return err
+	case errors.As(err, &se):
+		return fmt.Errorf("clusterflock: workers cannot serve on %s: %w", addr, err)
+	case errors.As(err, &te):
+		return fmt.Errorf("clusterflock: ShutdownTimeout exceeded: %w", err)
+	}
+	return fmt.Errorf("clusterflock: %w", err)
+}

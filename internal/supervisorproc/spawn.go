@@ -1,0 +1,247 @@
+//go:build unix
+
+package supervisorproc
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/clusterflock/clusterflock/internal/proto"
+	"github.com/clusterflock/clusterflock/supervisor"
+)
+
+// spawner starts workers by re-executing this program (a supervisor.Spawner).
+type spawner struct {
+	path     string
+	args     []string
+	env      []string // without the worker marker
+	lis      listeners
+	own      *children
+	timing   proto.Timing
+	lifeline *os.File // read end, inherited by every worker
+	keep     *os.File // write end, held only by the supervisor
+	spare    *spares  // Options.Spare, or nil
+}
+
+func newSpawner(cfg Config, lis listeners, own *children) (*spawner, error) {
+	path, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("clusterflock: cannot find this program to re-execute: %w", err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("clusterflock: lifeline pipe: %w", err)
+	}
+	s := &spawner{
+		path:     path,
+		args:     os.Args,
+		env:      workerEnviron(os.Environ(), cfg.GOMAXPROCS, cfg.Workers),
+		lis:      lis,
+		own:      own,
+		timing:   cfg.Timing,
+		lifeline: r,
+		keep:     w,
+	}
+	if cfg.Spare {
+		s.spare = &spares{s: s}
+	}
+	return s, nil
+}
+
+// workerEnviron returns env without the pool's own variables (markers,
+// systemd's), with GOMAXPROCS set as Options.GOMAXPROCS asks: gomaxprocs if
+// positive, else the environment's GOMAXPROCS if set, else NumCPU/workers.
+func workerEnviron(env []string, gomaxprocs, workers int) []string {
+	out := make([]string, 0, len(env)+2)
+	explicit := false
+	for _, kv := range env {
+		if strings.HasPrefix(kv, proto.EnvWorker+"=") || strings.HasPrefix(kv, proto.EnvUpgrade+"=") ||
+			strings.HasPrefix(kv, "NOTIFY_SOCKET=") || strings.HasPrefix(kv, "WATCHDOG_") {
+			continue // the supervisor's alone
+		}
+		if strings.HasPrefix(kv, "GOMAXPROCS=") {
+			if gomaxprocs > 0 {
+				continue
+			}
+			explicit = true
+		}
+		out = append(out, kv)
+	}
+	switch {
+	case gomaxprocs > 0:
+		out = append(out, "GOMAXPROCS="+strconv.Itoa(gomaxprocs))
+	case !explicit:
+		out = append(out, "GOMAXPROCS="+strconv.Itoa(max(1, runtime.NumCPU()/workers)))
+	}
+	return out
+}
+
+// Close stops the standby, if any, and releases the lifeline: workers
+// still running see EOF. It waits (bounded) for the standbys it stopped.
+func (s *spawner) Close() error {
+	if s.spare != nil {
+		s.spare.close()
+	}
+	s.lifeline.Close()
+	return s.keep.Close()
+}
+
+// Spawn implements supervisor.Spawner. With Options.Spare the standby takes
+// the slot (it only has to listen), and the next standby starts.
+func (s *spawner) Spawn(w supervisor.Worker) (supervisor.Process, error) {
+	if s.spare != nil {
+		defer s.spare.start(w.Generation)
+		if p := s.spare.take(w); p != nil {
+			s.lis.spawned(w)
+			return p, nil
+		}
+	}
+	p, err := s.start(w, nil)
+	if err != nil {
+		return nil, err
+	}
+	s.lis.spawned(w)
+	return p, nil
+}
+
+// start forks a worker for w; control, if not nil, becomes its ControlFD.
+func (s *spawner) start(w supervisor.Worker, control *os.File) (*process, error) {
+	sr, sw, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("status pipe: %w", err)
+	}
+	ln, err := s.lis.listener(w.Slot)
+	if err != nil {
+		sr.Close()
+		sw.Close()
+		return nil, fmt.Errorf("listener for slot %d: %w", w.Slot, err)
+	}
+	marker := proto.WorkerEnv{SupervisorPID: os.Getpid(), Slot: w.Slot, Generation: w.Generation,
+		Migration: string(s.lis.migration()), Inherited: s.lis.inherited(), Addr: s.lis.addr()}
+	files := []*os.File{sw, s.lifeline, ln} // proto.StatusFD, LifelineFD, ListenerFD (nil: none)
+	if control != nil {
+		files = append(files, control) // proto.ControlFD
+	}
+	cmd := &exec.Cmd{
+		Path:        s.path,
+		Args:        s.args,
+		Env:         append(s.env[:len(s.env):len(s.env)], proto.EnvWorker+"="+marker.Encode()),
+		Stdout:      os.Stdout,
+		Stderr:      os.Stderr,
+		ExtraFiles:  files, // slot i is fd 3+i
+		SysProcAttr: workerSysProcAttr(),
+	}
+	err = s.own.start(cmd)
+	sw.Close()
+	if ln != nil {
+		ln.Close() // the worker has its own
+	}
+	if err != nil {
+		sr.Close()
+		return nil, err
+	}
+	p := &process{cmd: cmd, own: s.own, status: sr, linger: s.timing.Linger, hasListener: ln != nil,
+		msgs: make(chan supervisor.Message, 4), exited: make(chan struct{}), readDone: make(chan struct{}), standing: make(chan struct{})}
+	go p.read()
+	go p.wait()
+	return p, nil
+}
+
+// process is a worker started by spawner (a supervisor.Process).
+type process struct {
+	cmd         *exec.Cmd
+	own         *children
+	status      *os.File
+	linger      time.Duration
+	hasListener bool // it inherited a listener at start
+	msgs        chan supervisor.Message
+	exited      chan struct{}   // closed when the process is reaped
+	standing    chan struct{}   // closed when a standby reports it waits
+	readDone    chan struct{}   // closed when read returns
+	exit        supervisor.Exit // valid once exited is closed
+}
+
+func (p *process) Pid() int                            { return p.cmd.Process.Pid }
+func (p *process) Messages() <-chan supervisor.Message { return p.msgs }
+
+// Stop implements supervisor.Process: SIGTERM.
+func (p *process) Stop() error { return p.cmd.Process.Signal(syscall.SIGTERM) }
+
+// Kill implements supervisor.Process: SIGKILL.
+func (p *process) Kill() error { return p.cmd.Process.Kill() }
+
+// Wait implements supervisor.Process.
+func (p *process) Wait() supervisor.Exit {
+	<-p.exited
+	return p.exit
+}
+
+// messageKind maps the status pipe's words to the supervisor's.
+func messageKind(k proto.Kind) (supervisor.MessageKind, bool) {
+	switch k {
+	case proto.Ready:
+		return supervisor.MessageReady, true
+	case proto.Heartbeat:
+		return supervisor.MessageHeartbeat, true
+	case proto.Failed:
+		return supervisor.MessageFailed, true
+	case proto.Retiring:
+		return supervisor.MessageRetiring, true
+	}
+	return "", false
+}
+
+func (p *process) read() {
+	defer close(p.readDone)
+	defer close(p.msgs)
+	defer p.status.Close()
+	r := proto.NewReader(p.status)
+	for {
+		m, err := r.Next()
+		if errors.Is(err, proto.ErrUnknown) {
+			continue
+		}
+		if err != nil {
+			return
+		}
+		if m.Kind == proto.Standby {
+			close(p.standing)
+			continue
+		}
+		if k, ok := messageKind(m.Kind); ok {
+			p.msgs <- supervisor.Message{Kind: k, Text: m.Text}
+		}
+	}
+}
+
+func (p *process) wait() {
+	_ = p.cmd.Wait() // the exit status is in ProcessState
+	p.own.done(p.cmd.Process.Pid)
+	p.exit = exitOf(p.cmd.ProcessState)
+	close(p.exited)
+	// The status pipe normally reaches EOF with the process; if a
+	// grandchild still holds the write end, stop reading after a moment.
+	select {
+	case <-p.readDone:
+	case <-time.After(p.linger):
+		p.status.SetReadDeadline(time.Now())
+	}
+}
+
+// exitOf converts a process state (nil if it could not be waited for).
+func exitOf(ps *os.ProcessState) supervisor.Exit {
+	if ps == nil {
+		return supervisor.Exit{Code: -1}
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return supervisor.Exit{Code: -1, Signal: ws.Signal()}
+	}
+	return supervisor.Exit{Code: ps.ExitCode()}
+}

@@ -1,0 +1,43 @@
+//go:build unix
+
+package workerproc
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"syscall"
+
+	"github.com/clusterflock/clusterflock/internal/proto"
+	"github.com/clusterflock/clusterflock/internal/sockets"
+	"github.com/clusterflock/clusterflock/reuseport"
+)
+
+// listen returns this worker's listener: the socket the supervisor holds for
+// it (inherited at proto.ListenerFD, or received on activation as
+// inherited), or else its own SO_REUSEPORT one, prepared for the pool's
+// migration.
+func listen(env proto.WorkerEnv, inherited *os.File, log *slog.Logger) (net.Listener, error) {
+	if !env.Inherited {
+		ln, err := reuseport.Listen(context.Background(), "tcp", env.Addr)
+		if err != nil {
+			return nil, err
+		}
+		if err := sockets.EnableMigration(ln, sockets.Migration(env.Migration)); err != nil {
+			log.Warn("cannot enable connection migration on this worker's listener", "migration", env.Migration, "err", err.Error())
+		}
+		return ln, nil
+	}
+	f := inherited
+	if f == nil {
+		syscall.CloseOnExec(proto.ListenerFD)
+		f = os.NewFile(proto.ListenerFD, "clusterflock-listener")
+	}
+	defer f.Close()
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, err
+	}
+	return ln, nil
+}

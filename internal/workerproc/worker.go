@@ -1,0 +1,166 @@
+//go:build unix
+
+// Package workerproc is the worker process's side of a clusterflock pool:
+// what runs in each re-executed worker. It takes over the descriptors the
+// supervisor passed (status pipe, lifeline, listener), opens or inherits the
+// listener, runs the serve function, reports ready, heartbeats and failures
+// to the supervisor, and stops the serve function when asked to (TERM, QUIT),
+// when the context ends or when the supervisor is gone.
+package workerproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/clusterflock/clusterflock/internal/proto"
+	"github.com/clusterflock/clusterflock/internal/signame"
+)
+
+// Config is what a worker needs of the pool's options.
+type Config struct {
+	Timing proto.Timing
+	Logger *slog.Logger
+	// Recycle, if set, is asked at each heartbeat whether the worker wants
+	// to be replaced (Options.MaxRequests), and why.
+	Recycle func() (why string, ok bool)
+}
+
+// ServeFunc serves on ln until ctx is done, then stops gracefully; env is the
+// worker's marker (slot, generation, supervisor).
+type ServeFunc func(ctx context.Context, ln net.Listener, env proto.WorkerEnv) error
+
+// Run is the worker role: listen on the pool's address, tell the supervisor,
+// run serve until asked to stop, then stop it and return. env is the marker
+// from [proto.LookupWorker].
+func Run(ctx context.Context, cfg Config, env proto.WorkerEnv, serve ServeFunc) error {
+	// The inherited fds must not leak into the handler's subprocesses, and
+	// the marker must not make them think they are workers.
+	syscall.CloseOnExec(proto.StatusFD)
+	syscall.CloseOnExec(proto.LifelineFD)
+	os.Unsetenv(proto.EnvWorker)
+	status := &statusWriter{f: os.NewFile(proto.StatusFD, "clusterflock-status")}
+	defer status.f.Close()
+	lifeline := os.NewFile(proto.LifelineFD, "clusterflock-lifeline")
+	defer lifeline.Close()
+
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, proto.Signals()...)
+	defer signal.Stop(sigs)
+	orphaned := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, lifeline) // returns at EOF: the supervisor is gone
+		close(orphaned)
+	}()
+	w := &worker{cfg: cfg, env: env, status: status, sigs: sigs, orphaned: orphaned}
+	return w.run(ctx, serve)
+}
+
+// worker is one worker process's state while Run runs.
+type worker struct {
+	cfg      Config
+	env      proto.WorkerEnv
+	status   *statusWriter
+	sigs     <-chan os.Signal
+	orphaned <-chan struct{}
+}
+
+func (w *worker) run(ctx context.Context, serve ServeFunc) error {
+	var inherited *os.File // a standby's listener, received on activation
+	if w.env.Slot == proto.StandbySlot {
+		var ok bool
+		var err error
+		w.env, inherited, ok, err = awaitActivation(w.env, w.status, w.sigs, w.orphaned)
+		if err != nil {
+			return w.fail("standby worker", err)
+		}
+		if !ok {
+			return nil // never activated: nothing served, nothing to stop
+		}
+	}
+	log := w.cfg.Logger.With("pid", os.Getpid(), "slot", w.env.Slot, "generation", w.env.Generation)
+	ln, err := listen(w.env, inherited, log)
+	if err != nil {
+		return w.fail("worker", err)
+	}
+	defer ln.Close()
+
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- serve(sctx, ln, w.env) }()
+	w.status.send(proto.Message{Kind: proto.Ready})
+	if err := w.serving(ctx, served, log); err != nil {
+		return w.fail("worker", err)
+	}
+	// Stop: the serve function sees its context done; closing the listener
+	// (after that) makes the kernel migrate connections still queued on it.
+	stop()
+	ln.Close()
+	return w.stopped(served)
+}
+
+// fail tells the supervisor why the worker cannot serve, and returns it.
+func (w *worker) fail(what string, err error) error {
+	w.status.send(proto.Message{Kind: proto.Failed, Text: err.Error()})
+	return fmt.Errorf("clusterflock: %s: %w", what, err)
+}
+
+// serving heartbeats until the worker is asked to stop (nil), or the serve
+// function returns on its own (its error).
+func (w *worker) serving(ctx context.Context, served <-chan error, log *slog.Logger) error {
+	beat := time.NewTicker(w.cfg.Timing.Heartbeat)
+	defer beat.Stop()
+	for {
+		select {
+		case <-beat.C:
+			w.status.send(proto.Message{Kind: proto.Heartbeat})
+			if w.cfg.Recycle == nil {
+				continue
+			}
+			if why, ok := w.cfg.Recycle(); ok {
+				// Asked again each beat until the supervisor acts on it.
+				w.status.send(proto.Message{Kind: proto.Retiring, Text: why})
+			}
+		case sig := <-w.sigs:
+			if sig == syscall.SIGTERM || sig == syscall.SIGQUIT {
+				log.Debug("worker stopping", "signal", signame.Of(sig))
+				return nil
+			} // the supervisor acts on the others
+		case <-w.orphaned:
+			log.Warn("supervisor is gone; worker stopping")
+			return nil
+		case <-ctx.Done():
+			return nil
+		case err := <-served:
+			if err == nil {
+				err = errors.New("the serve function returned before the worker was asked to stop")
+			}
+			return err
+		}
+	}
+}
+
+// stopped waits for the serve function to finish its stop. The supervisor
+// kills the worker at ShutdownTimeout; this deadline, a little later,
+// matters only if the supervisor is gone.
+func (w *worker) stopped(served <-chan error) error {
+	limit := time.NewTimer(w.cfg.Timing.WorkerStop)
+	defer limit.Stop()
+	select {
+	case err := <-served:
+		if err != nil {
+			return fmt.Errorf("clusterflock: worker stop: %w", err)
+		}
+		return nil
+	case <-limit.C:
+		return fmt.Errorf("clusterflock: worker stop: still serving %v after being asked to stop", w.cfg.Timing.WorkerStop)
+	}
+}

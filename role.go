@@ -1,0 +1,57 @@
+//go:build unix
+
+package clusterflock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+
+	"github.com/clusterflock/clusterflock/internal/proto"
+	"github.com/clusterflock/clusterflock/internal/sockets"
+	"github.com/clusterflock/clusterflock/internal/supervisorproc"
+	"github.com/clusterflock/clusterflock/internal/workerproc"
+	"github.com/clusterflock/clusterflock/supervisor"
+)
+
+// run is the role dispatch behind Run and Serve: the worker role in a
+// process whose marker names its parent, else the supervisor role. A marker
+// that is malformed or names another process is an error, never a reason to
+// become a supervisor: that would start a pool inside a pool (for instance in
+// a worker whose supervisor died as it started).
+func run(ctx context.Context, serve ServeFunc, o options, recycle func() (string, bool)) error {
+	env, ok, err := proto.LookupWorker()
+	switch {
+	case err != nil:
+		return fmt.Errorf("clusterflock: %w; refusing to start a pool inside a worker", err)
+	case ok:
+		cfg := workerproc.Config{Timing: o.timing(), Logger: o.Logger, Recycle: recycle}
+		return workerproc.Run(ctx, cfg, env, func(ctx context.Context, ln net.Listener, env proto.WorkerEnv) error {
+			info := WorkerInfo{Slot: env.Slot, Generation: env.Generation, PID: os.Getpid(), SupervisorPID: env.SupervisorPID}
+			return serve(context.WithValue(ctx, workerKey{}, info), ln)
+		})
+	}
+	err = supervisorproc.Run(ctx, o.supervisorConfig(), supervisorproc.Notify())
+	if errors.Is(err, supervisor.ErrKilled) {
+		return ErrInterrupted
+	}
+	return err
+}
+
+// supervisorConfig is what the supervisor role needs of o.
+func (o options) supervisorConfig() supervisorproc.Config {
+	return supervisorproc.Config{
+		Workers:          o.Workers,
+		Addr:             o.Addr,
+		Migration:        sockets.Migration(o.Migration),
+		Timing:           o.timing(),
+		HeartbeatTimeout: o.HeartbeatTimeout,
+		GOMAXPROCS:       o.GOMAXPROCS,
+		RestartSurge:     o.RestartSurge,
+		Spare:            o.Spare,
+		Logger:           o.Logger,
+		OnEvent:          o.OnEvent,
+	}
+}
