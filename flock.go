@@ -196,33 +196,8 @@ func (o options) timing() proto.Timing { return proto.NewTiming(o.ShutdownTimeou
 
 // withDefaults validates o and applies defaults; getenv reads $PORT.
 func (o Options) withDefaults(getenv func(string) string) (options, error) {
-	if o.Workers < 0 {
-		return options{}, fmt.Errorf("clusterflock: Options.Workers is %d; want 0 (one per CPU) or more", o.Workers)
-	}
-	if o.ShutdownTimeout < 0 {
-		return options{}, fmt.Errorf("clusterflock: Options.ShutdownTimeout is %v; want 0 (1s) or more", o.ShutdownTimeout)
-	}
-	for _, f := range []struct {
-		name, want string
-		v          int64
-	}{
-		{"GOMAXPROCS", "0 (automatic) or more", int64(o.GOMAXPROCS)},
-		{"MaxRequests", "0 (never) or more", int64(o.MaxRequests)},
-		{"MaxRequestsJitter", "0 or more", int64(o.MaxRequestsJitter)},
-		{"RestartSurge", "0 (one) or more", int64(o.RestartSurge)},
-	} {
-		if f.v < 0 {
-			return options{}, fmt.Errorf("clusterflock: Options.%s is %d; want %s", f.name, f.v, f.want)
-		}
-	}
-	if o.HeartbeatTimeout < 0 {
-		return options{}, fmt.Errorf("clusterflock: Options.HeartbeatTimeout is %v; want 0 (10s) or more", o.HeartbeatTimeout)
-	}
-	switch o.Migration {
-	case MigrationAuto, MigrationEBPF, MigrationSysctl, MigrationCBPF, MigrationNone, MigrationShared:
-	default:
-		return options{}, fmt.Errorf("clusterflock: Options.Migration is %q; want \"\", %q, %q, %q, %q or %q",
-			o.Migration, MigrationEBPF, MigrationSysctl, MigrationCBPF, MigrationShared, MigrationNone)
+	if err := o.check(); err != nil {
+		return options{}, err
 	}
 	r := options{Options: o}
 	if r.Workers == 0 {
@@ -258,6 +233,39 @@ func (o Options) withDefaults(getenv func(string) string) (options, error) {
 		return options{}, fmt.Errorf("clusterflock: Options.Addr %q: %v", o.Addr, err)
 	}
 	return r, nil
+}
+
+// check reports the first field of o that is out of range.
+func (o Options) check() error {
+	if o.Workers < 0 {
+		return fmt.Errorf("clusterflock: Options.Workers is %d; want 0 (one per CPU) or more", o.Workers)
+	}
+	if o.ShutdownTimeout < 0 {
+		return fmt.Errorf("clusterflock: Options.ShutdownTimeout is %v; want 0 (1s) or more", o.ShutdownTimeout)
+	}
+	for _, f := range []struct {
+		name, want string
+		v          int64
+	}{
+		{"GOMAXPROCS", "0 (automatic) or more", int64(o.GOMAXPROCS)},
+		{"MaxRequests", "0 (never) or more", int64(o.MaxRequests)},
+		{"MaxRequestsJitter", "0 or more", int64(o.MaxRequestsJitter)},
+		{"RestartSurge", "0 (one) or more", int64(o.RestartSurge)},
+	} {
+		if f.v < 0 {
+			return fmt.Errorf("clusterflock: Options.%s is %d; want %s", f.name, f.v, f.want)
+		}
+	}
+	if o.HeartbeatTimeout < 0 {
+		return fmt.Errorf("clusterflock: Options.HeartbeatTimeout is %v; want 0 (10s) or more", o.HeartbeatTimeout)
+	}
+	switch o.Migration {
+	case MigrationAuto, MigrationEBPF, MigrationSysctl, MigrationCBPF, MigrationNone, MigrationShared:
+	default:
+		return fmt.Errorf("clusterflock: Options.Migration is %q; want \"\", %q, %q, %q, %q or %q",
+			o.Migration, MigrationEBPF, MigrationSysctl, MigrationCBPF, MigrationShared, MigrationNone)
+	}
+	return nil
 }
 
 func checkPort(port string) error {

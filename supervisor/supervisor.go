@@ -399,46 +399,56 @@ func (l *loop) command(c command) {
 		l.announced = false
 		l.spawn(slot, 0)
 	case cmdRetire:
-		if reason := l.busy(); reason != "" {
-			l.emit(Event{Kind: EventRefused, Reason: "retire worker: " + reason})
-			return
-		}
-		if len(l.slots) <= 1 {
-			l.emit(Event{Kind: EventRefused, Reason: "retire worker: the pool keeps at least one worker"})
-			return
-		}
-		var oldest *worker
-		for _, w := range l.workers {
-			if !w.leaving() && (oldest == nil || w.ID < oldest.ID) {
-				oldest = w
-			}
-		}
-		if oldest == nil { // only pending reforks: drop the highest one
-			slot := maxKey(l.reforks)
-			l.reforks[slot].Stop()
-			delete(l.reforks, slot)
-			l.release(slot)
-			return
-		}
-		l.retire(oldest)
+		l.retireOldest()
 	case cmdRestart:
-		if reason := l.busy(); reason != "" {
-			l.emit(Event{Kind: EventRefused, Reason: "rolling restart: " + reason})
-			return
-		}
-		l.gen++
-		l.restarting = true
-		for _, w := range l.workers {
-			if !w.leaving() {
-				l.rolling = append(l.rolling, w.ID)
-			}
-		}
-		slices.Sort(l.rolling)
-		l.hooks.Restart("begin")
-		l.emit(Event{Kind: EventRestart, Reason: "begin"})
-		l.announced = false
-		l.roll()
+		l.restart()
 	}
+}
+
+// retireOldest takes the oldest worker's slot out of the pool, or refuses.
+func (l *loop) retireOldest() {
+	if reason := l.busy(); reason != "" {
+		l.emit(Event{Kind: EventRefused, Reason: "retire worker: " + reason})
+		return
+	}
+	if len(l.slots) <= 1 {
+		l.emit(Event{Kind: EventRefused, Reason: "retire worker: the pool keeps at least one worker"})
+		return
+	}
+	var oldest *worker
+	for _, w := range l.workers {
+		if !w.leaving() && (oldest == nil || w.ID < oldest.ID) {
+			oldest = w
+		}
+	}
+	if oldest == nil { // only pending reforks: drop the highest one
+		slot := maxKey(l.reforks)
+		l.reforks[slot].Stop()
+		delete(l.reforks, slot)
+		l.release(slot)
+		return
+	}
+	l.retire(oldest)
+}
+
+// restart begins a rolling restart, or refuses.
+func (l *loop) restart() {
+	if reason := l.busy(); reason != "" {
+		l.emit(Event{Kind: EventRefused, Reason: "rolling restart: " + reason})
+		return
+	}
+	l.gen++
+	l.restarting = true
+	for _, w := range l.workers {
+		if !w.leaving() {
+			l.rolling = append(l.rolling, w.ID)
+		}
+	}
+	slices.Sort(l.rolling)
+	l.hooks.Restart("begin")
+	l.emit(Event{Kind: EventRestart, Reason: "begin"})
+	l.announced = false
+	l.roll()
 }
 
 // release takes slot out of the pool and tells the hooks; the returned
