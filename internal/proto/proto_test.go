@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"os"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -83,5 +84,35 @@ func TestUpgradeEnv(t *testing.T) {
 		if _, err := ParseUpgradeEnv(bad); err == nil {
 			t.Errorf("ParseUpgradeEnv(%q) succeeded", bad)
 		}
+	}
+}
+
+func TestActivationRoundTrip(t *testing.T) {
+	for _, a := range []Activation{{Slot: 0}, {Slot: 3, Generation: 2, Socket: true}} {
+		got, err := ParseActivation(a.Encode())
+		if err != nil || got != a {
+			t.Errorf("ParseActivation(%q) = %+v, %v; want %+v", a.Encode(), got, err, a)
+		}
+	}
+	for _, s := range []string{"", "1 2\n", "1 2 1", "-1 0 0\n", "1 -2 0\n", "1 2 3\n", "a 2 0\n", "1 2 0 4\n"} {
+		if _, err := ParseActivation(s); err == nil {
+			t.Errorf("ParseActivation(%q) succeeded", s)
+		}
+	}
+}
+
+// A marker counts only if it names this process's parent.
+func TestLookupWorker(t *testing.T) {
+	t.Setenv(EnvWorker, WorkerEnv{SupervisorPID: os.Getppid(), Addr: ":1"}.Encode())
+	if w, ok, err := LookupWorker(); !ok || err != nil || w.SupervisorPID != os.Getppid() {
+		t.Errorf("a marker naming the parent: %+v, %v, %v", w, ok, err)
+	}
+	t.Setenv(EnvWorker, WorkerEnv{SupervisorPID: os.Getppid() + 1, Addr: ":1"}.Encode())
+	if _, ok, err := LookupWorker(); !ok || err == nil {
+		t.Errorf("a marker naming another process: %v, %v; want an error", ok, err)
+	}
+	t.Setenv(EnvUpgrade, UpgradeEnv{OldPID: os.Getppid(), Addr: ":1"}.Encode())
+	if u, ok, err := LookupUpgrade(); !ok || err != nil || u.OldPID != os.Getppid() {
+		t.Errorf("an upgrade marker naming the parent: %+v, %v, %v", u, ok, err)
 	}
 }

@@ -74,7 +74,7 @@ func (d *dispatcher) signal(sig os.Signal) {
 			// The new supervisor sizes its own pool; changing this one
 			// now would be undone, and a steered group's order must
 			// not change under it.
-			d.refuse(sig, "a binary upgrade is under way", d.pending.cmd.Process.Pid)
+			d.refuse(sig, "a binary upgrade is under way", d.pending.pid)
 			return
 		}
 	}
@@ -118,7 +118,7 @@ func (d *dispatcher) startUpgrade() {
 		d.refuse(syscall.SIGUSR2, "binary upgrade: the pool is stopping", 0)
 		return
 	case d.pending != nil:
-		d.refuse(syscall.SIGUSR2, "binary upgrade: one is already under way", d.pending.cmd.Process.Pid)
+		d.refuse(syscall.SIGUSR2, "binary upgrade: one is already under way", d.pending.pid)
 		return
 	}
 	// A barrier: TTIN and TTOU sent just before are carried out (the
@@ -137,8 +137,8 @@ func (d *dispatcher) startUpgrade() {
 		return
 	}
 	d.pending = s
-	d.cfg.Logger.Info("binary upgrade: new supervisor started", "new_pid", s.cmd.Process.Pid)
-	d.sup.Report(supervisor.Event{Kind: supervisor.EventUpgrade, Reason: "begin", Pid: s.cmd.Process.Pid})
+	d.cfg.Logger.Info("binary upgrade: new supervisor started", "new_pid", s.pid)
+	d.sup.Report(supervisor.Event{Kind: supervisor.EventUpgrade, Reason: "begin", Pid: s.pid})
 }
 
 // upgraded handles the end of a binary upgrade: the new supervisor serves
@@ -164,7 +164,7 @@ func (d *dispatcher) abandonUpgrade() {
 	if d.pending == nil {
 		return
 	}
-	d.cfg.Logger.Warn("stopping the unfinished binary upgrade", "new_pid", d.pending.cmd.Process.Pid)
+	d.cfg.Logger.Warn("stopping the unfinished binary upgrade", "new_pid", d.pending.pid)
 	d.pending.abandon(d.upgrades, d.cfg.Timing.Orphans)
 }
 

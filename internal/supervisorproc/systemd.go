@@ -20,7 +20,7 @@ import (
 // and WATCHDOG=1 while the supervisor's loop answers. Without NOTIFY_SOCKET
 // it does nothing.
 type systemd struct {
-	n    sdnotify.Notifier
+	n    notifier
 	log  *slog.Logger
 	addr string
 	// handedOver is set once a binary upgrade's new supervisor is the
@@ -28,6 +28,14 @@ type systemd struct {
 	// STOPPING=1 from it would stop the service).
 	handedOver atomic.Bool
 }
+
+// notifier sends systemd notifications: an sdnotify.Notifier, or a fake.
+type notifier interface {
+	Enabled() bool
+	Notify(state string) error
+}
+
+var _ notifier = sdnotify.Notifier{}
 
 func (s *systemd) send(state string) {
 	if err := s.n.Notify(state); err != nil {

@@ -31,6 +31,7 @@ type upgradeResult struct {
 
 // successor is a new supervisor being started by this one.
 type successor struct {
+	pid    int // cmd.Process.Pid, which Release clears
 	cmd    *exec.Cmd
 	status *os.File
 	own    *children
@@ -74,7 +75,7 @@ func startSuccessor(lis listeners, socks []*sockets.Socket, own *children, resul
 		r.Close()
 		return nil, err
 	}
-	s := &successor{cmd: cmd, status: r, own: own}
+	s := &successor{pid: cmd.Process.Pid, cmd: cmd, status: r, own: own}
 	go s.watch(results)
 	return s, nil
 }
@@ -117,7 +118,7 @@ func closeFiles(files []*os.File) {
 // watch waits for "ready" or the successor's exit.
 func (s *successor) watch(results chan<- upgradeResult) {
 	defer s.status.Close()
-	pid := s.cmd.Process.Pid
+	pid := s.pid
 	rd := proto.NewReader(s.status)
 	var failure string
 	for {

@@ -1,0 +1,158 @@
+//go:build unix
+
+package supervisorproc
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"syscall"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/clusterflock/clusterflock/internal/proto"
+	"github.com/clusterflock/clusterflock/internal/sockets"
+	"github.com/clusterflock/clusterflock/supervisor"
+)
+
+// fakePool records the dispatcher's calls: "add", "retire", … and the
+// events it reports as "refused: …", "upgrade: …".
+type fakePool struct{ calls []string }
+
+func (p *fakePool) call(c string) bool           { p.calls = append(p.calls, c); return true }
+func (p *fakePool) Add() bool                    { return p.call("add") }
+func (p *fakePool) Retire() bool                 { return p.call("retire") }
+func (p *fakePool) Stop() bool                   { return p.call("stop") }
+func (p *fakePool) Kill() bool                   { return p.call("kill") }
+func (p *fakePool) Restart() bool                { return p.call("restart") }
+func (p *fakePool) Workers() []supervisor.Worker { return []supervisor.Worker{{ID: 1}} }
+func (p *fakePool) Report(e supervisor.Event) bool {
+	s := fmt.Sprintf("%s: %s", e.Kind, e.Reason)
+	if e.Pid != 0 {
+		s += fmt.Sprintf(" (pid %d)", e.Pid)
+	}
+	return p.call(s)
+}
+
+// fakeListeners refuses what refusals says and records upgrade calls.
+type fakeListeners struct {
+	ownListeners
+	refusals map[string]string // request → reason
+	busy     string            // handOver's
+	calls    []string
+}
+
+func (f *fakeListeners) refuse(req string) string { return f.refusals[req] }
+func (f *fakeListeners) handOver() ([]*sockets.Socket, string) {
+	f.calls = append(f.calls, "handOver")
+	return nil, f.busy
+}
+func (f *fakeListeners) upgradeFailed(started bool) {
+	f.calls = append(f.calls, fmt.Sprintf("upgradeFailed(%v)", started))
+}
+
+type dispatchHarness struct {
+	d    *dispatcher
+	pool *fakePool
+	lis  *fakeListeners
+	sd   *fakeNotifier
+	// startErr, if set, makes the new supervisor fail to start.
+	startErr error
+}
+
+func newDispatchHarness() *dispatchHarness {
+	h := &dispatchHarness{pool: &fakePool{}, lis: &fakeListeners{refusals: map[string]string{}}, sd: &fakeNotifier{}}
+	log := slog.New(slog.DiscardHandler)
+	h.d = &dispatcher{
+		cfg: Config{Logger: log, Timing: proto.NewTiming(0, 0)}, sup: h.pool, lis: h.lis,
+		sd: &systemd{n: h.sd, log: log}, upgrades: make(chan upgradeResult, 1),
+		startSuccessor: func(listeners, []*sockets.Socket, *children, chan<- upgradeResult) (*successor, error) {
+			if h.startErr != nil {
+				return nil, h.startErr
+			}
+			return &successor{pid: 4242}, nil
+		},
+	}
+	return h
+}
+
+func (h *dispatchHarness) want(t *testing.T, calls ...string) {
+	t.Helper()
+	if diff := cmp.Diff(calls, h.pool.calls); diff != "" {
+		t.Errorf("pool calls (-want +got):\n%s", diff)
+	}
+	h.pool.calls = nil
+}
+
+// Each signal is its action.
+func TestDispatchSignals(t *testing.T) {
+	h := newDispatchHarness()
+	for _, sig := range []syscall.Signal{syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGTERM} {
+		h.d.signal(sig)
+	}
+	h.want(t, "add", "retire", "restart", "stop")
+	h.d.signal(syscall.SIGINT)
+	h.want(t, "kill")
+	h.d.signal(syscall.SIGUSR2)
+	h.want(t, "refused: USR2: binary upgrade: the pool is stopping")
+}
+
+// What the listeners refuse is refused with their reason, and only that.
+func TestDispatchListenerRefusals(t *testing.T) {
+	h := newDispatchHarness()
+	h.lis.refusals[reqRetire] = "the old supervisor 7 is still draining"
+	h.d.signal(syscall.SIGTTOU)
+	h.d.signal(syscall.SIGTTIN)
+	h.want(t, "refused: TTOU: the old supervisor 7 is still draining", "add")
+}
+
+// While a binary upgrade is under way, requests that change the pool are
+// refused naming the new supervisor; its success stops this pool and hands
+// systemd's MAINPID over.
+func TestDispatchUpgradeDone(t *testing.T) {
+	h := newDispatchHarness()
+	h.d.signal(syscall.SIGUSR2)
+	h.want(t, "upgrade: begin (pid 4242)")
+	for _, sig := range []syscall.Signal{syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGHUP} {
+		h.d.signal(sig)
+	}
+	h.d.signal(syscall.SIGUSR2)
+	h.want(t, "refused: TTIN: a binary upgrade is under way (pid 4242)",
+		"refused: TTOU: a binary upgrade is under way (pid 4242)",
+		"refused: HUP: a binary upgrade is under way (pid 4242)",
+		"refused: USR2: binary upgrade: one is already under way (pid 4242)")
+	h.d.upgraded(upgradeResult{pid: 4242})
+	h.want(t, "upgrade: done (pid 4242)", "stop")
+	if diff := cmp.Diff([]string{"MAINPID=4242"}, h.sd.sent); diff != "" {
+		t.Errorf("systemd (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"handOver"}, h.lis.calls); diff != "" {
+		t.Errorf("listener calls (-want +got):\n%s", diff)
+	}
+}
+
+// A failed upgrade leaves this pool serving and its listeners are told; a
+// new upgrade may follow.
+func TestDispatchUpgradeFailed(t *testing.T) {
+	h := newDispatchHarness()
+	h.d.signal(syscall.SIGUSR2)
+	h.d.upgraded(upgradeResult{pid: 4242, err: errors.New("new supervisor 4242 exited before its workers were ready: exit status 1")})
+	h.d.signal(syscall.SIGTTIN)
+	h.want(t, "upgrade: begin (pid 4242)",
+		"upgrade: failed: new supervisor 4242 exited before its workers were ready: exit status 1 (pid 4242)", "add")
+
+	h.startErr = errors.New("fork/exec: no such file")
+	h.d.signal(syscall.SIGUSR2)
+	h.want(t, "upgrade: failed: cannot start a new supervisor: fork/exec: no such file")
+	h.lis.busy = "a retired worker is still draining"
+	h.d.signal(syscall.SIGUSR2)
+	h.want(t, "refused: USR2: binary upgrade: a retired worker is still draining")
+	want := []string{"handOver", "upgradeFailed(true)", "handOver", "upgradeFailed(false)", "handOver"}
+	if diff := cmp.Diff(want, h.lis.calls); diff != "" {
+		t.Errorf("listener calls (-want +got):\n%s", diff)
+	}
+	if len(h.sd.sent) != 0 {
+		t.Errorf("systemd told %q after a failed upgrade", h.sd.sent)
+	}
+}
