@@ -49,6 +49,9 @@
 //     pool still drains in-flight requests. Socket activation (LISTEN_FDS) is a
 //     listener source: the workers then share systemd's socket. See
 //     examples/systemd.
+//   - Package [github.com/clusterflock/clusterflock/supervisor] holds the pool's
+//     logic, independent of processes and HTTP, for programs that start
+//     workers their own way; this package wires it to re-executed workers.
 //   - In a container the supervisor may be PID 1: it forwards signals and reaps
 //     orphaned grandchildren. Under Kubernetes set terminationGracePeriodSeconds
 //     above ShutdownTimeout, and use a preStop sleep of a few seconds so the

@@ -148,7 +148,7 @@ func (s *spawner) start(w supervisor.Worker, control *os.File) (*process, error)
 		return nil, err
 	}
 	p := &process{cmd: cmd, own: s.own, status: sr, linger: s.timing.Linger, hasListener: ln != nil,
-		msgs: make(chan supervisor.Message, 4), exited: make(chan struct{}), readDone: make(chan struct{}), standing: make(chan struct{})}
+		msgs: make(chan supervisor.Message, 4), exited: make(chan struct{}), waited: make(chan struct{}), readDone: make(chan struct{}), standing: make(chan struct{})}
 	go p.read()
 	go p.wait()
 	return p, nil
@@ -163,6 +163,7 @@ type process struct {
 	hasListener bool // it inherited a listener at start
 	msgs        chan supervisor.Message
 	exited      chan struct{}   // closed when the process is reaped
+	waited      chan struct{}   // closed when wait returns
 	standing    chan struct{}   // closed when a standby reports it waits
 	readDone    chan struct{}   // closed when read returns
 	exit        supervisor.Exit // valid once exited is closed
@@ -177,9 +178,10 @@ func (p *process) Stop() error { return p.cmd.Process.Signal(syscall.SIGTERM) }
 // Kill implements supervisor.Process: SIGKILL.
 func (p *process) Kill() error { return p.cmd.Process.Kill() }
 
-// Wait implements supervisor.Process.
+// Wait implements supervisor.Process. It returns once the process is
+// reaped and both of its goroutines have returned.
 func (p *process) Wait() supervisor.Exit {
-	<-p.exited
+	<-p.waited
 	return p.exit
 }
 
@@ -222,6 +224,7 @@ func (p *process) read() {
 }
 
 func (p *process) wait() {
+	defer close(p.waited)
 	_ = p.cmd.Wait() // the exit status is in ProcessState
 	p.own.done(p.cmd.Process.Pid)
 	p.exit = exitOf(p.cmd.ProcessState)
