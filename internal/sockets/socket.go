@@ -38,8 +38,8 @@ func newSocket(fd int) *Socket {
 	return s
 }
 
-// Hold takes over f, a socket (f is closed), and returns it as a Socket.
-func Hold(f *os.File) (*Socket, error) {
+// Adopt takes over f, a socket (f is closed), and returns it as a Socket.
+func Adopt(f *os.File) (*Socket, error) {
 	defer f.Close()
 	return holdConn(f)
 }

@@ -128,7 +128,7 @@ func activatedListener(f *os.File) (listeners, error) {
 		f.Close()
 		return nil, fmt.Errorf("clusterflock: socket activation: fd 3: %w", err)
 	}
-	s, err := sockets.Hold(f)
+	s, err := sockets.Adopt(f)
 	if err != nil {
 		return nil, fmt.Errorf("clusterflock: socket activation: fd 3: %w", err)
 	}

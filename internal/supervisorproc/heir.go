@@ -63,7 +63,7 @@ func takeHeir(log *slog.Logger) *heir {
 // inheritedSocket takes over the socket at fd, or logs why not and returns
 // nil (the new supervisor then fails to start for want of it).
 func inheritedSocket(fd int, log *slog.Logger) *sockets.Socket {
-	s, err := sockets.Hold(os.NewFile(uintptr(fd), "clusterflock-listener"))
+	s, err := sockets.Adopt(os.NewFile(uintptr(fd), "clusterflock-listener"))
 	if err != nil {
 		log.Error("cannot take over an inherited socket", "fd", fd, "err", err.Error())
 		return nil

@@ -79,7 +79,7 @@ func openSteered(res *sockets.Reservation, log *slog.Logger, t proto.Timing) (*s
 	}
 	s := newSteered(g, log, t)
 	s.res = res
-	if _, err := s.fileFor(0); err != nil {
+	if _, err := s.socketFor(0); err != nil {
 		g.CloseAll()
 		return nil, err
 	}
@@ -121,7 +121,7 @@ func (s *steered) listener(slot int) (*os.File, error) {
 	if slot < 0 {
 		return nil, nil
 	}
-	sock, err := s.fileFor(slot)
+	sock, err := s.socketFor(slot)
 	if err != nil {
 		return nil, err
 	}
@@ -174,9 +174,9 @@ func (s *steered) adopt() {
 	}
 }
 
-// fileFor returns the socket of slot, opening it if the slot has none; a
+// socketFor returns the socket of slot, opening it if the slot has none; a
 // released slot taken back keeps its socket.
-func (s *steered) fileFor(slot int) (*sockets.Socket, error) {
+func (s *steered) socketFor(slot int) (*sockets.Socket, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if sl := s.slots[slot]; sl != nil {

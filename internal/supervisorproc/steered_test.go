@@ -58,13 +58,13 @@ func TestSteeringFollowsThePool(t *testing.T) {
 		return s.targetsLocked()
 	}
 	ev := func(kind supervisor.EventKind, id, slot int) { follow(s, kind, id, slot) }
-	s0, err := s.fileFor(0)
+	s0, err := s.socketFor(0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s1, _ := s.fileFor(1)
-	if again, _ := s.fileFor(0); again != s0 {
-		t.Fatal("a second fileFor of slot 0 opened another socket")
+	s1, _ := s.socketFor(1)
+	if again, _ := s.socketFor(0); again != s0 {
+		t.Fatal("a second socketFor of slot 0 opened another socket")
 	}
 	ev(supervisor.EventSpawn, 1, 0)
 	ev(supervisor.EventSpawn, 2, 1)
@@ -120,7 +120,7 @@ func TestSteeringFollowsThePool(t *testing.T) {
 
 	// Every ready worker gone: the slots that stay take the connections
 	// (they wait for the re-forks), never a slot that is leaving.
-	s1b, _ := s.fileFor(1) // TTIN takes slot 1 again: a new socket
+	s1b, _ := s.socketFor(1) // TTIN takes slot 1 again: a new socket
 	ev(supervisor.EventSpawn, 4, 1)
 	held := s.leaving(1)
 	ev(supervisor.EventExit, 3, 0)
@@ -129,7 +129,7 @@ func TestSteeringFollowsThePool(t *testing.T) {
 	}
 	// Taken back while its worker still drains: it shares the socket, and
 	// the old worker is let go at once.
-	if again, _ := s.fileFor(1); again != s1b {
+	if again, _ := s.socketFor(1); again != s1b {
 		t.Fatal("a released slot taken back got another socket")
 	}
 	select {
@@ -143,7 +143,7 @@ func TestSteeringFollowsThePool(t *testing.T) {
 	}
 
 	// A released slot without workers closes at once.
-	s2, _ := s.fileFor(2)
+	s2, _ := s.socketFor(2)
 	s.leaving(2)
 	if g.Index(s2) != -1 {
 		t.Error("a released slot without workers kept its socket")
@@ -184,7 +184,7 @@ func TestSteeringAdopted(t *testing.T) {
 	if got := targets(); !slices.Equal(got, g.Sockets()) {
 		t.Fatal("adopted sockets: want both served by the old workers")
 	}
-	if f, _ := s.fileFor(1); f != g.Sockets()[1] {
+	if f, _ := s.socketFor(1); f != g.Sockets()[1] {
 		t.Fatal("slot 1 of the new pool does not get the second adopted socket")
 	}
 	follow(s, supervisor.EventSpawn, 1, 0)
@@ -202,7 +202,7 @@ func TestSteeringSuspendedByForeignSocket(t *testing.T) {
 	g := newTestGroup(t)
 	var logs strings.Builder
 	s := newSteered(g, slog.New(slog.NewTextHandler(&logs, nil)), proto.NewTiming(time.Second, 10*time.Second))
-	if _, err := s.fileFor(0); err != nil {
+	if _, err := s.socketFor(0); err != nil {
 		t.Fatal(err)
 	}
 	if err := g.Verify(); err != nil {
