@@ -235,7 +235,7 @@ type event struct {
 	Uptime     time.Duration     // the worker's age at the event
 	Status     string            // for EventExit: Exit.String(), "exit status N" or "killed by signal NAME"
 	Delay      time.Duration     // for EventRefork
-	Reason     string            // for EventExit: "" if the supervisor asked the worker to exit
+	Reason     string            // why (see supervisor.EventKind); for EventExit "" if the supervisor asked for it
 	Pool       int               // for EventPoolReady: the number of workers
 	NewPid     int               // Event.Pid: the new supervisor of a binary upgrade
 }
