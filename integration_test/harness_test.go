@@ -3,14 +3,17 @@
 // Package integration_test runs clusterflock pools as real processes: the test
 // binary is both the supervisor and its workers (TestMain dispatches on
 // CF_HELPER), signals are real signals and requests go over real sockets on
-// 127.0.0.1. Every test waits on log events or answers with deadlines, never
-// on fixed sleeps, and kills and reaps the process group it started.
+// 127.0.0.1. Every test waits on lifecycle events (each Options.OnEvent call
+// of a supervisor is a record of its log), other log lines or answers with
+// deadlines, never on fixed sleeps, and kills and reaps the process group it
+// started.
 package integration_test
 
 import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -50,9 +53,12 @@ const (
 	// envUpgradeMigration is Options.Migration of a new supervisor started
 	// by a binary upgrade ("auto" for ""), instead of envMigration.
 	envUpgradeMigration = "CF_UPGRADE_MIGRATION"
-	envOnEvent          = "CF_ON_EVENT" // log every Options.OnEvent call as "on-event"
-	envSpare            = "CF_SPARE"    // Options.Spare
+	envSpare            = "CF_SPARE" // Options.Spare
 )
+
+// eventMsg is the msg of the record a helper logs for each Options.OnEvent
+// call (see helper and event).
+const eventMsg = "on-event"
 
 // envUpgrade is the library's marker of a new supervisor (internal/proto).
 const envUpgrade = "CLUSTERFLOCK_UPGRADE"
@@ -117,11 +123,7 @@ func helper(mode string) int {
 		}
 	}
 	opts.Spare = os.Getenv(envSpare) != ""
-	if os.Getenv(envOnEvent) != "" {
-		opts.OnEvent = func(ev supervisor.Event) {
-			logger.Info("on-event", "kind", string(ev.Kind), "worker", ev.Worker.ID)
-		}
-	}
+	opts.OnEvent = logEvent(logger)
 	worker := clusterflock.IsWorker()
 	var err error
 	switch mode {
@@ -142,6 +144,28 @@ func helper(mode string) int {
 		return 1
 	}
 	return 0
+}
+
+// logEvent returns the helper's Options.OnEvent: it logs every field of each
+// event as a record with msg eventMsg, with the pid of the supervisor that
+// reports it (a binary upgrade's new supervisor writes to the same stderr).
+// Its attributes are the names record.event reads.
+func logEvent(logger *slog.Logger) func(supervisor.Event) {
+	self := os.Getpid()
+	return func(ev supervisor.Event) {
+		status := ""
+		if ev.Kind == supervisor.EventExit {
+			status = ev.Exit.String()
+		}
+		var uptime time.Duration
+		if !ev.Worker.Started.IsZero() {
+			uptime = time.Since(ev.Worker.Started)
+		}
+		logger.Info(eventMsg, "kind", string(ev.Kind), "supervisor", self,
+			"worker", ev.Worker.ID, "slot", ev.Worker.Slot, "generation", ev.Worker.Generation, "pid", ev.Worker.Pid,
+			"state", string(ev.Worker.State), "started", ev.Worker.Started, "uptime", uptime,
+			"status", status, "delay", ev.Delay, "reason", ev.Reason, "pool", ev.Pool, "new_pid", ev.Pid)
+	}
 }
 
 func testHandler() http.Handler {
@@ -200,6 +224,48 @@ func (r record) str(k string) string {
 func (r record) int(k string) int {
 	n, _ := strconv.Atoi(r.str(k))
 	return n
+}
+
+// event is a lifecycle event of a pool: one Options.OnEvent call, as the
+// helper logged it (logEvent).
+type event struct {
+	Kind       supervisor.EventKind
+	Supervisor int               // pid of the supervisor that reported it, as it sees itself
+	Worker     supervisor.Worker // the worker concerned, if any
+	Uptime     time.Duration     // the worker's age at the event
+	Status     string            // for EventExit: Exit.String(), "exit status N" or "killed by signal NAME"
+	Delay      time.Duration     // for EventRefork
+	Reason     string            // why (see supervisor.EventKind); for EventExit "" if the supervisor asked for it
+	Pool       int               // for EventPoolReady: the number of workers
+	NewPid     int               // Event.Pid: the new supervisor of a binary upgrade
+}
+
+// event decodes a record with msg eventMsg.
+func (r record) event() event {
+	// Zero for an event without a worker ("0001-01-01T00:00:00Z").
+	started, _ := time.Parse(time.RFC3339Nano, r.str("started"))
+	return event{
+		Kind:       supervisor.EventKind(r.str("kind")),
+		Supervisor: r.int("supervisor"),
+		Worker: supervisor.Worker{ID: r.int("worker"), Slot: r.int("slot"), Generation: r.int("generation"),
+			Pid: r.int("pid"), Started: started, State: supervisor.State(r.str("state"))},
+		Uptime: time.Duration(r.int("uptime")), // slog writes a duration in nanoseconds
+		Status: r.str("status"),
+		Delay:  time.Duration(r.int("delay")),
+		Reason: r.str("reason"),
+		Pool:   r.int("pool"),
+		NewPid: r.int("new_pid"),
+	}
+}
+
+// unexpected reports whether e is the exit of a worker the supervisor had
+// not asked to exit.
+func (e event) unexpected() bool { return e.Kind == supervisor.EventExit && e.Reason != "" }
+
+// clean reports whether e is the exit of a worker the supervisor had asked
+// to exit, with status 0.
+func (e event) clean() bool {
+	return e.Kind == supervisor.EventExit && e.Reason == "" && e.Status == "exit status 0"
 }
 
 // pool is a helper process running a pool, in its own process group.
@@ -365,7 +431,13 @@ func startPool(t *testing.T, c poolConfig) *pool {
 			t.Fatalf("the pool did not start: Run returned %q", r.str("err"))
 		}
 		p.addr = r.str("addr")
-		p.waitFor("all workers ready", nil, 10*time.Second)
+		ready, err := p.findEvent(0, supervisor.EventPoolReady, nil, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ready.Pool != c.workers {
+			t.Fatalf("the pool is ready with %d workers, want %d", ready.Pool, c.workers)
+		}
 	}
 	return p
 }
@@ -455,14 +527,36 @@ func (p *pool) waitFor(msg string, ok func(record) bool, timeout time.Duration) 
 	return r
 }
 
+// waitFrom is waitFor from record index mark, with a 15 s limit.
+func (p *pool) waitFrom(mark int, msg string, ok func(record) bool) record {
+	p.t.Helper()
+	r, err := p.find(mark, msg, ok, 15*time.Second)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return r
+}
+
 // find is waitFor from record index from, returning an error.
 func (p *pool) find(from int, msg string, ok func(record) bool, timeout time.Duration) (record, error) {
+	r, err := p.scan(from, func(r record) bool {
+		return (msg == "" || r.str("msg") == msg) && (ok == nil || ok(r))
+	}, timeout)
+	if err != nil {
+		return nil, fmt.Errorf("no %q in the log: %w", msg, err)
+	}
+	return r, nil
+}
+
+// scan returns the first record from index from that matches ok, waiting
+// up to timeout for it (0: only the records so far).
+func (p *pool) scan(from int, ok func(record) bool, timeout time.Duration) (record, error) {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for i := from; ; {
 		p.mu.Lock()
 		for ; i < len(p.records); i++ {
-			if r := p.records[i]; (msg == "" || r.str("msg") == msg) && (ok == nil || ok(r)) {
+			if r := p.records[i]; ok(r) {
 				p.mu.Unlock()
 				return r, nil
 			}
@@ -477,10 +571,10 @@ func (p *pool) find(from int, msg string, ok func(record) bool, timeout time.Dur
 			n := len(p.records)
 			p.mu.Unlock()
 			if i >= n {
-				return nil, fmt.Errorf("helper exited without logging %q", msg)
+				return nil, errors.New("the helper's process group exited")
 			}
 		case <-deadline.C:
-			return nil, fmt.Errorf("no %q in the log after %v", msg, timeout)
+			return nil, fmt.Errorf("none after %v", timeout)
 		}
 	}
 }
@@ -503,6 +597,86 @@ func (p *pool) all(msg string) []record {
 		}
 	}
 	return out
+}
+
+// findEvent returns the first event of kind (any kind if "") from record
+// index from, matching ok if not nil, waiting up to timeout (0: only the
+// events so far).
+func (p *pool) findEvent(from int, kind supervisor.EventKind, ok func(event) bool, timeout time.Duration) (event, error) {
+	r, err := p.scan(from, func(r record) bool {
+		if r.str("msg") != eventMsg {
+			return false
+		}
+		e := r.event()
+		return (kind == "" || e.Kind == kind) && (ok == nil || ok(e))
+	}, timeout)
+	if err != nil {
+		return event{}, fmt.Errorf("no matching %q event: %w", kind, err)
+	}
+	return r.event(), nil
+}
+
+// waitEvent is findEvent with a 15 s limit, failing the test if there is
+// none.
+func (p *pool) waitEvent(from int, kind supervisor.EventKind, ok func(event) bool) event {
+	p.t.Helper()
+	e, err := p.findEvent(from, kind, ok, 15*time.Second)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return e
+}
+
+// events returns every event of kind (any kind if "") from record index
+// from so far, in order.
+func (p *pool) events(from int, kind supervisor.EventKind) []event {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []event
+	for _, r := range p.records[from:] {
+		if r.str("msg") != eventMsg {
+			continue
+		}
+		if e := r.event(); kind == "" || e.Kind == kind {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// waitCleanExit waits for the exit of worker pid from record index from,
+// and fails the test unless the supervisor had asked for it and it exited 0.
+func (p *pool) waitCleanExit(from, pid int) event {
+	p.t.Helper()
+	e := p.waitEvent(from, supervisor.EventExit, func(e event) bool { return e.Worker.Pid == pid })
+	if !e.clean() {
+		p.t.Errorf("worker %d: %s (unexpected: %q), want exit status 0 on the supervisor's request", pid, e.Status, e.Reason)
+	}
+	return e
+}
+
+// waitUpgradeBegin waits for a binary upgrade begun after record index from
+// and returns its new supervisor's pid, which cleanup then waits for too.
+func (p *pool) waitUpgradeBegin(from int) int {
+	p.t.Helper()
+	e := p.waitEvent(from, supervisor.EventUpgrade, func(e event) bool { return e.Reason == "begin" })
+	if e.NewPid <= 0 {
+		p.t.Fatalf("binary upgrade begun without a new supervisor: %+v", e)
+	}
+	p.alsoReap(e.NewPid)
+	return e.NewPid
+}
+
+// upgradeOutcome waits for the end of a binary upgrade begun after record
+// index from: the first "upgrade" event that is not its "begin" ("done", or
+// "failed: " and the error).
+func (p *pool) upgradeOutcome(from int) event {
+	p.t.Helper()
+	e, err := p.findEvent(from, supervisor.EventUpgrade, func(e event) bool { return e.Reason != "begin" }, 20*time.Second)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return e
 }
 
 func (p *pool) pid() int { return p.cmd.Process.Pid }

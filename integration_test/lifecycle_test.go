@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/clusterflock/clusterflock/supervisor"
 )
 
 const migrateReqPath = "/proc/sys/net/ipv4/tcp_migrate_req"
@@ -179,6 +181,7 @@ func TestLossless(t *testing.T) {
 }
 
 // losslessTTOU: TTOU twice from 3 workers, waiting for each retiree's exit.
+// With migration cbpf, and only then, a retiree drains before its stop.
 func losslessTTOU(t *testing.T, m mechanism) {
 	p := m.start(t, poolConfig{workers: 3})
 	l := startLoad(t, p.addr)
@@ -187,12 +190,15 @@ func losslessTTOU(t *testing.T, m mechanism) {
 		mark := p.mark()
 		start := time.Now()
 		p.signal(syscall.SIGTTOU)
-		stop := p.waitFrom(mark, "worker stop", func(r record) bool { return r.str("reason") == "retired" })
-		exit := p.waitFrom(mark, "worker exit", func(r record) bool { return r.int("pid") == stop.int("pid") })
-		if exit.str("status") != "exit status 0" {
-			t.Errorf("retired worker %d: %s, want exit status 0", stop.int("pid"), exit.str("status"))
+		stop := p.waitEvent(mark, supervisor.EventStop, func(e event) bool { return e.Reason == "retired" })
+		drained := slices.ContainsFunc(p.events(mark, supervisor.EventDrain), func(e event) bool {
+			return e.Worker.ID == stop.Worker.ID && e.Reason == "retired"
+		})
+		if want := m.want == "cbpf"; drained != want {
+			t.Errorf("retired worker %d: drained before its stop %t, want %t with migration %s", stop.Worker.Pid, drained, want, m.want)
 		}
-		t.Logf("TTOU %d: worker %d retired in %v", i+1, stop.int("pid"), time.Since(start).Round(time.Millisecond))
+		p.waitCleanExit(mark, stop.Worker.Pid)
+		t.Logf("TTOU %d: worker %d retired in %v", i+1, stop.Worker.Pid, time.Since(start).Round(time.Millisecond))
 	}
 	label := "TTOU ×2 from 3 workers, " + m.name
 	r := l.finish(label)
@@ -210,9 +216,9 @@ func losslessTTIN(t *testing.T, m mechanism) {
 		mark := p.mark()
 		start := time.Now()
 		p.signal(syscall.SIGTTIN)
-		ready := p.waitFrom(mark, "worker ready", nil)
-		added = append(added, ready.int("pid"))
-		t.Logf("TTIN %d: worker %d ready in %v", i+1, ready.int("pid"), time.Since(start).Round(time.Millisecond))
+		ready := p.waitEvent(mark, supervisor.EventReady, nil)
+		added = append(added, ready.Worker.Pid)
+		t.Logf("TTIN %d: worker %d ready in %v", i+1, ready.Worker.Pid, time.Since(start).Round(time.Millisecond))
 	}
 	since := l.successes()
 	label := "TTIN ×2 from 1 worker, " + m.name
@@ -240,28 +246,25 @@ func losslessHUP(t *testing.T, m mechanism) {
 		mark := p.mark()
 		start := time.Now()
 		p.signal(syscall.SIGHUP)
-		end := p.waitFrom(mark, "rolling restart", func(r record) bool { return r.str("reason") != "begin" })
-		if end.str("reason") != "done" {
-			t.Fatalf("rolling restart %d: %s", i+1, end.str("reason"))
+		end := p.waitEvent(mark, supervisor.EventRestart, func(e event) bool { return e.Reason != "begin" })
+		if end.Reason != "done" {
+			t.Fatalf("rolling restart %d: %s", i+1, end.Reason)
 		}
 		d := time.Since(start)
 		took = append(took, d.Round(time.Millisecond).String())
 		// The 3 replaced workers drain and exit 0.
-		var stops []record
+		var stops []event
 		for len(stops) < 3 {
-			r := p.waitFrom(mark, "worker stop", func(r record) bool {
-				return !slices.ContainsFunc(stops, func(s record) bool { return s.int("pid") == r.int("pid") })
+			e := p.waitEvent(mark, supervisor.EventStop, func(e event) bool {
+				return !slices.ContainsFunc(stops, func(s event) bool { return s.Worker.Pid == e.Worker.Pid })
 			})
-			if r.str("reason") != "replaced" {
-				t.Errorf("worker %d stopped for %q, want \"replaced\"", r.int("pid"), r.str("reason"))
+			if e.Reason != "replaced" {
+				t.Errorf("worker %d stopped for %q, want \"replaced\"", e.Worker.Pid, e.Reason)
 			}
-			stops = append(stops, r)
+			stops = append(stops, e)
 		}
 		for _, s := range stops {
-			exit := p.waitFrom(mark, "worker exit", func(r record) bool { return r.int("pid") == s.int("pid") })
-			if exit.str("status") != "exit status 0" {
-				t.Errorf("replaced worker %d: %s, want exit status 0", s.int("pid"), exit.str("status"))
-			}
+			p.waitCleanExit(mark, s.Worker.Pid)
 		}
 		label := fmt.Sprintf("HUP %d of 3 (3 workers), %s", i+1, m.name)
 		r := l.finish(label)
@@ -300,18 +303,9 @@ func losslessUpgrade(t *testing.T, m mechanism) {
 	mark := p.mark()
 	start := time.Now()
 	p.signal(syscall.SIGUSR2)
-	begun := p.waitFrom(mark, "binary upgrade: new supervisor started", nil)
-	newPid := begun.int("new_pid")
-	p.alsoReap(newPid)
-	res, err := p.find(mark, "", func(r record) bool {
-		return strings.HasPrefix(r.str("msg"), "binary upgrade: the new supervisor serves") ||
-			strings.HasPrefix(r.str("msg"), "binary upgrade failed")
-	}, 15*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.int("new_pid") != newPid || !strings.HasPrefix(res.str("msg"), "binary upgrade: the new supervisor serves") {
-		t.Fatalf("upgrade to supervisor %d: %s %s", newPid, res.str("msg"), res.str("err"))
+	newPid := p.waitUpgradeBegin(mark)
+	if res := p.upgradeOutcome(mark); res.NewPid != newPid || res.Reason != "done" {
+		t.Fatalf("upgrade to supervisor %d: %s (new supervisor %d)", newPid, res.Reason, res.NewPid)
 	}
 	handover := time.Since(start)
 	code, runErr := p.wait(15 * time.Second)
@@ -358,9 +352,8 @@ func losslessFailedUpgrade(t *testing.T, m mechanism) {
 	l.waitServed(0, 300, 10*time.Second)
 	mark := p.mark()
 	p.signal(syscall.SIGUSR2)
-	failed := p.waitFrom(mark, "binary upgrade failed; the old pool keeps serving", nil)
-	if !strings.Contains(failed.str("err"), "exit status 1") {
-		t.Errorf("upgrade failure logged as %q, want the new supervisor's exit status 1", failed.str("err"))
+	if failed := p.upgradeOutcome(mark); !strings.HasPrefix(failed.Reason, "failed: ") || !strings.Contains(failed.Reason, "exit status 1") {
+		t.Errorf("upgrade outcome %q, want it failed with the new supervisor's exit status 1", failed.Reason)
 	}
 	since := l.successes()
 	label := "USR2 with a failing new supervisor, " + m.name
@@ -370,9 +363,9 @@ func losslessFailedUpgrade(t *testing.T, m mechanism) {
 		t.Fatalf("the old supervisor exited after a failed upgrade: %v", p.exit)
 	default:
 	}
-	for _, msg := range []string{"worker stop", "worker exit", "worker exited unexpectedly", "worker kill", "pool stopping"} {
-		if _, err := p.find(mark, msg, nil, 0); err == nil {
-			t.Errorf("a failed upgrade caused %q in the old pool", msg)
+	for _, kind := range []supervisor.EventKind{supervisor.EventDrain, supervisor.EventStop, supervisor.EventExit, supervisor.EventKill, supervisor.EventStopping} {
+		if evs := p.events(mark, kind); len(evs) > 0 {
+			t.Errorf("a failed upgrade caused %q events in the old pool: %+v", kind, evs)
 		}
 	}
 	if now := p.workerPids(); !sameSet(now, before) {
@@ -387,16 +380,6 @@ func losslessFailedUpgrade(t *testing.T, m mechanism) {
 func sameSet(a, b []int) bool {
 	a, b = slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b))
 	return slices.Equal(a, b)
-}
-
-// waitFrom is waitFor from record index mark, with a 15 s limit.
-func (p *pool) waitFrom(mark int, msg string, ok func(record) bool) record {
-	p.t.Helper()
-	r, err := p.find(mark, msg, ok, 15*time.Second)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	return r
 }
 
 // TestKilledWorkerUnderLoad: a worker SIGKILLed under load loses at most the
@@ -420,12 +403,11 @@ func testKilledWorkerUnderLoad(t *testing.T, mig string) {
 	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	exit := p.waitFrom(mark, "worker exited unexpectedly", nil)
-	if exit.int("pid") != victim || exit.str("status") != "killed by signal KILL" {
-		t.Fatalf("unexpected exit of pid %d (%s), want %d killed by signal KILL", exit.int("pid"), exit.str("status"), victim)
+	exit := p.waitEvent(mark, supervisor.EventExit, event.unexpected)
+	if exit.Worker.Pid != victim || exit.Status != "killed by signal KILL" {
+		t.Fatalf("unexpected exit of pid %d (%s), want %d killed by signal KILL", exit.Worker.Pid, exit.Status, victim)
 	}
-	ready := p.waitFrom(mark, "worker ready", nil)
-	newPid := ready.int("pid")
+	newPid := p.waitEvent(mark, supervisor.EventReady, nil).Worker.Pid
 	l.waitServedBy(l.successes(), newPid, 10*time.Second)
 	t.Logf("worker %d SIGKILLed; its replacement %d served after %v", victim, newPid, time.Since(start).Round(time.Millisecond))
 	label := "SIGKILL of 1 of 3 workers, migration " + mig
@@ -468,37 +450,36 @@ func testStoppedWorkerReplaced(t *testing.T, mig string) {
 	if err := syscall.Kill(victim, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	kill := p.waitFrom(mark, "worker kill", nil)
+	kill := p.waitEvent(mark, supervisor.EventKill, nil)
 	killedAfter := time.Since(start)
-	if kill.int("pid") != victim || !strings.Contains(kill.str("reason"), "no heartbeat") {
-		t.Fatalf("killed pid %d for %q, want the stopped worker %d for \"no heartbeat\"", kill.int("pid"), kill.str("reason"), victim)
+	if kill.Worker.Pid != victim || !strings.Contains(kill.Reason, "no heartbeat") {
+		t.Fatalf("killed pid %d for %q, want the stopped worker %d for \"no heartbeat\"", kill.Worker.Pid, kill.Reason, victim)
 	}
 	// The supervisor checks every timeout/4, and the last heartbeat came
 	// at most one interval (1 s) before the stop.
 	if limit := hb + hb/4 + 500*time.Millisecond; killedAfter > limit {
 		t.Errorf("the stopped worker was killed %v after SIGSTOP, want within %v", killedAfter.Round(time.Millisecond), limit)
 	}
-	exit := p.waitFrom(mark, "worker exited unexpectedly", func(r record) bool { return r.int("pid") == victim })
-	ready := p.waitFrom(mark, "worker ready", nil)
+	exit := p.waitEvent(mark, supervisor.EventExit, func(e event) bool { return e.unexpected() && e.Worker.Pid == victim })
+	ready := p.waitEvent(mark, supervisor.EventReady, nil)
 	replaced := time.Since(start)
-	l.waitServedBy(l.successes(), ready.int("pid"), 10*time.Second)
+	l.waitServedBy(l.successes(), ready.Worker.Pid, 10*time.Second)
 	label := fmt.Sprintf("SIGSTOP of 1 of 2 workers, heartbeat timeout %v, migration %s", hb, mig)
 	r := l.finish(label)
 	t.Logf("stopped worker %d killed %v after SIGSTOP (%s, %s); replacement %d ready after %v",
-		victim, killedAfter.Round(time.Millisecond), kill.str("reason"), exit.str("status"), ready.int("pid"), replaced.Round(time.Millisecond))
+		victim, killedAfter.Round(time.Millisecond), kill.Reason, exit.Status, ready.Worker.Pid, replaced.Round(time.Millisecond))
 	t.Logf("MEASUREMENT, not asserted: %s lost %d of %d", label, r.failed, r.total)
 	p.waitChildren(2, 10*time.Second)
-	for _, k := range p.all("worker kill") {
-		if k.int("pid") != victim {
+	for _, k := range p.events(0, supervisor.EventKill) {
+		if k.Worker.Pid != victim {
 			healthyKilled(t, k)
 		}
 	}
 }
 
-func healthyKilled(t *testing.T, kill record) {
+func healthyKilled(t *testing.T, kill event) {
 	t.Helper()
-	msg := fmt.Sprintf("healthy worker %d was killed: %s", kill.int("pid"), kill.str("reason"))
-	t.Error(msg)
+	t.Errorf("healthy worker %d was killed: %s", kill.Worker.Pid, kill.Reason)
 }
 
 // TestShortHeartbeatTimeout: a HeartbeatTimeout shorter than the workers'
@@ -517,9 +498,11 @@ func TestShortHeartbeatTimeout(t *testing.T) {
 		t.Logf("HeartbeatTimeout %v refused: %s", hb, r.str("err"))
 		return
 	}
-	p.waitFor("all workers ready", nil, 10*time.Second)
+	if _, err := p.findEvent(0, supervisor.EventPoolReady, nil, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	mark := p.mark()
-	if k, err := p.find(mark, "worker kill", nil, 2500*time.Millisecond); err == nil {
+	if k, err := p.findEvent(mark, supervisor.EventKill, nil, 2500*time.Millisecond); err == nil {
 		healthyKilled(t, k)
 	}
 }
@@ -541,18 +524,18 @@ func testRollingRestartSurge(t *testing.T, mig string) {
 	mark := p.mark()
 	start := time.Now()
 	p.signal(syscall.SIGHUP)
-	end := p.waitFrom(mark, "rolling restart", func(r record) bool { return r.str("reason") != "begin" })
-	if end.str("reason") != "done" {
-		t.Fatalf("rolling restart: %s", end.str("reason"))
+	end := p.waitEvent(mark, supervisor.EventRestart, func(e event) bool { return e.Reason != "begin" })
+	if end.Reason != "done" {
+		t.Fatalf("rolling restart: %s", end.Reason)
 	}
 	took := time.Since(start)
 	for _, pid := range first {
-		p.waitFrom(mark, "worker exit", func(r record) bool { return r.int("pid") == pid })
+		p.waitCleanExit(mark, pid)
 	}
 	label := "HUP of 3 workers with RestartSurge 3, migration " + mig
 	r := l.finish(label)
 	t.Logf("rolling restart of 3 workers, 3 at a time: %v", took.Round(time.Millisecond))
-	if n := len(p.all("worker spawn")); n != 6 {
+	if n := len(p.events(0, supervisor.EventSpawn)); n != 6 {
 		t.Errorf("%d workers forked in all, want 6", n)
 	}
 	if mig == "none" {
@@ -580,10 +563,7 @@ func testMaxRequestsRecycles(t *testing.T, mig string) {
 	// Wait until both first workers asked to be replaced and exited.
 	for _, pid := range first {
 		ask := p.waitFrom(0, "worker asks to be replaced", func(r record) bool { return r.int("pid") == pid })
-		exit := p.waitFrom(0, "worker exit", func(r record) bool { return r.int("pid") == pid })
-		if exit.str("status") != "exit status 0" {
-			t.Errorf("recycled worker %d: %s, want exit status 0", pid, exit.str("status"))
-		}
+		p.waitCleanExit(0, pid)
 		t.Logf("worker %d recycled: %s", pid, ask.str("reason"))
 	}
 	since := l.successes()
@@ -622,21 +602,20 @@ func TestUpgradeSteeredGroup(t *testing.T) {
 	}
 	mark := p.mark()
 	p.signal(syscall.SIGTTIN)
-	p.waitFrom(mark, "worker ready", nil)
+	p.waitEvent(mark, supervisor.EventReady, nil)
 	l := startLoad(t, p.addr)
 	l.waitServed(0, 300, 10*time.Second)
 
 	mark = p.mark()
 	p.signal(syscall.SIGUSR2)
-	newPid := p.waitFrom(mark, "binary upgrade: new supervisor started", nil).int("new_pid")
-	p.alsoReap(newPid)
+	newPid := p.waitUpgradeBegin(mark)
 	p.waitFrom(mark, "new supervisor holding", nil)
 	for _, sig := range []syscall.Signal{syscall.SIGTTOU, syscall.SIGTTIN, syscall.SIGHUP} {
 		m := p.mark()
 		p.signal(sig)
-		r := p.waitFrom(m, "request refused", func(r record) bool { return strings.Contains(r.str("reason"), "a binary upgrade is under way") })
-		if r.int("new_pid") != newPid {
-			t.Errorf("refusal of %v names new_pid %d, want %d", sig, r.int("new_pid"), newPid)
+		r := p.waitEvent(m, supervisor.EventRefused, func(e event) bool { return strings.Contains(e.Reason, "a binary upgrade is under way") })
+		if r.NewPid != newPid {
+			t.Errorf("refusal of %v names new supervisor %d, want %d", sig, r.NewPid, newPid)
 		}
 	}
 	// A request in flight on an old worker keeps the old supervisor
@@ -645,35 +624,34 @@ func TestUpgradeSteeredGroup(t *testing.T) {
 	if err := os.WriteFile(hold, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p.waitFrom(mark, "binary upgrade: the new supervisor serves; stopping this one", nil)
+	if res := p.upgradeOutcome(mark); res.NewPid != newPid || res.Reason != "done" {
+		t.Fatalf("upgrade to supervisor %d: %s (new supervisor %d)", newPid, res.Reason, res.NewPid)
+	}
 	m := p.mark()
 	if err := syscall.Kill(newPid, syscall.SIGTTOU); err != nil {
 		t.Fatal(err)
 	}
-	refused, err := p.find(m, "request refused", func(r record) bool {
-		return strings.Contains(r.str("reason"), "the old supervisor")
-	}, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := fmt.Sprintf("TTOU: the old supervisor %d is still draining", p.pid()); refused.str("reason") != want {
-		t.Errorf("refusal %q, want %q", refused.str("reason"), want)
+	refused := p.waitEvent(m, supervisor.EventRefused, func(e event) bool {
+		return e.Supervisor == newPid && strings.Contains(e.Reason, "the old supervisor")
+	})
+	if want := fmt.Sprintf("TTOU: the old supervisor %d is still draining", p.pid()); refused.Reason != want {
+		t.Errorf("refusal %q, want %q", refused.Reason, want)
 	}
 	if err := <-slow; err != nil {
 		t.Errorf("the request in flight on an old worker during the upgrade: %v", err)
 	}
-	sized := p.waitFrom(mark, "binary upgrade: keeping the old pool's size, larger than Options.Workers", nil)
-	if sized.int("pid") != newPid {
-		t.Errorf("size kept by pid %d, want the new supervisor %d", sized.int("pid"), newPid)
-	}
-	if sized.int("workers") != 3 || sized.int("options_workers") != 2 {
-		t.Errorf("new supervisor keeps %d workers (Options.Workers %d), want 3 (2)", sized.int("workers"), sized.int("options_workers"))
+	// The new supervisor's Options.Workers is 2 (CF_WORKERS): its pool of
+	// 3 is the old pool's size, kept.
+	if sized := p.waitEvent(mark, supervisor.EventPoolReady, func(e event) bool { return e.Supervisor == newPid }); sized.Pool != 3 {
+		t.Errorf("the new supervisor %d is ready with %d workers, want the old pool's 3 (Options.Workers is 2)", newPid, sized.Pool)
 	}
 	if code, runErr := p.wait(15 * time.Second); code != 0 || runErr != "" {
 		t.Fatalf("old supervisor after the upgrade: exit code %d, Run error %q", code, runErr)
 	}
-	if _, err := p.find(mark, "worker stop", func(r record) bool { return r.str("reason") == "retired" }, 0); err == nil {
-		t.Error("a TTOU refused during the upgrade retired a worker")
+	for _, kind := range []supervisor.EventKind{supervisor.EventDrain, supervisor.EventStop} {
+		if _, err := p.findEvent(mark, kind, func(e event) bool { return e.Reason == "retired" }, 0); err == nil {
+			t.Errorf("a TTOU refused during the upgrade retired a worker (%q event)", kind)
+		}
 	}
 	waitWorkers := func(n int) {
 		t.Helper()
@@ -692,8 +670,8 @@ func TestUpgradeSteeredGroup(t *testing.T) {
 	if err := syscall.Kill(newPid, syscall.SIGTTOU); err != nil {
 		t.Fatal(err)
 	}
-	stop := p.waitFrom(mark, "worker stop", func(r record) bool { return r.str("reason") == "retired" })
-	p.waitFrom(mark, "worker exit", func(r record) bool { return r.int("pid") == stop.int("pid") })
+	stop := p.waitEvent(mark, supervisor.EventStop, func(e event) bool { return e.Supervisor == newPid && e.Reason == "retired" })
+	p.waitCleanExit(mark, stop.Worker.Pid)
 	waitWorkers(2)
 	label := "USR2 upgrade of 3 steered workers, then TTOU in the new pool"
 	r := l.finish(label)
@@ -723,9 +701,8 @@ func TestUpgradeIntoSteering(t *testing.T) {
 		l.waitServed(0, 300, 10*time.Second)
 		mark := p.mark()
 		p.signal(syscall.SIGUSR2)
-		failed := p.waitFrom(mark, "binary upgrade failed; the old pool keeps serving", nil)
-		if !strings.Contains(failed.str("err"), "other socket(s) listen on") {
-			t.Errorf("failed upgrade logged as %q, want the other listening sockets named", failed.str("err"))
+		if failed := p.upgradeOutcome(mark); !strings.HasPrefix(failed.Reason, "failed: ") || !strings.Contains(failed.Reason, "other socket(s) listen on") {
+			t.Errorf("upgrade outcome %q, want it failed naming the other listening sockets", failed.Reason)
 		}
 		// The new supervisor checked before its first socket listened:
 		// the refusal cost the old pool nothing.
@@ -742,8 +719,7 @@ func TestUpgradeIntoSteering(t *testing.T) {
 		p := startPool(t, poolConfig{workers: 2, migration: "none", unprivileged: true, env: []string{envUpgradeMigration + "=auto"}})
 		mark := p.mark()
 		p.signal(syscall.SIGUSR2)
-		newPid := p.waitFrom(mark, "binary upgrade: new supervisor started", nil).int("new_pid")
-		p.alsoReap(newPid)
+		newPid := p.waitUpgradeBegin(mark)
 		start := p.waitFor("supervisor starting", func(r record) bool { return r.int("pid") == newPid }, 10*time.Second)
 		if start.str("migration") != "none" || !strings.Contains(start.str("migration_reason"), "classic BPF steering: reuseport: 2 other socket(s) listen on") {
 			t.Errorf("new supervisor: migration %q (%s), want none because of the old workers' sockets", start.str("migration"), start.str("migration_reason"))

@@ -19,12 +19,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/clusterflock/clusterflock/supervisor"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -118,18 +120,40 @@ func TestWorkerFromContext(t *testing.T) {
 	}
 }
 
-// TestOnEventAndWorkerTable: Options.OnEvent sees lifecycle events, and
-// SIGUSR1 logs the worker table.
+// TestOnEventAndWorkerTable: Options.OnEvent sees lifecycle events, with
+// their workers, and SIGUSR1 logs the worker table.
 func TestOnEventAndWorkerTable(t *testing.T) {
-	p := startPool(t, poolConfig{workers: 2, env: []string{envOnEvent + "=1"}})
-	// OnEvent runs after the event is logged: wait for its last call.
-	p.waitFor("on-event", func(r record) bool { return r.str("kind") == "pool-ready" }, 10*time.Second)
-	var kinds []string
-	for _, r := range p.all("on-event") {
-		kinds = append(kinds, r.str("kind"))
+	p := startPool(t, poolConfig{workers: 2}) // it waited for the pool-ready event
+	evs := p.events(0, "")
+	var kinds []supervisor.EventKind
+	for _, e := range evs {
+		kinds = append(kinds, e.Kind)
 	}
-	if diff := cmp.Diff([]string{"spawn", "spawn", "ready", "ready", "pool-ready"}, kinds); diff != "" {
-		t.Errorf("OnEvent kinds at start (-want +got):\n%s", diff)
+	want := []supervisor.EventKind{supervisor.EventSpawn, supervisor.EventSpawn, supervisor.EventReady, supervisor.EventReady, supervisor.EventPoolReady}
+	if diff := cmp.Diff(want, kinds); diff != "" {
+		t.Fatalf("OnEvent kinds at start (-want +got):\n%s", diff)
+	}
+	workers := p.workerPids()
+	for i, e := range evs {
+		if e.Supervisor != p.pid() {
+			t.Errorf("event %d %s reported by pid %d, want the supervisor %d", i, e.Kind, e.Supervisor, p.pid())
+		}
+		if e.Kind == supervisor.EventPoolReady {
+			if e.Pool != 2 || e.Worker.ID != 0 {
+				t.Errorf("pool-ready event %+v: want Pool 2 and no worker", e)
+			}
+			continue
+		}
+		state := supervisor.Starting
+		if e.Kind == supervisor.EventReady {
+			state = supervisor.Ready
+		}
+		if w := e.Worker; w.ID < 1 || w.ID > 2 || w.Slot != w.ID-1 || w.Generation != 0 || !slices.Contains(workers, w.Pid) || w.State != state || w.Started.IsZero() {
+			t.Errorf("%s event of worker %+v: want worker 1 or 2 in slot 0 or 1, generation 0, %s, a pid of %v, a start time", e.Kind, w, state, workers)
+		}
+	}
+	if ids := []int{evs[0].Worker.ID, evs[1].Worker.ID}; !slices.Equal(ids, []int{1, 2}) {
+		t.Errorf("spawn events of workers %v, want 1 and 2 in order", ids)
 	}
 	mark := p.mark()
 	p.signal(syscall.SIGUSR1)
@@ -254,9 +278,11 @@ func TestSystemdMainPIDOnUpgrade(t *testing.T) {
 	p := startPool(t, poolConfig{workers: 1, env: []string{"NOTIFY_SOCKET=" + n.path}})
 	n.next(t) // READY=1
 	p.signal(syscall.SIGUSR2)
-	up := p.waitFor("binary upgrade: the new supervisor serves; stopping this one", nil, 20*time.Second)
-	p.alsoReap(up.int("new_pid"))
-	want := "MAINPID=" + strconv.Itoa(up.int("new_pid"))
+	newPid := p.waitUpgradeBegin(0)
+	if up := p.upgradeOutcome(0); up.Reason != "done" || up.NewPid != newPid {
+		t.Fatalf("upgrade to supervisor %d: %s (new supervisor %d)", newPid, up.Reason, up.NewPid)
+	}
+	want := "MAINPID=" + strconv.Itoa(newPid)
 	for {
 		m := n.next(t)
 		if m == want {
@@ -313,9 +339,8 @@ func TestSocketActivation(t *testing.T) {
 	l.waitServed(0, 300, 10*time.Second)
 	mark := p.mark()
 	p.signal(syscall.SIGTTOU)
-	if _, err := p.find(mark, "worker exit", nil, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	stop := p.waitEvent(mark, supervisor.EventStop, func(e event) bool { return e.Reason == "retired" })
+	p.waitCleanExit(mark, stop.Worker.Pid)
 	checkLossless(t, "socket activation, TTOU", l.finish("socket activation, TTOU"))
 }
 

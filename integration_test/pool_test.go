@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/clusterflock/clusterflock/supervisor"
 )
 
 func TestFreshConnectionsReachSeveralWorkers(t *testing.T) {
@@ -43,9 +45,7 @@ func TestTTINAddsWorker(t *testing.T) {
 	p := startPool(t, poolConfig{workers: 1})
 	mark := p.mark()
 	p.signal(syscall.SIGTTIN)
-	if _, err := p.find(mark, "worker ready", nil, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	p.waitEvent(mark, supervisor.EventReady, nil)
 	if got := len(p.workerPids()); got != 2 {
 		t.Fatalf("after TTIN the supervisor has %d children, want 2", got)
 	}
@@ -56,44 +56,33 @@ func TestTTINAddsWorker(t *testing.T) {
 
 func TestTTOURetiresOldest(t *testing.T) {
 	p := startPool(t, poolConfig{workers: 3})
-	ready := p.all("worker ready")
-	oldest := ready[0]
+	ready := p.events(0, supervisor.EventReady)
+	oldest := ready[0].Worker
 	for _, r := range ready {
-		if r.int("worker") < oldest.int("worker") {
-			oldest = r
+		if r.Worker.ID < oldest.ID {
+			oldest = r.Worker
 		}
 	}
 	mark := p.mark()
 	p.signal(syscall.SIGTTOU)
-	stop, err := p.find(mark, "worker stop", nil, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
+	stop := p.waitEvent(mark, supervisor.EventStop, nil)
+	if stop.Worker.Pid != oldest.Pid || stop.Reason != "retired" {
+		t.Fatalf("TTOU stopped pid %d (%s), want the oldest worker, pid %d", stop.Worker.Pid, stop.Reason, oldest.Pid)
 	}
-	if stop.int("pid") != oldest.int("pid") || stop.str("reason") != "retired" {
-		t.Fatalf("TTOU stopped pid %d (%s), want the oldest worker, pid %d", stop.int("pid"), stop.str("reason"), oldest.int("pid"))
+	if exit := p.waitEvent(mark, supervisor.EventExit, nil); exit.Worker.Pid != oldest.Pid || !exit.clean() {
+		t.Fatalf("exit after TTOU: pid %d %q (unexpected: %q), want pid %d exit status 0 on request", exit.Worker.Pid, exit.Status, exit.Reason, oldest.Pid)
 	}
-	exit, err := p.find(mark, "worker exit", nil, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if exit.int("pid") != oldest.int("pid") || exit.str("status") != "exit status 0" {
-		t.Fatalf("exit after TTOU: pid %d %q, want pid %d exit status 0", exit.int("pid"), exit.str("status"), oldest.int("pid"))
-	}
-	waitGone(t, []int{oldest.int("pid")}, 5*time.Second)
+	waitGone(t, []int{oldest.Pid}, 5*time.Second)
 	p.waitChildren(2, 10*time.Second)
 	// Not reforked, and refused at one worker. (Signals of one kind sent
 	// back to back may merge into one delivery: wait for each effect.)
 	mark = p.mark()
 	p.signal(syscall.SIGTTOU)
-	if _, err := p.find(mark, "worker exit", nil, 10*time.Second); err != nil {
-		t.Fatal(err)
+	if exit := p.waitEvent(mark, supervisor.EventExit, nil); exit.unexpected() {
+		t.Fatalf("exit after the second TTOU: pid %d %s, unexpected: %s", exit.Worker.Pid, exit.Status, exit.Reason)
 	}
 	p.signal(syscall.SIGTTOU)
-	if _, err := p.find(mark, "request refused", func(r record) bool {
-		return strings.Contains(r.str("reason"), "at least one worker")
-	}, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	p.waitEvent(mark, supervisor.EventRefused, func(e event) bool { return strings.Contains(e.Reason, "at least one worker") })
 	p.waitChildren(1, 10*time.Second)
 	if _, err := p.get("/"); err != nil {
 		t.Fatalf("the last worker does not serve: %v", err)
@@ -140,7 +129,7 @@ func TestGroupTERM(t *testing.T) {
 		t.Fatalf("after group TERM: exit code %d, Run error %q; want 0 and nil", code, runErr)
 	}
 	waitGone(t, workers, 5*time.Second)
-	if n := len(p.all("worker refork")); n != 0 {
+	if n := len(p.events(0, supervisor.EventRefork)); n != 0 {
 		t.Errorf("group TERM caused %d refork(s)", n)
 	}
 }
@@ -188,10 +177,16 @@ func TestINTKillsAtOnce(t *testing.T) {
 		t.Fatal("the in-flight request succeeded; INT should have killed its worker")
 	}
 	waitGone(t, workers, 5*time.Second)
-	for _, k := range p.all("worker kill") {
-		if k.str("reason") != "immediate stop" {
-			t.Errorf("kill reason %q", k.str("reason"))
+	// Every worker was killed at once, and only for that.
+	var killed []int
+	for _, k := range p.events(0, supervisor.EventKill) {
+		if k.Reason != "immediate stop" {
+			t.Errorf("worker %d killed for %q, want \"immediate stop\"", k.Worker.Pid, k.Reason)
 		}
+		killed = append(killed, k.Worker.Pid)
+	}
+	if !sameSet(killed, workers) {
+		t.Errorf("INT killed workers %v, want %v", killed, workers)
 	}
 }
 
@@ -228,42 +223,32 @@ func TestRefork(t *testing.T) {
 				if _, err := p.get("/exit"); err == nil {
 					t.Fatal("GET /exit succeeded")
 				}
-				r, err := p.find(mark, "worker exited unexpectedly", nil, 10*time.Second)
-				if err != nil {
-					t.Fatal(err)
-				}
-				victim = r.int("pid")
+				victim = p.waitEvent(mark, supervisor.EventExit, event.unexpected).Worker.Pid
 			}
-			exit, err := p.find(mark, "worker exited unexpectedly", nil, 10*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if exit.int("pid") != victim {
-				t.Fatalf("unexpected exit logged for pid %d, want %d", exit.int("pid"), victim)
+			exit := p.waitEvent(mark, supervisor.EventExit, event.unexpected)
+			if exit.Worker.Pid != victim {
+				t.Fatalf("unexpected exit of pid %d, want %d", exit.Worker.Pid, victim)
 			}
 			wantStatus := "killed by signal KILL"
 			if how != "SIGKILL" {
 				wantStatus = "exit status 3"
 			}
-			if exit.str("status") != wantStatus {
-				t.Errorf("exit status logged %q, want %q", exit.str("status"), wantStatus)
+			if exit.Status != wantStatus {
+				t.Errorf("exit status %q, want %q", exit.Status, wantStatus)
 			}
-			ready, err := p.find(mark, "worker ready", nil, 10*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
+			ready := p.waitEvent(mark, supervisor.EventReady, nil).Worker.Pid
 			// The replacement serves.
 			deadline := time.Now().Add(10 * time.Second)
 			for {
 				body, err := p.get("/")
-				if err == nil && body == strconv.Itoa(ready.int("pid")) {
+				if err == nil && body == strconv.Itoa(ready) {
 					break
 				}
 				if time.Now().After(deadline) {
-					t.Fatalf("replacement pid %d never answered", ready.int("pid"))
+					t.Fatalf("replacement pid %d never answered", ready)
 				}
 			}
-			t.Logf("%s: worker %d replaced by %d, serving after %v", how, victim, ready.int("pid"), time.Since(start).Round(time.Millisecond))
+			t.Logf("%s: worker %d replaced by %d, serving after %v", how, victim, ready, time.Since(start).Round(time.Millisecond))
 			if got := p.workerPids(); len(got) != 2 || slices.Contains(got, victim) {
 				t.Fatalf("children after refork = %v, want 2 without %d", got, victim)
 			}
@@ -312,7 +297,7 @@ func TestPortConflict(t *testing.T) {
 	if code == 0 || !strings.Contains(runErr, ln.Addr().String()) || !strings.Contains(runErr, "address already in use") {
 		t.Fatalf("exit code %d, Run error %q; want non-zero, naming %s and \"address already in use\"", code, runErr, ln.Addr())
 	}
-	if n := len(p.all("worker spawn")); n != 0 {
+	if n := len(p.events(0, supervisor.EventSpawn)); n != 0 {
 		t.Errorf("%d worker(s) forked for an address in use", n)
 	}
 }
@@ -326,13 +311,13 @@ func TestNoForkStorm(t *testing.T) {
 	if code == 0 || !strings.Contains(runErr, "before becoming ready") || !strings.Contains(runErr, p.addr) || !strings.Contains(runErr, "exit status 3") {
 		t.Fatalf("exit code %d, Run error %q; want non-zero, naming %s and the workers' exit status 3", code, runErr, p.addr)
 	}
-	spawns := len(p.all("worker spawn"))
+	spawns := len(p.events(0, supervisor.EventSpawn))
 	if spawns > 6 {
 		t.Errorf("%d forks before giving up; want at most 6", spawns)
 	}
-	delays := p.all("worker refork")
-	if len(delays) == 0 || delays[len(delays)-1].str("delay") == "0s" {
-		t.Errorf("reforks did not back off: %v", delays)
+	reforks := p.events(0, supervisor.EventRefork)
+	if len(reforks) == 0 || reforks[len(reforks)-1].Delay <= 0 {
+		t.Errorf("reforks did not back off: %+v", reforks)
 	}
 }
 
@@ -360,8 +345,8 @@ func testSpare(t *testing.T, mig string) {
 	p := startPool(t, poolConfig{workers: 2, migration: mig, env: []string{envSpare + "=1"}})
 	p.waitChildren(3, 10*time.Second) // 2 workers and the standby
 	workers := map[int]bool{}
-	for _, r := range p.all("worker ready") {
-		workers[r.int("pid")] = true
+	for _, r := range p.events(0, supervisor.EventReady) {
+		workers[r.Worker.Pid] = true
 	}
 	var standby int
 	for _, c := range p.workerPids() {
@@ -386,12 +371,8 @@ func testSpare(t *testing.T, mig string) {
 	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	ready, err := p.find(mark, "worker ready", nil, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ready.int("pid") != standby {
-		t.Fatalf("the replacement of %d is %d, want the standby %d", victim, ready.int("pid"), standby)
+	if ready := p.waitEvent(mark, supervisor.EventReady, nil); ready.Worker.Pid != standby {
+		t.Fatalf("the replacement of %d is %d, want the standby %d", victim, ready.Worker.Pid, standby)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -407,7 +388,7 @@ func testSpare(t *testing.T, mig string) {
 
 	mark = p.mark()
 	p.signal(syscall.SIGHUP)
-	if _, err := p.find(mark, "rolling restart", func(r record) bool { return r.str("reason") == "done" }, 20*time.Second); err != nil {
+	if _, err := p.findEvent(mark, supervisor.EventRestart, func(e event) bool { return e.Reason == "done" }, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	p.waitChildren(3, 10*time.Second) // 2 new workers and a standby of their generation
