@@ -78,6 +78,9 @@ func (p *fakeProc) Fail(text string) {
 func (p *fakeProc) Retiring(text string) {
 	p.send(supervisor.Message{Kind: supervisor.MessageRetiring, Text: text})
 }
+func (p *fakeProc) Invalid(text string) {
+	p.send(supervisor.Message{Kind: supervisor.MessageInvalid, Text: text})
+}
 
 // Exit and ExitSignal end the process.
 func (p *fakeProc) Exit(code int)                 { p.end(supervisor.Exit{Code: code}) }

@@ -36,6 +36,10 @@ const (
 	MessageHeartbeat MessageKind = "heartbeat" // the worker is alive
 	MessageFailed    MessageKind = "failed"    // the worker cannot serve; Text says why
 	MessageRetiring  MessageKind = "retiring"  // the worker asks to be replaced; Text says why
+	// MessageInvalid: what the worker sent breaks the protocol (Text says
+	// how); the supervisor kills and replaces it. A Process sends nothing
+	// after it.
+	MessageInvalid MessageKind = "invalid"
 )
 
 // Message is one report of a worker to its supervisor.

@@ -648,6 +648,9 @@ func (l *loop) message(w *worker, m Message) {
 		l.checkPoolReady()
 	case MessageFailed:
 		w.failure = m.Text
+	case MessageInvalid:
+		w.failure = "protocol violation: " + m.Text
+		l.kill(w, w.failure)
 	case MessageRetiring:
 		if l.stopping || w.State != Ready || l.busy() != "" {
 			return

@@ -337,6 +337,26 @@ func TestRetireDrainsBeforeStop(t *testing.T) {
 	})
 }
 
+// A worker that breaks the protocol is killed and replaced, with the
+// violation as the reason; one that does so while starting counts as a
+// start failure naming it.
+func TestProtocolViolation(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := start(t, supervisor.Config{Workers: 2}, nil)
+		h.readyAll(1, 2)
+		h.take()
+		time.Sleep(time.Minute)
+		h.proc(2).Invalid("more than 100 messages in a second")
+		h.expect(eKill(2, 1, 0, "protocol violation: more than 100 messages in a second"),
+			eExit(2, 1, 0, killed(), "killed: protocol violation: more than 100 messages in a second"),
+			eRefork(1, 0), eSpawn(3, 1, 0))
+		h.proc(3).Invalid("garbage")
+		h.expect(eKill(3, 1, 0, "protocol violation: garbage"), eExit(3, 1, 0, killed(), "exited before ready"), eRefork(1, 0), eSpawn(4, 1, 0))
+		h.proc(4).Ready()
+		h.expect(eReady(4, 1, 0))
+	})
+}
+
 // A pool that stops while a worker drains stops it at once.
 func TestStopWhileDraining(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {

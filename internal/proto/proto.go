@@ -116,20 +116,49 @@ func Write(w io.Writer, m Message) error {
 // ErrUnknown is returned by [Reader.Next] for a line it does not understand.
 var ErrUnknown = errors.New("unknown worker message")
 
+// WellFormedKind reports whether k looks like a message kind (a lowercase
+// word of at most 32 letters, digits and dashes) even if this version does
+// not know it: a newer worker's message, which an older supervisor skips
+// (a rolling restart can run a newer binary under an older supervisor).
+func WellFormedKind(k Kind) bool {
+	if len(k) == 0 || len(k) > 32 || k[0] < 'a' || k[0] > 'z' {
+		return false
+	}
+	for _, c := range []byte(k) {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// ErrTooLong is returned by [Reader.Next] for a line over [MaxLine] bytes;
+// the Reader reads no further.
+var ErrTooLong = errors.New("worker message too long")
+
+// MaxLine is the longest message line a [Reader] accepts, newline included.
+const MaxLine = 64 << 10
+
 // Reader reads [Message] lines.
 type Reader struct{ s *bufio.Scanner }
 
 // NewReader returns a Reader of r.
 func NewReader(r io.Reader) *Reader {
 	s := bufio.NewScanner(r)
-	s.Buffer(make([]byte, 0, 512), 64<<10)
+	s.Buffer(make([]byte, 0, 512), MaxLine)
 	return &Reader{s: s}
 }
 
-// Next returns the next message, or io.EOF at the end of the stream.
+// Next returns the next message, or io.EOF at the end of the stream. An
+// unknown line is an error wrapping [ErrUnknown] (the Reader goes on after
+// it); a line over MaxLine one wrapping [ErrTooLong] (it does not).
 func (r *Reader) Next() (Message, error) {
 	if !r.s.Scan() {
-		if err := r.s.Err(); err != nil {
+		err := r.s.Err()
+		if errors.Is(err, bufio.ErrTooLong) {
+			return Message{}, fmt.Errorf("%w: a line of more than %d bytes", ErrTooLong, MaxLine)
+		}
+		if err != nil {
 			return Message{}, err
 		}
 		return Message{}, io.EOF
@@ -140,7 +169,11 @@ func (r *Reader) Next() (Message, error) {
 	case Ready, Heartbeat, Failed, Retiring, Standby:
 		return m, nil
 	}
-	return m, fmt.Errorf("%w: %q", ErrUnknown, r.s.Text())
+	line := r.s.Text()
+	if len(line) > 80 {
+		line = line[:80] + "…"
+	}
+	return m, fmt.Errorf("%w: %q", ErrUnknown, line)
 }
 
 // LookupWorker reads [EnvWorker] from the environment. It reports false if

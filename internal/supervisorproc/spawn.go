@@ -148,6 +148,7 @@ func (s *spawner) start(w supervisor.Worker, control *os.File) (*process, error)
 		return nil, err
 	}
 	p := &process{cmd: cmd, own: s.own, status: sr, linger: s.timing.Linger, hasListener: ln != nil,
+		standby: w.Slot == proto.StandbySlot, maxRate: maxMessageRate(s.timing),
 		msgs: make(chan supervisor.Message, 4), exited: make(chan struct{}), waited: make(chan struct{}), readDone: make(chan struct{}), standing: make(chan struct{})}
 	go p.read()
 	go p.wait()
@@ -161,6 +162,8 @@ type process struct {
 	status      *os.File
 	linger      time.Duration
 	hasListener bool // it inherited a listener at start
+	standby     bool // it was started as a standby
+	maxRate     int  // messages a second beyond which it floods
 	msgs        chan supervisor.Message
 	exited      chan struct{}   // closed when the process is reaped
 	waited      chan struct{}   // closed when wait returns
@@ -185,6 +188,12 @@ func (p *process) Wait() supervisor.Exit {
 	return p.exit
 }
 
+// maxMessageRate is how many messages a second a worker may send: far more
+// than its heartbeats (and a recycling request with each) ever are.
+func maxMessageRate(t proto.Timing) int {
+	return max(100, 8*int(time.Second/t.Heartbeat))
+}
+
 // messageKind maps the status pipe's words to the supervisor's.
 func messageKind(k proto.Kind) (supervisor.MessageKind, bool) {
 	switch k {
@@ -200,27 +209,66 @@ func messageKind(k proto.Kind) (supervisor.MessageKind, bool) {
 	return "", false
 }
 
+// read forwards the worker's messages. Whatever breaks the protocol — a
+// line that is not a message, a line over proto.MaxLine, "standby" from a
+// worker that is not a standby or twice, more messages than a worker sends
+// in a second — is reported once as supervisor.MessageInvalid, the worker's
+// failure, and nothing more is read. A message of a kind this supervisor
+// does not know but that is well formed (a newer worker's) is skipped.
 func (p *process) read() {
 	defer close(p.readDone)
 	defer close(p.msgs)
 	defer p.status.Close()
 	r := proto.NewReader(p.status)
+	flood := newRateLimit(p.maxRate, time.Now())
+	standby := p.standby
 	for {
 		m, err := r.Next()
-		if errors.Is(err, proto.ErrUnknown) {
+		if err != nil && !errors.Is(err, proto.ErrUnknown) && !errors.Is(err, proto.ErrTooLong) {
+			return // EOF: the worker is gone (or, past Linger, a grandchild holds the pipe)
+		}
+		why := ""
+		switch {
+		case errors.Is(err, proto.ErrUnknown) && proto.WellFormedKind(m.Kind):
 			continue
-		}
-		if err != nil {
-			return
-		}
-		if m.Kind == proto.Standby {
+		case err != nil:
+			why = err.Error()
+		case !flood.allow(time.Now()):
+			why = fmt.Sprintf("more than %d messages in a second", p.maxRate)
+		case m.Kind == proto.Standby && !standby:
+			why = `"standby" from a worker that is not a standby, or twice`
+		case m.Kind == proto.Standby:
+			standby = false
 			close(p.standing)
 			continue
+		}
+		if why != "" {
+			p.msgs <- supervisor.Message{Kind: supervisor.MessageInvalid, Text: why}
+			return
 		}
 		if k, ok := messageKind(m.Kind); ok {
 			p.msgs <- supervisor.Message{Kind: k, Text: m.Text}
 		}
 	}
+}
+
+// rateLimit counts events per one-second window.
+type rateLimit struct {
+	max   int
+	start time.Time
+	n     int
+}
+
+func newRateLimit(max int, now time.Time) *rateLimit { return &rateLimit{max: max, start: now} }
+
+// allow counts one event at now and reports whether the window's count is
+// within max.
+func (r *rateLimit) allow(now time.Time) bool {
+	if now.Sub(r.start) >= time.Second {
+		r.start, r.n = now, 0
+	}
+	r.n++
+	return r.n <= r.max
 }
 
 func (p *process) wait() {
