@@ -4,6 +4,7 @@ package supervisorproc
 
 import (
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -43,6 +44,11 @@ type dispatcher struct {
 
 func (d *dispatcher) run(sigs <-chan os.Signal, stop <-chan struct{}) {
 	defer d.abandonUpgrade()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	queued := make(chan os.Signal)
+	wg.Go(func() { intake(sigs, queued, stop) })
+	sigs = queued
 	var watchdog <-chan time.Time
 	if iv := watchdogInterval(); iv > 0 && d.sd.n.Enabled() {
 		t := time.NewTicker(iv)
@@ -61,6 +67,29 @@ func (d *dispatcher) run(sigs <-chan os.Signal, stop <-chan struct{}) {
 			d.upgraded(res)
 		case sig := <-sigs:
 			d.signal(sig)
+		}
+	}
+}
+
+// intake moves signals from in to out through a queue without bound, so
+// that receiving a signal never waits on acting on one: os/signal drops
+// what does not fit in its channel, and an action (a fork, a sock_diag
+// check) takes milliseconds. It returns when stop is closed.
+func intake(in <-chan os.Signal, out chan<- os.Signal, stop <-chan struct{}) {
+	var queue []os.Signal
+	for {
+		var send chan<- os.Signal
+		var next os.Signal
+		if len(queue) > 0 {
+			send, next = out, queue[0]
+		}
+		select {
+		case sig := <-in:
+			queue = append(queue, sig)
+		case send <- next:
+			queue = queue[1:]
+		case <-stop:
+			return
 		}
 	}
 }

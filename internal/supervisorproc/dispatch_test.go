@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -155,4 +157,33 @@ func TestDispatchUpgradeFailed(t *testing.T) {
 	if len(h.sd.sent) != 0 {
 		t.Errorf("systemd told %q after a failed upgrade", h.sd.sent)
 	}
+}
+
+// Signals are taken in as fast as they come, however slow acting on each
+// is, and none is lost or reordered.
+func TestIntakeNeverBlocks(t *testing.T) {
+	in := make(chan os.Signal) // unbuffered: a send completes only when intake takes it
+	out := make(chan os.Signal)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { intake(in, out, stop); close(done) }()
+	var sent []os.Signal
+	for i := range 1000 {
+		sig := []os.Signal{syscall.SIGTTIN, syscall.SIGTTOU}[i%2]
+		select {
+		case in <- sig:
+			sent = append(sent, sig)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("intake blocked after %d signals with nobody acting on them", i)
+		}
+	}
+	var got []os.Signal
+	for range sent {
+		got = append(got, <-out)
+	}
+	if diff := cmp.Diff(sent, got); diff != "" {
+		t.Errorf("signals out (-sent +got):\n%s", diff)
+	}
+	close(stop)
+	<-done
 }
