@@ -23,6 +23,8 @@ const (
 	EventRefused   EventKind = "refused"    // a request (scale, restart) was refused; Reason says why
 	EventRestart   EventKind = "restart"    // a rolling restart began (Reason "begin") or ended ("done", "aborted: …")
 	EventStopping  EventKind = "stopping"   // the pool is stopping; Reason is "graceful" or "immediate"
+	EventDegraded  EventKind = "degraded"   // MaxStartFailures workers in a row failed to start while others serve: the pool keeps serving and trying; Reason says why
+	EventRecovered EventKind = "recovered"  // a worker started again after EventDegraded
 	EventUpgrade   EventKind = "upgrade"    // a binary upgrade began ("begin"), or ended ("done", "failed: …"); Pid is the new supervisor's
 )
 

@@ -32,7 +32,9 @@ type Config struct {
 	// this long is killed and replaced. 0 means never.
 	HeartbeatTimeout time.Duration
 	// MaxStartFailures is how many workers in a row may exit before they
-	// become ready before Run gives up with a *StartError. 0 means 5.
+	// become ready before Run gives up with a *StartError, if no worker
+	// serves; while others serve, the pool is degraded instead (an
+	// EventDegraded) and keeps trying at the backoff. 0 means 5.
 	MaxStartFailures int
 	// BackoffBase is the refork delay after the second young death in a row;
 	// it doubles with each further one. 0 means 100ms.
@@ -214,6 +216,7 @@ type loop struct {
 	children int                 // child goroutines not yet finished
 
 	startFailures int  // consecutive exits before ready
+	degraded      bool // MaxStartFailures reached while other workers serve
 	crashes       int  // consecutive young deaths
 	announced     bool // EventPoolReady sent for the current target
 
@@ -311,6 +314,10 @@ func describe(ev Event) (slog.Level, string, []any) {
 		level = slog.LevelWarn
 	case EventRefused:
 		level, msg = slog.LevelWarn, "request refused"
+	case EventDegraded:
+		level, msg = slog.LevelError, "pool degraded: workers fail to start while others serve"
+	case EventRecovered:
+		msg = "pool recovered: a worker started again"
 	case EventUpgrade:
 		msg = "binary upgrade"
 	case EventPoolReady:
@@ -635,6 +642,10 @@ func (l *loop) message(w *worker, m Message) {
 		l.startFailures = 0
 		l.hooks.WorkerReady(w.Worker)
 		l.emit(Event{Kind: EventReady, Worker: w.Worker})
+		if l.degraded {
+			l.degraded = false
+			l.emit(Event{Kind: EventRecovered, Worker: w.Worker})
+		}
 		if w.replaces != 0 {
 			l.inFlight--
 			if old, ok := l.workers[w.replaces]; ok && !old.leaving() {
@@ -671,13 +682,7 @@ func (l *loop) checkPoolReady() {
 	if l.announced || l.stopping || l.restarting || l.inFlight > 0 {
 		return
 	}
-	ready := 0
-	for _, w := range l.workers {
-		if w.State == Ready {
-			ready++
-		}
-	}
-	if ready >= len(l.slots) {
+	if l.serving() >= len(l.slots) {
 		l.announced = true
 		l.hooks.PoolReady(len(l.slots))
 		l.emit(Event{Kind: EventPoolReady, Pool: len(l.slots)})
@@ -745,11 +750,30 @@ func (l *loop) startFailed(slot, replaces int, detail string) {
 	}
 	l.startFailures++
 	if l.startFailures >= l.s.cfg.MaxStartFailures {
-		l.result = &StartError{Failures: l.startFailures, Reason: detail}
-		l.stop(false, "workers fail to start")
-		return
+		if l.serving() == 0 {
+			l.result = &StartError{Failures: l.startFailures, Reason: detail}
+			l.stop(false, "workers fail to start")
+			return
+		}
+		if !l.degraded {
+			// Others serve: keep them, and keep trying at the backoff.
+			l.degraded = true
+			l.emit(Event{Kind: EventDegraded, Reason: fmt.Sprintf("%d workers in a row exited before becoming ready; last: %s; %d of %d slots serve",
+				l.startFailures, detail, l.serving(), len(l.slots))})
+		}
 	}
 	l.refork(slot, true)
+}
+
+// serving returns the number of ready workers.
+func (l *loop) serving() int {
+	n := 0
+	for _, w := range l.workers {
+		if w.State == Ready {
+			n++
+		}
+	}
+	return n
 }
 
 // refork schedules slot to be forked again, at once or after a backoff.

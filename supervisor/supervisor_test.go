@@ -803,19 +803,72 @@ func TestRollingRestartEndsWhenOldDiedAndReplacementFails(t *testing.T) {
 // not be attached to another worker's start failure.
 func TestFailedTextIsNotAttributedToAnotherWorker(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := start(t, supervisor.Config{Workers: 2, MaxStartFailures: 1}, nil)
-		h.readyAll(1, 2)
+		// One worker, so that the pool stops at the first start failure
+		// (with another serving it would degrade instead).
+		h := start(t, supervisor.Config{Workers: 1, MaxStartFailures: 1}, nil)
+		h.readyAll(1)
 		h.proc(1).Fail("database unreachable")
 		time.Sleep(time.Minute)
 		h.proc(1).Exit(1) // a ready worker dies: not a start failure
 		synctest.Wait()
-		h.proc(3).Exit(3) // its successor dies before ready, saying nothing
+		h.proc(2).Exit(3) // its successor dies before ready, saying nothing
 		var se *supervisor.StartError
 		if err := h.wait(); !errors.As(err, &se) {
 			t.Fatalf("Run() = %v; want a *StartError", err)
 		}
 		if diff := cmp.Diff(&supervisor.StartError{Failures: 1, Reason: "exit status 3"}, se); diff != "" {
 			t.Errorf("Run() error (-want +got):\n%s", diff)
+		}
+	})
+}
+
+// A slot whose workers keep failing to start does not stop a pool whose
+// other workers serve: it is degraded, keeps trying at the capped backoff,
+// and recovers when a worker starts again. Only with none serving does Run
+// give up.
+func TestDegradedWhileOthersServe(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := start(t, supervisor.Config{Workers: 2, MaxStartFailures: 3, BackoffMax: time.Second}, nil)
+		h.readyAll(1, 2)
+		h.take()
+		time.Sleep(time.Minute)
+		h.proc(2).Exit(1) // slot 1 crashes; its binary is gone, say
+		synctest.Wait()
+		for id := 3; id <= 8; id++ {
+			h.proc(id).Exit(1)
+			time.Sleep(time.Second) // the capped backoff
+		}
+		got := h.take()
+		var degraded []ev
+		for _, e := range got {
+			if e.Kind == supervisor.EventDegraded {
+				degraded = append(degraded, e)
+			}
+		}
+		want := []ev{{Kind: supervisor.EventDegraded, Reason: "3 workers in a row exited before becoming ready; last: exit status 1; 1 of 2 slots serve"}}
+		if diff := diffEvents(want, degraded); diff != "" {
+			t.Errorf("degraded events (-want +got):\n%s", diff)
+		}
+		if !h.running() {
+			t.Fatalf("Run returned %v while worker 1 serves", h.err)
+		}
+		h.wantSignals(1)
+		h.proc(9).Ready()
+		h.expect(eReady(9, 1, 0), ev{Kind: supervisor.EventRecovered, ID: 9, Slot: 1})
+
+		// Now with nobody serving: the pool gives up.
+		h.proc(1).Exit(1)
+		h.proc(9).Exit(1)
+		synctest.Wait()
+		for id := 10; h.running() && id < 30; id++ {
+			if p := h.sp.get(id); p != nil {
+				p.Exit(1)
+			}
+			time.Sleep(time.Second)
+		}
+		var se *supervisor.StartError
+		if err := h.wait(); !errors.As(err, &se) {
+			t.Fatalf("Run() = %v; want a *StartError once no worker serves", err)
 		}
 	})
 }

@@ -90,6 +90,11 @@ func listenersAt(at *Socket) ([]uint64, error) {
 	if err != nil {
 		return nil, err
 	}
+	return listenersOn(sa)
+}
+
+// listenersOn returns the inodes of the sockets listening on sa.
+func listenersOn(sa unix.Sockaddr) ([]uint64, error) {
 	switch a := sa.(type) {
 	case *unix.SockaddrInet4:
 		var ip [16]byte

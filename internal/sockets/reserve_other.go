@@ -20,3 +20,6 @@ func (r *Reservation) Addr() string { return "" }
 
 // Close does nothing.
 func (r *Reservation) Close() error { return nil }
+
+// CheckFree does nothing off Linux.
+func (r *Reservation) CheckFree() error { return nil }

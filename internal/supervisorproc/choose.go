@@ -54,6 +54,12 @@ func openListeners(cfg Config, h *heir) (listeners, choice, error) {
 	if err != nil {
 		return nil, choice{}, fmt.Errorf("clusterflock: cannot use Options.Addr %q: %w", cfg.Addr, err)
 	}
+	if h == nil { // in a binary upgrade the old supervisor's workers listen there
+		if err := res.CheckFree(); err != nil {
+			res.Close()
+			return nil, choice{}, fmt.Errorf("clusterflock: cannot use Options.Addr %q: %w", cfg.Addr, err)
+		}
+	}
 	lis, c, err := withMigration(cfg, res)
 	if err != nil {
 		res.Close()

@@ -19,7 +19,7 @@ import (
 
 // spawner starts workers by re-executing this program (a supervisor.Spawner).
 type spawner struct {
-	path     string
+	images   *images // the binary of each generation
 	args     []string
 	env      []string // without the worker marker
 	lis      listeners
@@ -35,12 +35,17 @@ func newSpawner(cfg Config, lis listeners, own *children) (*spawner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("clusterflock: cannot find this program to re-execute: %w", err)
 	}
+	im, err := newImages(path)
+	if err != nil {
+		return nil, err
+	}
 	r, w, err := os.Pipe()
 	if err != nil {
+		im.close()
 		return nil, fmt.Errorf("clusterflock: lifeline pipe: %w", err)
 	}
 	s := &spawner{
-		path:     path,
+		images:   im,
 		args:     os.Args,
 		env:      workerEnviron(os.Environ(), cfg.GOMAXPROCS, cfg.Workers),
 		lis:      lis,
@@ -90,6 +95,7 @@ func (s *spawner) Close() error {
 		s.spare.close()
 	}
 	s.lifeline.Close()
+	s.images.close()
 	return s.keep.Close()
 }
 
@@ -113,6 +119,10 @@ func (s *spawner) Spawn(w supervisor.Worker) (supervisor.Process, error) {
 
 // start forks a worker for w; control, if not nil, becomes its ControlFD.
 func (s *spawner) start(w supervisor.Worker, control *os.File) (*process, error) {
+	path, err := s.images.pathFor(w.Generation)
+	if err != nil {
+		return nil, err
+	}
 	sr, sw, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("status pipe: %w", err)
@@ -130,7 +140,7 @@ func (s *spawner) start(w supervisor.Worker, control *os.File) (*process, error)
 		files = append(files, control) // proto.ControlFD
 	}
 	cmd := &exec.Cmd{
-		Path:        s.path,
+		Path:        path,
 		Args:        s.args,
 		Env:         append(s.env[:len(s.env):len(s.env)], proto.EnvWorker+"="+marker.Encode()),
 		Stdout:      os.Stdout,
