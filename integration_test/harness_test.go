@@ -164,7 +164,7 @@ func logEvent(logger *slog.Logger) func(supervisor.Event) {
 		logger.Info(eventMsg, "kind", string(ev.Kind), "supervisor", self,
 			"worker", ev.Worker.ID, "slot", ev.Worker.Slot, "generation", ev.Worker.Generation, "pid", ev.Worker.Pid,
 			"state", string(ev.Worker.State), "started", ev.Worker.Started, "uptime", uptime,
-			"status", status, "delay", ev.Delay, "reason", ev.Reason, "pool", ev.Pool, "new_pid", ev.Pid)
+			"status", status, "stderr", ev.Exit.Stderr, "delay", ev.Delay, "reason", ev.Reason, "pool", ev.Pool, "new_pid", ev.Pid)
 	}
 }
 
@@ -234,6 +234,7 @@ type event struct {
 	Worker     supervisor.Worker // the worker concerned, if any
 	Uptime     time.Duration     // the worker's age at the event
 	Status     string            // for EventExit: Exit.String(), "exit status N" or "killed by signal NAME"
+	Stderr     string            // for EventExit: Exit.Stderr, the last line of a worker that died at start
 	Delay      time.Duration     // for EventRefork
 	Reason     string            // why (see supervisor.EventKind); for EventExit "" if the supervisor asked for it
 	Pool       int               // for EventPoolReady: the number of workers
@@ -251,6 +252,7 @@ func (r record) event() event {
 			Pid: r.int("pid"), Started: started, State: supervisor.State(r.str("state"))},
 		Uptime: time.Duration(r.int("uptime")), // slog writes a duration in nanoseconds
 		Status: r.str("status"),
+		Stderr: r.str("stderr"),
 		Delay:  time.Duration(r.int("delay")),
 		Reason: r.str("reason"),
 		Pool:   r.int("pool"),

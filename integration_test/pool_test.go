@@ -311,6 +311,17 @@ func TestNoForkStorm(t *testing.T) {
 	if code == 0 || !strings.Contains(runErr, "before becoming ready") || !strings.Contains(runErr, p.addr) || !strings.Contains(runErr, "exit status 3") {
 		t.Fatalf("exit code %d, Run error %q; want non-zero, naming %s and the workers' exit status 3", code, runErr, p.addr)
 	}
+	// The cause, as the worker wrote it on stderr, is in the error and in
+	// each exit event.
+	const said = `{"msg":"worker dies at start"}`
+	if !strings.Contains(runErr, said) {
+		t.Errorf("Run error %q does not say what the worker wrote on stderr (%s)", runErr, said)
+	}
+	for _, e := range p.events(0, supervisor.EventExit) {
+		if e.Stderr != said {
+			t.Errorf("exit event of worker %d: stderr %q, want %q", e.Worker.Pid, e.Stderr, said)
+		}
+	}
 	spawns := len(p.events(0, supervisor.EventSpawn))
 	if spawns > 6 {
 		t.Errorf("%d forks before giving up; want at most 6", spawns)

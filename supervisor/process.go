@@ -95,6 +95,9 @@ type Hooks interface {
 type Exit struct {
 	Code   int            // exit code; -1 if killed by a signal
 	Signal syscall.Signal // the signal that killed it, or 0
+	// Stderr is the last line the worker wrote to stderr, if it died before
+	// it was ready and the Process kept it (clusterflock's does); else "".
+	Stderr string
 }
 
 // String returns "exit status N" or "killed by signal NAME".

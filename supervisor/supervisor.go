@@ -304,6 +304,9 @@ func describe(ev Event) (slog.Level, string, []any) {
 	switch ev.Kind {
 	case EventExit:
 		attrs = append(attrs, "status", ev.Exit.String(), "uptime", time.Since(ev.Worker.Started).Round(time.Millisecond))
+		if ev.Exit.Stderr != "" {
+			attrs = append(attrs, "stderr", ev.Exit.Stderr)
+		}
 		if ev.Reason != "" {
 			level = slog.LevelWarn
 			msg = "worker exited unexpectedly"
@@ -710,8 +713,11 @@ func (l *loop) exited(w *worker, e Exit) {
 	l.emit(Event{Kind: EventExit, Worker: w.Worker, Exit: e, Reason: reason})
 	if w.State == Starting {
 		detail := e.String()
-		if w.failure != "" {
+		switch {
+		case w.failure != "":
 			detail = w.failure + " (" + detail + ")"
+		case e.Stderr != "":
+			detail = e.Stderr + " (" + detail + ")"
 		}
 		l.startFailed(w.Slot, w.replaces, detail)
 		return

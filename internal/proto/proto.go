@@ -17,6 +17,7 @@ package proto
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -34,6 +35,11 @@ const (
 	LifelineFD = 4 // EOF when the supervisor dies (read end)
 	ListenerFD = 5 // the listening socket, when the supervisor holds it (shared, or the slot's in a steered group)
 	ControlFD  = 6 // a standby worker's activation: a unix socket carrying "<slot> <generation>\n" and, with a steered group, the slot's socket (SCM_RIGHTS)
+	// StderrFD is the supervisor's own stderr. Until it is ready a worker's
+	// fd 2 is a pipe the supervisor reads (and passes on), so that it can
+	// tell why a worker died at start; once ready, the worker moves
+	// StderrFD to fd 2 and writes to it directly.
+	StderrFD = 7
 )
 
 // StandbySlot is the slot of a standby worker: started and initialised, it
@@ -140,28 +146,51 @@ var ErrTooLong = errors.New("worker message too long")
 const MaxLine = 64 << 10
 
 // Reader reads [Message] lines.
-type Reader struct{ s *bufio.Scanner }
+type Reader struct {
+	s   *bufio.Scanner
+	err error // what ended the stream: Next returns it from then on
+}
 
 // NewReader returns a Reader of r.
 func NewReader(r io.Reader) *Reader {
 	s := bufio.NewScanner(r)
 	s.Buffer(make([]byte, 0, 512), MaxLine)
+	s.Split(scanLine)
 	return &Reader{s: s}
+}
+
+// scanLine splits lines as [bufio.ScanLines] does, but keeps a '\r' before
+// the '\n': a line is all that precedes its '\n', so that a message whose
+// Text ends in '\r' reads back as [Write] wrote it.
+func scanLine(data []byte, atEOF bool) (advance int, token []byte, err error) {
+	if i := bytes.IndexByte(data, '\n'); i >= 0 {
+		return i + 1, data[:i], nil
+	}
+	if atEOF && len(data) > 0 {
+		return len(data), data, nil
+	}
+	return 0, nil, nil
 }
 
 // Next returns the next message, or io.EOF at the end of the stream. An
 // unknown line is an error wrapping [ErrUnknown] (the Reader goes on after
-// it); a line over MaxLine one wrapping [ErrTooLong] (it does not).
+// it); a line over MaxLine one wrapping [ErrTooLong] (it does not). Any
+// error but ErrUnknown ends the stream: Next returns it from then on, never
+// a message from what was buffered before it (the start of the line too
+// long, or the part of a line read before a read error).
 func (r *Reader) Next() (Message, error) {
+	if r.err != nil {
+		return Message{}, r.err
+	}
 	if !r.s.Scan() {
-		err := r.s.Err()
-		if errors.Is(err, bufio.ErrTooLong) {
-			return Message{}, fmt.Errorf("%w: a line of more than %d bytes", ErrTooLong, MaxLine)
+		r.err = r.s.Err()
+		switch {
+		case errors.Is(r.err, bufio.ErrTooLong):
+			r.err = fmt.Errorf("%w: a line of more than %d bytes", ErrTooLong, MaxLine)
+		case r.err == nil:
+			r.err = io.EOF
 		}
-		if err != nil {
-			return Message{}, err
-		}
-		return Message{}, io.EOF
+		return Message{}, r.err
 	}
 	kind, text, _ := strings.Cut(r.s.Text(), " ")
 	m := Message{Kind: Kind(kind), Text: text}

@@ -42,13 +42,12 @@ type dispatcher struct {
 	startSuccessor func(lis listeners, socks []*sockets.Socket, own *children, results chan<- upgradeResult) (*successor, error)
 }
 
-func (d *dispatcher) run(sigs <-chan os.Signal, stop <-chan struct{}) {
+func (d *dispatcher) run(received <-chan os.Signal, stop <-chan struct{}) {
 	defer d.abandonUpgrade()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	queued := make(chan os.Signal)
-	wg.Go(func() { intake(sigs, queued, stop) })
-	sigs = queued
+	sigs := make(chan os.Signal)
+	wg.Go(func() { intake(received, sigs, stop) })
 	var watchdog <-chan time.Time
 	if iv := watchdogInterval(); iv > 0 && d.sd.n.Enabled() {
 		t := time.NewTicker(iv)

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -127,37 +128,46 @@ func (s *spawner) start(w supervisor.Worker, control *os.File) (*process, error)
 	if err != nil {
 		return nil, fmt.Errorf("status pipe: %w", err)
 	}
+	tap, tw, err := newStderrTap()
+	if err != nil {
+		sr.Close()
+		sw.Close()
+		return nil, fmt.Errorf("stderr pipe: %w", err)
+	}
 	ln, err := s.lis.listener(w.Slot)
 	if err != nil {
 		sr.Close()
 		sw.Close()
+		tw.Close()
+		tap.r.Close()
 		return nil, fmt.Errorf("listener for slot %d: %w", w.Slot, err)
 	}
 	marker := proto.WorkerEnv{SupervisorPID: os.Getpid(), Slot: w.Slot, Generation: w.Generation,
 		Migration: string(s.lis.migration()), Inherited: s.lis.inherited(), Addr: s.lis.addr()}
-	files := []*os.File{sw, s.lifeline, ln} // proto.StatusFD, LifelineFD, ListenerFD (nil: none)
-	if control != nil {
-		files = append(files, control) // proto.ControlFD
-	}
+	// proto.StatusFD, LifelineFD, ListenerFD, ControlFD, StderrFD (nil: none)
+	files := []*os.File{sw, s.lifeline, ln, control, os.Stderr}
 	cmd := &exec.Cmd{
 		Path:        path,
 		Args:        s.args,
 		Env:         append(s.env[:len(s.env):len(s.env)], proto.EnvWorker+"="+marker.Encode()),
 		Stdout:      os.Stdout,
-		Stderr:      os.Stderr,
+		Stderr:      tw, // until ready
 		ExtraFiles:  files, // slot i is fd 3+i
 		SysProcAttr: workerSysProcAttr(),
 	}
 	err = s.own.start(cmd)
 	sw.Close()
+	tw.Close()
 	if ln != nil {
 		ln.Close() // the worker has its own
 	}
 	if err != nil {
 		sr.Close()
+		tap.r.Close()
 		return nil, err
 	}
-	p := &process{cmd: cmd, own: s.own, status: sr, linger: s.timing.Linger, hasListener: ln != nil,
+	go tap.run(os.Stderr)
+	p := &process{cmd: cmd, own: s.own, status: sr, tap: tap, linger: s.timing.Linger, hasListener: ln != nil,
 		standby: w.Slot == proto.StandbySlot, maxRate: maxMessageRate(s.timing),
 		msgs: make(chan supervisor.Message, 4), exited: make(chan struct{}), waited: make(chan struct{}), readDone: make(chan struct{}), standing: make(chan struct{})}
 	go p.read()
@@ -170,6 +180,8 @@ type process struct {
 	cmd         *exec.Cmd
 	own         *children
 	status      *os.File
+	tap         *stderrTap // its stderr until it is ready
+	ready       atomic.Bool
 	linger      time.Duration
 	hasListener bool // it inherited a listener at start
 	standby     bool // it was started as a standby
@@ -256,9 +268,14 @@ func (p *process) read() {
 			p.msgs <- supervisor.Message{Kind: supervisor.MessageInvalid, Text: why}
 			return
 		}
-		if k, ok := messageKind(m.Kind); ok {
-			p.msgs <- supervisor.Message{Kind: k, Text: m.Text}
+		k, ok := messageKind(m.Kind)
+		if !ok {
+			continue
 		}
+		if k == supervisor.MessageReady {
+			p.ready.Store(true)
+		}
+		p.msgs <- supervisor.Message{Kind: k, Text: m.Text}
 	}
 }
 
@@ -293,6 +310,9 @@ func (p *process) wait() {
 	case <-p.readDone:
 	case <-time.After(p.linger):
 		p.status.SetReadDeadline(time.Now())
+	}
+	if last := p.tap.stop(p.linger); !p.ready.Load() {
+		p.exit.Stderr = last // why it died at start, if it said
 	}
 }
 

@@ -17,7 +17,7 @@ import (
 // process's parent counts.
 func init() {
 	if _, ok, err := proto.LookupWorker(); ok && err == nil {
-		for fd := proto.StatusFD; fd <= proto.ControlFD; fd++ {
+		for fd := proto.StatusFD; fd <= proto.StderrFD; fd++ {
 			syscall.CloseOnExec(fd)
 		}
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/clusterflock/clusterflock/internal/proto"
 	"github.com/clusterflock/clusterflock/internal/signame"
+	"golang.org/x/sys/unix"
 )
 
 // Config is what a worker needs of the pool's options.
@@ -97,6 +98,7 @@ func (w *worker) run(ctx context.Context, serve ServeFunc) error {
 	served := make(chan error, 1)
 	go func() { served <- serve(sctx, ln, w.env) }()
 	w.status.send(proto.Message{Kind: proto.Ready})
+	directStderr()
 	if err := w.serving(ctx, served, log); err != nil {
 		return w.fail("worker", err)
 	}
@@ -105,6 +107,15 @@ func (w *worker) run(ctx context.Context, serve ServeFunc) error {
 	stop()
 	ln.Close()
 	return w.stopped(served)
+}
+
+// directStderr moves the supervisor's stderr (proto.StderrFD) to fd 2 once
+// the worker serves: from now on it writes there directly, not through the
+// supervisor's start-up pipe.
+func directStderr() {
+	if unix.Dup2(proto.StderrFD, 2) == nil {
+		unix.Close(proto.StderrFD)
+	}
 }
 
 // fail tells the supervisor why the worker cannot serve, and returns it.
