@@ -424,3 +424,40 @@ func TestSystemdUnitVerifies(t *testing.T) {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
+
+// TestStrayDescriptors: a descriptor the supervisor inherited without
+// close-on-exec (from whatever started it) does not pass on to the
+// workers: they get exactly what the pool gives them.
+func TestStrayDescriptors(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(w.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	stray := fmt.Sprintf("pipe:[%d]", st.Ino)
+	// fd 3 + 7 = 10 in the supervisor: above every descriptor a worker
+	// is given, so nothing there would hide it.
+	p := startPool(t, poolConfig{workers: 2, files: []*os.File{nil, nil, nil, nil, nil, nil, nil, w}})
+	holds := func(pid int) bool {
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		for _, fd := range fds {
+			if link, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); link == stray {
+				return true
+			}
+		}
+		return false
+	}
+	if !holds(p.pid()) {
+		t.Fatalf("the supervisor does not hold the stray descriptor %s: the test proves nothing", stray)
+	}
+	for _, pid := range p.workerPids() {
+		if holds(pid) {
+			t.Errorf("worker %d inherited the supervisor's stray descriptor %s", pid, stray)
+		}
+	}
+}

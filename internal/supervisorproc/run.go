@@ -54,6 +54,7 @@ func Notify() chan os.Signal {
 // supervisor.ErrKilled after an immediate stop.
 func Run(ctx context.Context, cfg Config, sigs chan os.Signal) error {
 	defer signal.Stop(sigs)
+	closeStrayOnExec()
 	h := takeHeir(cfg.Logger)
 	if h != nil {
 		cfg.Addr = h.env.Addr // the concrete address, even for port 0
