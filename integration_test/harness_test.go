@@ -195,6 +195,19 @@ func testHandler() http.Handler {
 		wk, ok := clusterflock.WorkerFromContext(r.Context())
 		fmt.Fprintf(w, "%t %d %d %d", ok, wk.Slot, wk.Generation, wk.PID)
 	})
+	// /stray writes what= on the worker's status pipe (fd 3), as a buggy
+	// or hostile worker could: "standby2" (two standby lines), "garbage",
+	// "huge" (a line over 64 KiB) or "flood" (100,000 heartbeats).
+	mux.HandleFunc("/stray", func(w http.ResponseWriter, r *http.Request) {
+		b := map[string]string{
+			"standby2": "standby\nstandby\n",
+			"garbage":  "\x00\x01\xfe GET / HTTP/1.1\n",
+			"huge":     strings.Repeat("x", 70<<10) + "\n",
+			"flood":    strings.Repeat("heartbeat\n", 100000),
+		}[r.URL.Query().Get("what")]
+		go syscall.Write(3, []byte(b)) // a pipe write may block once the supervisor stops reading
+		io.WriteString(w, pid)
+	})
 	// /orphan starts a shell that leaves a background sleep behind and
 	// exits: the sleep is orphaned and re-parented (to PID 1 of its
 	// namespace). It answers the shell's exit status.
@@ -302,7 +315,8 @@ type poolConfig struct {
 	// unprivileged runs the pool as user nobody (uid and gid 65534), with no
 	// capabilities, from a copy of the test binary that nobody can execute.
 	unprivileged bool
-	noWait       bool // do not wait for the supervisor to start and its workers to be ready
+	noWait       bool   // do not wait for the supervisor to start and its workers to be ready
+	exe          string // the binary to run, if not this test binary (a copy of it)
 }
 
 const nobody = 65534
@@ -324,6 +338,9 @@ func startPool(t *testing.T, c poolConfig) *pool {
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if c.exe != "" {
+		exe = c.exe
 	}
 	dir := ""
 	if c.unprivileged {

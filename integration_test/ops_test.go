@@ -461,3 +461,104 @@ func TestStrayDescriptors(t *testing.T) {
 		}
 	}
 }
+
+// TestStrayStatusBytes: whatever a worker writes on its status pipe —
+// standby out of turn (which once panicked the supervisor), garbage, a line
+// over 64 KiB, a flood — is that worker's failure: it is killed for a
+// protocol violation and replaced, and the pool serves on.
+func TestStrayStatusBytes(t *testing.T) {
+	p := startPool(t, poolConfig{workers: 2})
+	for _, what := range []string{"standby2", "garbage", "huge", "flood"} {
+		mark := p.mark()
+		victim, err := p.get("/stray?what=" + what)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kill := p.waitEvent(mark, supervisor.EventKill, func(e event) bool { return strconv.Itoa(e.Worker.Pid) == victim })
+		if !strings.HasPrefix(kill.Reason, "protocol violation: ") {
+			t.Errorf("%s: worker %s killed for %q, want a protocol violation", what, victim, kill.Reason)
+		}
+		p.waitEvent(mark, supervisor.EventReady, func(e event) bool { return e.Worker.Slot == kill.Worker.Slot })
+		t.Logf("%s: worker %s killed (%s) and replaced", what, victim, kill.Reason)
+	}
+	if !alive(p.pid()) {
+		t.Fatal("the supervisor died")
+	}
+	if got := p.pidsServing(2, 10*time.Second); len(got) < 1 {
+		t.Fatal("the pool does not serve after the stray bytes")
+	}
+	p.signal(syscall.SIGTERM)
+	if code, runErr := p.wait(10 * time.Second); code != 0 {
+		t.Fatalf("TERM after the stray bytes: exit %d, %s", code, runErr)
+	}
+}
+
+// TestDeletedBinaryRefork: a pool whose binary is deleted (a deploy, or `go
+// run` exiting) re-forks a killed worker from the supervisor's own image and
+// keeps serving; a rolling restart, which runs the binary on disk, fails
+// and says why, and the old workers keep serving.
+func TestDeletedBinaryRefork(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyPath := filepath.Join(t.TempDir(), "pool")
+	b, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(copyPath, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := startPool(t, poolConfig{workers: 2, exe: copyPath})
+	if err := os.Remove(copyPath); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 { // more than MaxStartFailures (5) before this fix
+		pids := p.workerPids()
+		mark := p.mark()
+		if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		ready := p.waitEvent(mark, supervisor.EventReady, nil)
+		t.Logf("kill %d: worker %d replaced by %d from the deleted binary's image", i+1, pids[0], ready.Worker.Pid)
+	}
+	mark := p.mark()
+	p.signal(syscall.SIGHUP)
+	end := p.waitEvent(mark, supervisor.EventRestart, func(e event) bool { return e.Reason != "begin" })
+	if !strings.HasPrefix(end.Reason, "aborted: ") || !strings.Contains(end.Reason, "no such file") {
+		t.Errorf("HUP with the binary deleted: restart %q, want aborted naming the missing binary", end.Reason)
+	}
+	if got := p.pidsServing(2, 10*time.Second); len(got) == 0 {
+		t.Fatal("the pool does not serve after the failed rolling restart")
+	}
+	p.signal(syscall.SIGTERM)
+	if code, runErr := p.wait(10 * time.Second); code != 0 {
+		t.Fatalf("TERM: exit %d, %s", code, runErr)
+	}
+}
+
+// TestSecondInstanceRefused: a second pool on an address where the first
+// one listens is refused at start, naming the address and the pids holding
+// it, and forks nothing; the first pool is untouched.
+func TestSecondInstanceRefused(t *testing.T) {
+	first := startPool(t, poolConfig{workers: 2})
+	second := startPool(t, poolConfig{addr: first.addr, noWait: true})
+	code, runErr := second.wait(10 * time.Second)
+	if code == 0 || !strings.Contains(runErr, first.addr) || !strings.Contains(runErr, "already listen") {
+		t.Fatalf("second pool on %s: exit %d, %q; want refused naming the address", first.addr, code, runErr)
+	}
+	named := false
+	for _, pid := range first.workerPids() {
+		named = named || strings.Contains(runErr, strconv.Itoa(pid))
+	}
+	if !named {
+		t.Errorf("the refusal %q names none of the first pool's workers %v", runErr, first.workerPids())
+	}
+	if n := len(second.events(0, supervisor.EventSpawn)); n != 0 {
+		t.Errorf("the refused pool forked %d worker(s)", n)
+	}
+	if got := first.pidsServing(2, 10*time.Second); len(got) != 2 {
+		t.Errorf("the first pool serves from %v, want its 2 workers", got)
+	}
+}
