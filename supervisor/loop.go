@@ -1,0 +1,416 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+)
+
+func (l *loop) emit(ev Event) {
+	level, msg, attrs := describe(ev)
+	l.log.Log(context.Background(), level, msg, attrs...)
+	if l.s.cfg.OnEvent != nil {
+		l.s.cfg.OnEvent(ev)
+	}
+}
+
+// describe returns the log record of ev.
+func describe(ev Event) (slog.Level, string, []any) {
+	attrs := []any{"event", string(ev.Kind)}
+	if ev.Worker.ID != 0 {
+		attrs = append(attrs, "worker", ev.Worker.ID, "slot", ev.Worker.Slot, "generation", ev.Worker.Generation, "pid", ev.Worker.Pid)
+	}
+	level := slog.LevelInfo
+	msg := "worker " + string(ev.Kind)
+	switch ev.Kind {
+	case EventExit:
+		attrs = append(attrs, "status", ev.Exit.String(), "uptime", time.Since(ev.Worker.Started).Round(time.Millisecond))
+		if ev.Exit.Stderr != "" {
+			attrs = append(attrs, "stderr", ev.Exit.Stderr)
+		}
+		if ev.Reason != "" {
+			level = slog.LevelWarn
+			msg = "worker exited unexpectedly"
+		}
+	case EventRefork:
+		attrs = append(attrs, "slot", ev.Worker.Slot, "delay", ev.Delay)
+	case EventKill:
+		level = slog.LevelWarn
+	case EventRefused:
+		level, msg = slog.LevelWarn, "request refused"
+	case EventDegraded:
+		level, msg = slog.LevelError, "pool degraded: workers fail to start while others serve"
+	case EventRecovered:
+		msg = "pool recovered: a worker started again"
+	case EventUpgrade:
+		msg = "binary upgrade"
+	case EventPoolReady:
+		msg = "all workers ready"
+		attrs = append(attrs, "workers", ev.Pool)
+	case EventRestart:
+		msg = "rolling restart"
+	case EventStopping:
+		msg = "pool stopping"
+	}
+	if ev.Pid != 0 {
+		attrs = append(attrs, "new_pid", ev.Pid)
+	}
+	if ev.Reason != "" {
+		attrs = append(attrs, "reason", ev.Reason)
+	}
+	return level, msg, attrs
+}
+
+// spawn forks a worker for slot; replaces is the ID of a worker it replaces.
+func (l *loop) spawn(slot, replaces int) *worker {
+	l.nextID++
+	w := &worker{Worker: Worker{ID: l.nextID, Slot: slot, Generation: l.gen, State: Starting}, replaces: replaces}
+	p, err := l.s.cfg.Spawner.Spawn(w.Worker)
+	if err != nil {
+		l.log.Error("cannot fork worker", "slot", slot, "err", err.Error())
+		l.startFailed(slot, replaces, fmt.Sprintf("fork: %v", err))
+		return nil
+	}
+	w.proc = p
+	w.Pid = p.Pid()
+	w.Started = time.Now()
+	w.lastSeen = w.Started
+	l.workers[w.ID] = w
+	l.children++
+	go l.s.watch(w.ID, p)
+	l.emit(Event{Kind: EventSpawn, Worker: w.Worker})
+	return w
+}
+
+// watch forwards p's messages and then its exit to the loop.
+func (s *Supervisor) watch(id int, p Process) {
+	for m := range p.Messages() {
+		s.events <- childEvent{id: id, msg: &m}
+	}
+	e := p.Wait()
+	s.events <- childEvent{id: id, exit: &e}
+}
+
+// after arranges for ev to reach the loop after d, unless the timer is
+// stopped or Run has returned.
+func (l *loop) after(d time.Duration, ev childEvent) *time.Timer {
+	return time.AfterFunc(d, func() {
+		select {
+		case l.s.events <- ev:
+		case <-l.s.done:
+		}
+	})
+}
+
+func (l *loop) command(c command) {
+	switch c.kind {
+	case cmdList:
+		ws := make([]Worker, 0, len(l.workers))
+		for _, w := range l.workers {
+			ws = append(ws, w.Worker)
+		}
+		slices.SortFunc(ws, func(a, b Worker) int { return a.ID - b.ID })
+		c.reply <- ws
+	case cmdReport:
+		l.emit(c.ev)
+	case cmdStop:
+		l.stop(false, "requested")
+	case cmdKill:
+		l.stop(true, "requested")
+	case cmdAdd:
+		if reason := l.busy(); reason != "" {
+			l.emit(Event{Kind: EventRefused, Reason: "add worker: " + reason})
+			return
+		}
+		slot := 0
+		for l.slots[slot] {
+			slot++
+		}
+		l.slots[slot] = true
+		l.announced = false
+		l.spawn(slot, 0)
+	case cmdRetire:
+		l.retireOldest()
+	case cmdRestart:
+		l.restart()
+	}
+}
+
+// retireOldest takes the oldest worker's slot out of the pool, or refuses.
+func (l *loop) retireOldest() {
+	if reason := l.busy(); reason != "" {
+		l.emit(Event{Kind: EventRefused, Reason: "retire worker: " + reason})
+		return
+	}
+	if len(l.slots) <= 1 {
+		l.emit(Event{Kind: EventRefused, Reason: "retire worker: the pool keeps at least one worker"})
+		return
+	}
+	var oldest *worker
+	for _, w := range l.workers {
+		if !w.leaving() && (oldest == nil || w.ID < oldest.ID) {
+			oldest = w
+		}
+	}
+	if oldest == nil { // only pending reforks: drop the highest one
+		slot := maxKey(l.reforks)
+		l.reforks[slot].Stop()
+		delete(l.reforks, slot)
+		l.release(slot)
+		return
+	}
+	l.retire(oldest)
+}
+
+// restart begins a rolling restart, or refuses.
+func (l *loop) restart() {
+	if reason := l.busy(); reason != "" {
+		l.emit(Event{Kind: EventRefused, Reason: "rolling restart: " + reason})
+		return
+	}
+	l.gen++
+	l.restarting = true
+	for _, w := range l.workers {
+		if !w.leaving() {
+			l.rolling = append(l.rolling, w.ID)
+		}
+	}
+	slices.Sort(l.rolling)
+	l.hooks.Restart("begin")
+	l.emit(Event{Kind: EventRestart, Reason: "begin"})
+	l.announced = false
+	l.roll()
+}
+
+// release takes slot out of the pool and tells the hooks; the returned
+// channel is closed once the slot has drained (nil: it has).
+func (l *loop) release(slot int) <-chan struct{} {
+	delete(l.slots, slot)
+	return l.hooks.SlotLeaving(slot)
+}
+
+// retire takes w's slot out of the pool and stops w once the slot has
+// drained; meanwhile w is Draining.
+func (l *loop) retire(w *worker) {
+	drained := l.release(w.Slot)
+	if drained == nil {
+		l.gracefulStop(w, "retired")
+		return
+	}
+	w.State = Draining
+	l.emit(Event{Kind: EventDrain, Worker: w.Worker, Reason: "retired"})
+	ev := childEvent{id: w.ID, fire: timerDrained}
+	l.wg.Go(func() {
+		select {
+		case <-drained:
+		case <-l.s.done:
+			return
+		}
+		select {
+		case l.s.events <- ev:
+		case <-l.s.done:
+		}
+	})
+}
+
+func maxKey[V any](m map[int]V) int {
+	k := -1
+	for s := range m {
+		k = max(k, s)
+	}
+	return k
+}
+
+// busy says why the pool cannot change shape now, or "".
+func (l *loop) busy() string {
+	switch {
+	case l.stopping:
+		return "the pool is stopping"
+	case l.restarting:
+		return "a rolling restart is in progress"
+	case l.inFlight > 0:
+		return "a worker is being replaced"
+	}
+	return ""
+}
+
+// roll starts replacements until Surge are in flight or none are left.
+func (l *loop) roll() {
+	for l.inFlight < l.s.cfg.Surge && len(l.rolling) > 0 {
+		old, ok := l.workers[l.rolling[0]]
+		l.rolling = l.rolling[1:]
+		if !ok || old.leaving() {
+			continue
+		}
+		l.inFlight++
+		if l.spawn(old.Slot, old.ID) == nil {
+			return
+		}
+	}
+	if l.inFlight == 0 && len(l.rolling) == 0 {
+		l.restarting = false
+		l.hooks.Restart("done")
+		l.emit(Event{Kind: EventRestart, Reason: "done"})
+		l.checkPoolReady()
+	}
+}
+
+func (l *loop) abortRoll(reason string) {
+	l.rolling = nil
+	l.restarting = false
+	l.hooks.Restart("aborted: " + reason)
+	l.emit(Event{Kind: EventRestart, Reason: "aborted: " + reason})
+	l.checkPoolReady()
+}
+
+// stop begins stopping the pool: gracefully (SIGTERM, then SIGKILL after
+// StopTimeout) or at once (SIGKILL).
+func (l *loop) stop(immediate bool, why string) {
+	if l.stopping && !immediate {
+		return
+	}
+	mode := "graceful"
+	if immediate {
+		mode = "immediate"
+	}
+	l.hooks.PoolStopping(mode + ": " + why)
+	l.emit(Event{Kind: EventStopping, Reason: mode + ": " + why})
+	l.stopping = true
+	l.restarting = false
+	l.rolling = nil
+	for slot, t := range l.reforks {
+		t.Stop()
+		delete(l.reforks, slot)
+	}
+	for _, w := range l.sorted() {
+		if immediate {
+			l.kill(w, "immediate stop")
+		} else if w.State != Stopping {
+			l.gracefulStop(w, "pool stopping")
+		}
+	}
+	if immediate && l.result == nil {
+		l.result = ErrKilled
+	}
+}
+
+func (l *loop) sorted() []*worker {
+	ws := make([]*worker, 0, len(l.workers))
+	for _, w := range l.workers {
+		ws = append(ws, w)
+	}
+	slices.SortFunc(ws, func(a, b *worker) int { return a.ID - b.ID })
+	return ws
+}
+
+// gracefulStop asks w to stop; the stop timeout runs from now.
+func (l *loop) gracefulStop(w *worker, why string) {
+	w.State = Stopping
+	l.hooks.WorkerStopping(w.Worker)
+	l.emit(Event{Kind: EventStop, Worker: w.Worker, Reason: why})
+	_ = w.proc.Stop()
+	w.stopTimer = l.after(l.s.cfg.StopTimeout, childEvent{id: w.ID, fire: timerStopDeadline})
+}
+
+func (l *loop) kill(w *worker, why string) {
+	if w.killReason != "" {
+		return
+	}
+	w.killReason = why
+	l.hooks.WorkerStopping(w.Worker)
+	l.emit(Event{Kind: EventKill, Worker: w.Worker, Reason: why})
+	_ = w.proc.Kill()
+}
+
+func (l *loop) event(ev childEvent) {
+	switch ev.fire {
+	case timerRefork:
+		delete(l.reforks, ev.slot)
+		if !l.stopping && l.slots[ev.slot] {
+			l.spawn(ev.slot, 0)
+		}
+		return
+	case timerDrained:
+		if w, ok := l.workers[ev.id]; ok && w.State == Draining {
+			l.gracefulStop(w, "retired")
+		}
+		return
+	case timerStopDeadline:
+		if w, ok := l.workers[ev.id]; ok {
+			if l.stopping {
+				l.timeouts = append(l.timeouts, w.Pid)
+			}
+			l.kill(w, fmt.Sprintf("still running %v after SIGTERM", l.s.cfg.StopTimeout))
+		}
+		return
+	}
+	w, ok := l.workers[ev.id]
+	if !ok {
+		return
+	}
+	if ev.msg != nil {
+		l.message(w, *ev.msg)
+		return
+	}
+	l.exited(w, *ev.exit)
+}
+
+func (l *loop) message(w *worker, m Message) {
+	w.lastSeen = time.Now()
+	switch m.Kind {
+	case MessageReady:
+		if w.State != Starting {
+			return
+		}
+		w.State = Ready
+		l.startFailures = 0
+		l.hooks.WorkerReady(w.Worker)
+		l.emit(Event{Kind: EventReady, Worker: w.Worker})
+		if l.degraded {
+			l.degraded = false
+			l.emit(Event{Kind: EventRecovered, Worker: w.Worker})
+		}
+		if w.replaces != 0 {
+			l.inFlight--
+			if old, ok := l.workers[w.replaces]; ok && !old.leaving() {
+				l.gracefulStop(old, "replaced")
+			}
+			if l.restarting {
+				l.roll()
+				return
+			}
+		}
+		l.checkPoolReady()
+	case MessageFailed:
+		w.failure = m.Text
+	case MessageInvalid:
+		w.failure = "protocol violation: " + m.Text
+		l.kill(w, w.failure)
+	case MessageRetiring:
+		if l.stopping || w.State != Ready || l.busy() != "" {
+			return
+		}
+		for _, o := range l.workers {
+			if o.replaces == w.ID {
+				return // already being replaced
+			}
+		}
+		l.log.Info("worker asks to be replaced", "worker", w.ID, "pid", w.Pid, "reason", m.Text)
+		l.inFlight++
+		l.spawn(w.Slot, w.ID)
+	}
+}
+
+// checkPoolReady emits EventPoolReady once every slot has a ready worker.
+func (l *loop) checkPoolReady() {
+	if l.announced || l.stopping || l.restarting || l.inFlight > 0 {
+		return
+	}
+	if l.serving() >= len(l.slots) {
+		l.announced = true
+		l.hooks.PoolReady(len(l.slots))
+		l.emit(Event{Kind: EventPoolReady, Pool: len(l.slots)})
+	}
+}
