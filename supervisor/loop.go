@@ -109,10 +109,11 @@ func (l *loop) command(c command) {
 	case cmdList:
 		ws := make([]Worker, 0, len(l.workers))
 		for _, w := range l.workers {
+			w.LastSeen = w.lastSeen
 			ws = append(ws, w.Worker)
 		}
 		slices.SortFunc(ws, func(a, b Worker) int { return a.ID - b.ID })
-		c.reply <- ws
+		c.reply <- Snapshot{Workers: ws, Desired: len(l.slots), Rolling: l.restarting, Degraded: l.degraded, Stopping: l.stopping}
 	case cmdReport:
 		l.emit(c.ev)
 	case cmdStop:

@@ -127,6 +127,7 @@ type Worker struct {
 	Pid        int       // operating-system process ID
 	Started    time.Time // when it was forked
 	State      State
+	LastSeen   time.Time // its last message (ready, heartbeat, …); set by Supervisor.Snapshot
 }
 
 // leaving reports whether w is on its way out (draining or stopping).

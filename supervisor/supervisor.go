@@ -125,7 +125,7 @@ const (
 
 type command struct {
 	kind  commandKind
-	reply chan []Worker // for cmdList
+	reply chan Snapshot // for cmdList
 	ev    Event         // for cmdReport
 }
 
@@ -164,10 +164,23 @@ func (s *Supervisor) Restart() bool { return s.send(command{kind: cmdRestart}) }
 func (s *Supervisor) Report(ev Event) bool { return s.send(command{kind: cmdReport, ev: ev}) }
 
 // Workers returns the live workers ordered by ID, or nil if Run has returned.
-func (s *Supervisor) Workers() []Worker {
-	c := command{kind: cmdList, reply: make(chan []Worker, 1)}
+func (s *Supervisor) Workers() []Worker { return s.Snapshot().Workers }
+
+// Snapshot is the pool's state at one moment.
+type Snapshot struct {
+	Workers  []Worker // the live workers, ordered by ID
+	Desired  int      // the slots that should have a worker
+	Rolling  bool     // a rolling restart is under way
+	Degraded bool     // workers fail to start while others serve (EventDegraded)
+	Stopping bool     // the pool is stopping
+}
+
+// Snapshot returns the pool's state, or the zero Snapshot if Run has
+// returned.
+func (s *Supervisor) Snapshot() Snapshot {
+	c := command{kind: cmdList, reply: make(chan Snapshot, 1)}
 	if !s.send(c) {
-		return nil
+		return Snapshot{}
 	}
 	return <-c.reply
 }

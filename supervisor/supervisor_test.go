@@ -101,11 +101,14 @@ func TestWorkersSnapshot(t *testing.T) {
 		time.Sleep(time.Second)
 		h.readyAll(2)
 		want := []supervisor.Worker{
-			{ID: 1, Slot: 0, Pid: 1001, Started: t0, State: supervisor.Starting},
-			{ID: 2, Slot: 1, Pid: 1002, Started: t0, State: supervisor.Ready},
+			{ID: 1, Slot: 0, Pid: 1001, Started: t0, State: supervisor.Starting, LastSeen: t0},
+			{ID: 2, Slot: 1, Pid: 1002, Started: t0, State: supervisor.Ready, LastSeen: t0.Add(time.Second)},
 		}
 		if diff := cmp.Diff(want, h.sup.Workers()); diff != "" {
 			t.Errorf("Workers() (-want +got):\n%s", diff)
+		}
+		if snap := h.sup.Snapshot(); snap.Desired != 2 || snap.Rolling || snap.Degraded || snap.Stopping {
+			t.Errorf("Snapshot() = %+v; want 2 desired, serving", snap)
 		}
 
 		h.sup.Stop()
