@@ -70,6 +70,15 @@ type Options struct {
 	// alerts. It runs on the supervisor's goroutine, after the event is
 	// logged, and must not block.
 	OnEvent func(supervisor.Event)
+	// ControlSocket is the path of the pool's control socket, which
+	// cmd/flockctl and package control talk to: every action (scale,
+	// reload, upgrade, stop) waits for its outcome and says it. "" means
+	// control.DefaultDir()/<address>.sock; "-" turns it off. The directory
+	// must be the user's with mode 0700 (it is created so); the socket is
+	// 0600, answers only its user and root, is removed at exit and handed
+	// over by a binary upgrade. Failing to create it is a warning, not an
+	// error.
+	ControlSocket string
 	// Migration chooses how connections queued on a retiring worker's
 	// listener reach the others instead of being reset. "" (MigrationAuto)
 	// picks the best available and logs it at start; naming one that this

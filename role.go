@@ -53,5 +53,6 @@ func (o options) supervisorConfig() supervisorproc.Config {
 		Spare:            o.Spare,
 		Logger:           o.Logger,
 		OnEvent:          o.OnEvent,
+		ControlSocket:    o.ControlSocket,
 	}
 }

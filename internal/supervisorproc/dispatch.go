@@ -16,6 +16,7 @@ import (
 // pool is what the dispatcher drives: the supervisor's methods it uses (a
 // seam, so that its decisions are tested with a fake).
 type pool interface {
+	Snapshot() supervisor.Snapshot
 	Add() bool
 	Retire() bool
 	Stop() bool
@@ -37,6 +38,9 @@ type dispatcher struct {
 	upgrades chan upgradeResult
 	pending  *successor // a new supervisor that is not ready yet
 	stopping bool
+	// calls are the control socket's requests, carried out here in order
+	// with the signals.
+	calls chan call
 	// startSuccessor starts a binary upgrade's new supervisor (a seam for
 	// tests).
 	startSuccessor func(lis listeners, socks []*sockets.Socket, own *children, results chan<- upgradeResult) (*successor, error)
@@ -66,6 +70,8 @@ func (d *dispatcher) run(received <-chan os.Signal, stop <-chan struct{}) {
 			d.upgraded(res)
 		case sig := <-sigs:
 			d.signal(sig)
+		case c := <-d.calls:
+			c.result <- d.answer(c)
 		}
 	}
 }
@@ -96,28 +102,21 @@ func intake(in <-chan os.Signal, out chan<- os.Signal, stop <-chan struct{}) {
 // signal acts on sig, or refuses it with the reason.
 func (d *dispatcher) signal(sig os.Signal) {
 	d.cfg.Logger.Info("signal received", "signal", signame.Of(sig))
-	switch sig {
-	case syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGHUP:
-		if d.pending != nil {
-			// The new supervisor sizes its own pool; changing this one
-			// now would be undone, and a steered group's order must
-			// not change under it.
-			d.refuse(sig, "a binary upgrade is under way", d.pending.pid)
-			return
-		}
+	d.act(sig)
+}
+
+// act carries out the action sig stands for (also when the control socket
+// asks for it), or refuses it: a refusal is reported as an event and its
+// reason returned ("" if the action began).
+func (d *dispatcher) act(sig os.Signal) string {
+	if why, newPid := d.refusal(sig); why != "" {
+		d.sup.Report(supervisor.Event{Kind: supervisor.EventRefused, Reason: signame.Of(sig) + ": " + why, Pid: newPid})
+		return why
 	}
 	switch sig {
 	case syscall.SIGTTIN:
-		if why := d.lis.refuse(reqAdd); why != "" {
-			d.refuse(sig, why, 0)
-			return
-		}
 		d.sup.Add()
 	case syscall.SIGTTOU:
-		if why := d.lis.refuse(reqRetire); why != "" {
-			d.refuse(sig, why, 0)
-			return
-		}
 		d.sup.Retire()
 	case syscall.SIGTERM, syscall.SIGQUIT:
 		d.stopping = true
@@ -128,45 +127,91 @@ func (d *dispatcher) signal(sig os.Signal) {
 	case syscall.SIGHUP:
 		d.sup.Restart()
 	case syscall.SIGUSR2:
-		d.startUpgrade()
+		return d.startUpgrade()
 	case syscall.SIGUSR1:
 		d.logWorkers()
 	}
+	return ""
 }
 
-// refuse reports that the request sig stands for is refused, and why;
-// newPid is the binary upgrade's new supervisor it concerns, if any.
-func (d *dispatcher) refuse(sig os.Signal, why string, newPid int) {
-	d.sup.Report(supervisor.Event{Kind: supervisor.EventRefused, Reason: signame.Of(sig) + ": " + why, Pid: newPid})
-}
-
-func (d *dispatcher) startUpgrade() {
-	switch {
-	case d.stopping:
-		d.refuse(syscall.SIGUSR2, "binary upgrade: the pool is stopping", 0)
-		return
-	case d.pending != nil:
-		d.refuse(syscall.SIGUSR2, "binary upgrade: one is already under way", d.pending.pid)
-		return
+// refusal says why sig may not act now, or "", and the binary upgrade's new
+// supervisor it concerns, if any.
+func (d *dispatcher) refusal(sig os.Signal) (string, int) {
+	switch sig {
+	case syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGHUP:
+		if d.pending != nil {
+			// The new supervisor sizes its own pool; changing this one
+			// now would be undone, and a steered group's order must
+			// not change under it.
+			return "a binary upgrade is under way", d.pending.pid
+		}
+	case syscall.SIGUSR2:
+		switch {
+		case d.stopping:
+			return "binary upgrade: the pool is stopping", 0
+		case d.pending != nil:
+			return "binary upgrade: one is already under way", d.pending.pid
+		}
 	}
+	switch sig {
+	case syscall.SIGTTIN:
+		return d.lis.refuse(reqAdd), 0
+	case syscall.SIGTTOU:
+		return d.lis.refuse(reqRetire), 0
+	}
+	return "", 0
+}
+
+// startUpgrade hands the sockets over and starts the new supervisor; it
+// returns why not, if it cannot.
+func (d *dispatcher) startUpgrade() string {
 	// A barrier: TTIN and TTOU sent just before are carried out (the
 	// supervisor handles commands in order) before the hand-over.
 	d.sup.Workers()
 	socks, busy := d.lis.handOver()
 	if busy != "" {
-		d.refuse(syscall.SIGUSR2, "binary upgrade: "+busy, 0)
-		return
+		why := "binary upgrade: " + busy
+		d.sup.Report(supervisor.Event{Kind: supervisor.EventRefused, Reason: signame.Of(syscall.SIGUSR2) + ": " + why})
+		return why
 	}
 	s, err := d.startSuccessor(d.lis, socks, d.own, d.upgrades)
 	if err != nil {
 		d.cfg.Logger.Error("binary upgrade failed: cannot start a new supervisor", "err", err.Error())
 		d.lis.upgradeFailed(false)
-		d.sup.Report(supervisor.Event{Kind: supervisor.EventUpgrade, Reason: "failed: cannot start a new supervisor: " + err.Error()})
-		return
+		why := "cannot start a new supervisor: " + err.Error()
+		d.sup.Report(supervisor.Event{Kind: supervisor.EventUpgrade, Reason: "failed: " + why})
+		return why
 	}
 	d.pending = s
 	d.cfg.Logger.Info("binary upgrade: new supervisor started", "new_pid", s.pid)
 	d.sup.Report(supervisor.Event{Kind: supervisor.EventUpgrade, Reason: "begin", Pid: s.pid})
+	return ""
+}
+
+// call is a request of the control socket: an action named by its signal,
+// or (sig nil) the pool's state.
+type call struct {
+	sig    os.Signal
+	result chan<- answer
+}
+
+// answer is what the dispatcher says to a call.
+type answer struct {
+	refused  string // why the action was refused, or ""
+	snap     supervisor.Snapshot
+	upgrader int // the pending binary upgrade's new supervisor, or 0
+}
+
+func (d *dispatcher) answer(c call) answer {
+	if c.sig == nil {
+		a := answer{snap: d.sup.Snapshot()}
+		if d.pending != nil {
+			a.upgrader = d.pending.pid
+		}
+		return a
+	}
+	d.cfg.Logger.Info("control request", "request", signame.Of(c.sig))
+	return answer{refused: d.act(c.sig)}
 }
 
 // upgraded handles the end of a binary upgrade: the new supervisor serves

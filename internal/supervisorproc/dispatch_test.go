@@ -22,13 +22,14 @@ import (
 // events it reports as "refused: …", "upgrade: …".
 type fakePool struct{ calls []string }
 
-func (p *fakePool) call(c string) bool           { p.calls = append(p.calls, c); return true }
-func (p *fakePool) Add() bool                    { return p.call("add") }
-func (p *fakePool) Retire() bool                 { return p.call("retire") }
-func (p *fakePool) Stop() bool                   { return p.call("stop") }
-func (p *fakePool) Kill() bool                   { return p.call("kill") }
-func (p *fakePool) Restart() bool                { return p.call("restart") }
-func (p *fakePool) Workers() []supervisor.Worker { return []supervisor.Worker{{ID: 1}} }
+func (p *fakePool) call(c string) bool            { p.calls = append(p.calls, c); return true }
+func (p *fakePool) Add() bool                     { return p.call("add") }
+func (p *fakePool) Retire() bool                  { return p.call("retire") }
+func (p *fakePool) Stop() bool                    { return p.call("stop") }
+func (p *fakePool) Kill() bool                    { return p.call("kill") }
+func (p *fakePool) Restart() bool                 { return p.call("restart") }
+func (p *fakePool) Workers() []supervisor.Worker  { return []supervisor.Worker{{ID: 1}} }
+func (p *fakePool) Snapshot() supervisor.Snapshot { return supervisor.Snapshot{Workers: p.Workers()} }
 func (p *fakePool) Report(e supervisor.Event) bool {
 	s := fmt.Sprintf("%s: %s", e.Kind, e.Reason)
 	if e.Pid != 0 {

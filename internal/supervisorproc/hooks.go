@@ -7,9 +7,11 @@ import "github.com/clusterflock/clusterflock/supervisor"
 // hooks is the supervisor.Hooks of a pool: it tells the listeners, systemd
 // and a binary upgrade's handshake what the supervisor does.
 type hooks struct {
-	lis  listeners
-	heir *heir // nil unless this supervisor is a binary upgrade's new one
-	sd   *systemd
+	lis     listeners
+	heir    *heir // nil unless this supervisor is a binary upgrade's new one
+	sd      *systemd
+	ctl     *controlServer // nil without a control socket
+	ctlPath string         // the control socket's path, which a heir takes over when ready
 }
 
 func (h *hooks) WorkerReady(w supervisor.Worker)      { h.lis.ready(w) }
@@ -20,6 +22,9 @@ func (h *hooks) Restart(phase string)                 { h.sd.restart(phase) }
 
 func (h *hooks) PoolReady(n int) {
 	h.lis.poolReady()
+	if h.heir != nil {
+		h.ctl.takeOver(h.ctlPath)
+	}
 	h.heir.ready()
 	h.sd.poolReady(n)
 }

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/clusterflock/clusterflock/control"
 	"github.com/clusterflock/clusterflock/internal/proto"
 	"github.com/clusterflock/clusterflock/internal/sdnotify"
 	"github.com/clusterflock/clusterflock/internal/sockets"
@@ -39,6 +40,7 @@ type Config struct {
 	Spare            bool
 	Logger           *slog.Logger
 	OnEvent          func(supervisor.Event)
+	ControlSocket    string // Options.ControlSocket
 }
 
 // Notify subscribes a buffered channel to the signals a supervisor acts
@@ -83,6 +85,20 @@ func run(ctx context.Context, cfg Config, sigs chan os.Signal, h *heir) error {
 	}
 	defer sp.Close()
 	sd := &systemd{n: sdnotify.FromEnv(), log: cfg.Logger, addr: lis.addr()}
+	ctlPath := controlPath(cfg.ControlSocket, lis.addr())
+	ctl := startControl(ctlPath, h != nil, cfg.Logger)
+	onEvent := cfg.OnEvent
+	if ctl != nil {
+		ctl.info = func() control.Status {
+			return control.Status{PID: os.Getpid(), Addr: lis.addr(), Migration: string(lis.migration())}
+		}
+		onEvent = func(ev supervisor.Event) {
+			ctl.bus.publish(ev)
+			if cfg.OnEvent != nil {
+				cfg.OnEvent(ev)
+			}
+		}
+	}
 	sup, err := supervisor.New(supervisor.Config{
 		Spawner:          sp,
 		Workers:          cfg.Workers,
@@ -90,25 +106,54 @@ func run(ctx context.Context, cfg Config, sigs chan os.Signal, h *heir) error {
 		HeartbeatTimeout: cfg.HeartbeatTimeout,
 		Surge:            cfg.RestartSurge,
 		Logger:           cfg.Logger,
-		OnEvent:          cfg.OnEvent,
-		Hooks:            &hooks{lis: lis, heir: h, sd: sd},
+		OnEvent:          onEvent,
+		Hooks:            &hooks{lis: lis, heir: h, sd: sd, ctl: ctl, ctlPath: ctlPath},
 	})
 	if err != nil {
+		if ctl != nil {
+			ctl.Close()
+		}
 		return fmt.Errorf("clusterflock: %w", err)
 	}
 	logStart(cfg, lis, c, h)
-	d := &dispatcher{cfg: cfg, sup: sup, lis: lis, sd: sd, own: own, upgrades: make(chan upgradeResult, 1), startSuccessor: startSuccessor}
+	d := &dispatcher{cfg: cfg, sup: sup, lis: lis, sd: sd, own: own, upgrades: make(chan upgradeResult, 1),
+		calls: make(chan call), startSuccessor: startSuccessor}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() { d.run(sigs, stop) })
+	if ctl != nil {
+		ctl.d = d
+		wg.Go(ctl.serve)
+	}
 	if os.Getpid() == 1 {
 		cfg.Logger.Info("running as PID 1: reaping orphaned processes")
 		wg.Go(func() { reapOrphans(own, stop) })
 	}
-	err = sup.Run(ctx)
+	err = result(sup.Run(ctx), cfg.Logger, lis.addr())
+	if ctl != nil {
+		ctl.finish(err) // a stop asked on the control socket hears the result
+	}
 	close(stop)
+	if ctl != nil {
+		ctl.Close()
+	}
 	wg.Wait()
-	return result(err, cfg.Logger, lis.addr())
+	return err
+}
+
+// startControl opens the control socket at path ("" none), or logs why it
+// cannot and returns nil: the pool runs without one.
+func startControl(path string, heir bool, log *slog.Logger) *controlServer {
+	if path == "" {
+		return nil
+	}
+	ctl, err := openControl(path, heir, log)
+	if err != nil {
+		log.Warn("no control socket", "path", path, "err", err.Error())
+		return nil
+	}
+	log.Info("control socket", "path", path)
+	return ctl
 }
 
 // logStart logs the start line, and a warning if nothing migrates.

@@ -1,0 +1,129 @@
+// Package control is the client of a clusterflock pool's control socket, and
+// its protocol: a Go deploy tool uses it as cmd/flockctl does. Every action
+// waits for its real outcome and says it: Scale returns when the pool has
+// the size asked, Reload when every worker is new (or why the rolling restart
+// aborted), Upgrade when the new supervisor serves (its PID), Stop when the
+// pool has exited.
+//
+// The protocol is JSON lines over a Unix socket (owner-only, see
+// [DefaultDir]): one [Request] per connection, then [Reply] lines, the last
+// with Done set. Version is [Version]; a server answers a request of another
+// version with an error.
+package control
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Version is the protocol version this package speaks.
+const Version = 1
+
+// MaxLine bounds one request or reply line, newline included.
+const MaxLine = 1 << 20
+
+// Operations of a [Request].
+const (
+	OpStatus  = "status"  // the pool's state
+	OpScale   = "scale"   // set the worker count to N
+	OpAdd     = "add"     // one more worker (as TTIN)
+	OpRemove  = "remove"  // one fewer, the oldest (as TTOU)
+	OpReload  = "reload"  // rolling restart (as HUP)
+	OpUpgrade = "upgrade" // binary upgrade (as USR2)
+	OpStop    = "stop"    // graceful stop (as TERM), or immediate with Now (as INT)
+	OpEvents  = "events"  // stream lifecycle events until the connection closes
+)
+
+// Request is what a client asks.
+type Request struct {
+	V   int    `json:"v"`
+	Op  string `json:"op"`
+	N   int    `json:"n,omitempty"`   // for OpScale
+	Now bool   `json:"now,omitempty"` // for OpStop
+}
+
+// Reply is one line of the server's answer: progress, an event, or the
+// outcome (Done).
+type Reply struct {
+	V        int     `json:"v"`
+	Progress string  `json:"progress,omitempty"` // a step of the action (a worker replaced, …)
+	Event    *Event  `json:"event,omitempty"`    // for OpEvents
+	Done     bool    `json:"done,omitempty"`     // the last reply
+	OK       bool    `json:"ok,omitempty"`       // with Done: the action did what was asked
+	Error    string  `json:"error,omitempty"`    // with Done and !OK: why not
+	Status   *Status `json:"status,omitempty"`   // for OpStatus, and the pool after an action
+	NewPID   int     `json:"new_pid,omitempty"`  // for OpUpgrade: the new supervisor
+}
+
+// Status is the state of a pool.
+type Status struct {
+	PID       int            `json:"pid"`       // the supervisor's
+	Addr      string         `json:"addr"`      // the address the pool serves
+	Migration string         `json:"migration"` // the migration in force
+	State     string         `json:"state"`     // serving, degraded, rolling, upgrading, stopping
+	Desired   int            `json:"desired"`   // the worker count asked for
+	Ready     int            `json:"ready"`     // workers serving
+	Workers   []WorkerStatus `json:"workers"`
+	// LastReload is the last rolling restart or binary upgrade and its
+	// result ("reload done", "upgrade failed: …"), or "".
+	LastReload string    `json:"last_reload,omitempty"`
+	LastAt     time.Time `json:"last_at,omitzero"`
+}
+
+// WorkerStatus is one worker of a pool.
+type WorkerStatus struct {
+	Slot          int       `json:"slot"`
+	Generation    int       `json:"generation"`
+	PID           int       `json:"pid"`
+	State         string    `json:"state"` // starting, ready, draining, stopping
+	Started       time.Time `json:"started"`
+	LastHeartbeat time.Time `json:"last_heartbeat"`
+	RSS           int64     `json:"rss"` // bytes, from /proc; 0 if unknown
+}
+
+// Event is a lifecycle event (supervisor.Event) on the wire.
+type Event struct {
+	Kind       string        `json:"kind"`
+	Worker     int           `json:"worker,omitempty"`
+	Slot       int           `json:"slot"`
+	Generation int           `json:"generation"`
+	PID        int           `json:"pid,omitempty"`
+	Exit       string        `json:"exit,omitempty"`
+	Stderr     string        `json:"stderr,omitempty"`
+	Delay      time.Duration `json:"delay,omitempty"`
+	Reason     string        `json:"reason,omitempty"`
+	Pool       int           `json:"pool,omitempty"`
+	NewPID     int           `json:"new_pid,omitempty"`
+	Time       time.Time     `json:"time"`
+}
+
+// ParseRequest decodes and checks one request line.
+func ParseRequest(line []byte) (Request, error) {
+	var r Request
+	if len(line) > MaxLine {
+		return r, fmt.Errorf("control: request of %d bytes, more than %d", len(line), MaxLine)
+	}
+	if err := json.Unmarshal(line, &r); err != nil {
+		return Request{}, fmt.Errorf("control: malformed request: %w", err)
+	}
+	if r.V != Version {
+		return Request{}, fmt.Errorf("control: protocol version %d, this pool speaks %d", r.V, Version)
+	}
+	switch r.Op {
+	case OpStatus, OpAdd, OpRemove, OpReload, OpUpgrade, OpStop, OpEvents:
+	case OpScale:
+		if r.N < 1 {
+			return Request{}, fmt.Errorf("control: scale to %d: want 1 or more", r.N)
+		}
+	default:
+		return Request{}, fmt.Errorf("control: unknown operation %q", r.Op)
+	}
+	return r, nil
+}
+
+// ErrRefused is wrapped by the errors of actions the pool refused or that
+// failed (the server's reason follows); other errors mean the pool could not
+// be reached or spoke nonsense.
+var ErrRefused = errors.New("refused or failed")

@@ -1,0 +1,224 @@
+//go:build unix
+
+package supervisorproc
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/clusterflock/clusterflock/control"
+)
+
+// controlServer serves the pool's control socket (package control's
+// protocol): owner-only, each peer's credentials checked; each action goes
+// through the dispatcher, as a signal would, and the connection waits on
+// the events for its outcome.
+type controlServer struct {
+	log  *slog.Logger
+	path string
+	ln   *net.UnixListener
+	ino  uint64 // the socket file's inode: Close removes the path only if it is still ours
+	d    *dispatcher
+	bus  *eventBus
+	info func() control.Status // the pool's fixed facts (pid, address, migration)
+	wg   sync.WaitGroup
+	quit chan struct{} // closed by Close
+
+	mu      sync.Mutex
+	result  error         // the pool's result, once done is closed
+	done    chan struct{} // closed by finish: the pool has stopped
+	stopped bool
+}
+
+// controlPath returns the socket's path for Options.ControlSocket ("":
+// control.DefaultDir, "-": none).
+func controlPath(opt, addr string) string {
+	switch opt {
+	case "-":
+		return ""
+	case "":
+		return filepath.Join(control.DefaultDir(), control.SocketName(addr))
+	}
+	return opt
+}
+
+// openControl creates the control socket at path. A heir (binary upgrade)
+// binds it beside the old supervisor's and takes the path over once its pool
+// is ready (takeOver). Any failure is returned for a warning: the pool runs
+// without a control socket.
+func openControl(path string, heir bool, log *slog.Logger) (*controlServer, error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := checkPrivateDir(dir); err != nil {
+		return nil, err
+	}
+	bind := path
+	if heir {
+		bind = fmt.Sprintf("%s.%d", path, os.Getpid())
+	} else if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("another process answers on %s", path)
+	}
+	os.Remove(bind) // a stale socket of a supervisor that died
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: bind, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	ln.SetUnlinkOnClose(false)
+	if err := os.Chmod(bind, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	var st syscall.Stat_t
+	syscall.Stat(bind, &st)
+	s := &controlServer{log: log, path: path, ln: ln, ino: st.Ino, bus: newEventBus(), quit: make(chan struct{}), done: make(chan struct{})}
+	if heir {
+		s.path = bind // until takeOver
+	}
+	return s, nil
+}
+
+// checkPrivateDir refuses a directory that is not the user's own with mode
+// 0700: someone else could replace the socket.
+func checkPrivateDir(dir string) error {
+	var st syscall.Stat_t
+	if err := syscall.Lstat(dir, &st); err != nil {
+		return err
+	}
+	switch {
+	case st.Mode&syscall.S_IFMT != syscall.S_IFDIR:
+		return fmt.Errorf("%s is not a directory", dir)
+	case int(st.Uid) != os.Getuid():
+		return fmt.Errorf("%s belongs to uid %d, not this user (%d)", dir, st.Uid, os.Getuid())
+	case st.Mode&0o077 != 0:
+		return fmt.Errorf("%s has mode %#o; want 0700", dir, st.Mode&0o777)
+	}
+	return nil
+}
+
+// takeOver moves a heir's socket to the pool's path: from now on this
+// supervisor answers there.
+func (s *controlServer) takeOver(path string) {
+	if s == nil || s.path == path {
+		return
+	}
+	if err := os.Rename(s.path, path); err != nil {
+		s.log.Warn("control socket: cannot take over the old supervisor's path", "path", path, "err", err.Error())
+		return
+	}
+	s.path = path
+}
+
+// serve accepts connections until Close.
+func (s *controlServer) serve() {
+	for {
+		c, err := s.ln.AcceptUnix()
+		if err != nil {
+			return // closed
+		}
+		s.wg.Go(func() { s.conn(c) })
+	}
+}
+
+// finish records the pool's result and answers the stop requests waiting
+// for it.
+func (s *controlServer) finish(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.stopped {
+		s.result, s.stopped = err, true
+		close(s.done)
+	}
+}
+
+// Close stops accepting, ends every connection, waits for them, and
+// removes the socket file if it is still this server's.
+func (s *controlServer) Close() {
+	close(s.quit)
+	s.ln.Close()
+	s.wg.Wait()
+	var st syscall.Stat_t
+	if syscall.Stat(s.path, &st) == nil && st.Ino == s.ino {
+		os.Remove(s.path)
+	}
+}
+
+// conn answers one connection: one request, then replies until its outcome.
+func (s *controlServer) conn(c *net.UnixConn) {
+	defer c.Close()
+	if uid, ok := peerAllowed(c); !ok {
+		s.log.Warn("control socket: connection refused: another user", "uid", uid)
+		s.write(c, control.Reply{Done: true, Error: "this pool answers only its own user and root"})
+		return
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReaderSize(c, 4096)
+	line, err := readLine(br, control.MaxLine)
+	if err != nil {
+		s.write(c, control.Reply{Done: true, Error: "control: " + err.Error()})
+		return
+	}
+	req, err := control.ParseRequest(line)
+	if err != nil {
+		s.write(c, control.Reply{Done: true, Error: err.Error()})
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { // the client hung up, or the server closes
+		select {
+		case <-s.quit:
+			c.SetDeadline(time.Now())
+		case <-ctx.Done():
+		}
+	}()
+	go func() {
+		br.WriteTo(discard{}) // EOF: the client hung up
+		cancel()
+	}()
+	s.write(c, s.do(ctx, req, func(r control.Reply) { s.write(c, r) }))
+}
+
+type discard struct{}
+
+func (discard) Write(b []byte) (int, error) { return len(b), nil }
+
+// readLine reads one line of at most max bytes.
+func readLine(br *bufio.Reader, max int) ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		line = append(line, chunk...)
+		if len(line) > max {
+			return nil, fmt.Errorf("request longer than %d bytes", max)
+		}
+		switch {
+		case err == nil:
+			return line, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		default:
+			return nil, fmt.Errorf("reading the request: %w", err)
+		}
+	}
+}
+
+func (s *controlServer) write(c net.Conn, r control.Reply) {
+	r.V = control.Version
+	b, _ := json.Marshal(r)
+	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	c.Write(append(b, '\n'))
+}
