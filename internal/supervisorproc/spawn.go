@@ -151,7 +151,7 @@ func (s *spawner) start(w supervisor.Worker, control *os.File) (*process, error)
 		Args:        s.args,
 		Env:         append(s.env[:len(s.env):len(s.env)], proto.EnvWorker+"="+marker.Encode()),
 		Stdout:      os.Stdout,
-		Stderr:      tw, // until ready
+		Stderr:      tw,    // until ready
 		ExtraFiles:  files, // slot i is fd 3+i
 		SysProcAttr: workerSysProcAttr(),
 	}
