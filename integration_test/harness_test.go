@@ -53,7 +53,12 @@ const (
 	// envUpgradeMigration is Options.Migration of a new supervisor started
 	// by a binary upgrade ("auto" for ""), instead of envMigration.
 	envUpgradeMigration = "CF_UPGRADE_MIGRATION"
-	envSpare            = "CF_SPARE" // Options.Spare
+	envSpare            = "CF_SPARE"   // Options.Spare
+	envControl          = "CF_CONTROL" // Options.ControlSocket
+	// envFailGeneration makes workers of this generation or later write a
+	// line on stderr and exit 1 before Run (a rolling restart's new
+	// build that cannot start).
+	envFailGeneration = "CF_FAIL_GENERATION"
 )
 
 // eventMsg is the msg of the record a helper logs for each Options.OnEvent
@@ -75,6 +80,14 @@ func helper(mode string) int {
 	if mode == "exit-before-ready" && clusterflock.IsWorker() {
 		fmt.Fprintln(os.Stderr, `{"msg":"worker dies at start"}`)
 		return 3
+	}
+	if g, err := strconv.Atoi(os.Getenv(envFailGeneration)); err == nil && clusterflock.IsWorker() {
+		// CLUSTERFLOCK_WORKER is <supervisor>:<slot>:<generation>:…
+		f := strings.Split(os.Getenv("CLUSTERFLOCK_WORKER"), ":")
+		if gen, err := strconv.Atoi(f[min(2, len(f)-1)]); err == nil && gen >= g {
+			fmt.Fprintln(os.Stderr, "cannot open the database: connection refused")
+			return 1
+		}
 	}
 	if os.Getenv(envFailUpgrade) != "" && os.Getenv(envUpgrade) != "" {
 		fmt.Fprintf(os.Stderr, `{"msg":"new supervisor fails before Run","pid":%d}`+"\n", os.Getpid())
@@ -123,6 +136,7 @@ func helper(mode string) int {
 		}
 	}
 	opts.Spare = os.Getenv(envSpare) != ""
+	opts.ControlSocket = os.Getenv(envControl)
 	opts.OnEvent = logEvent(logger)
 	worker := clusterflock.IsWorker()
 	var err error

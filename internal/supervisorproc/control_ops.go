@@ -151,26 +151,32 @@ func (s *controlServer) scaleTo(ctx context.Context, n int, progress func(contro
 	}
 }
 
-// reload runs a rolling restart and waits until every worker is new, or
-// the restart aborts (with the failing new worker's last stderr line).
+// reload runs a rolling restart and waits until every worker is new and
+// every old one has exited, or the restart aborts (with the failing new
+// worker's last stderr line).
 func (s *controlServer) reload(ctx context.Context, progress func(control.Reply)) error {
 	evs, cancel := s.bus.subscribe()
 	defer cancel()
 	if err := s.act(ctx, syscall.SIGHUP); err != nil {
 		return err
 	}
-	stderr := ""
+	stderr, done := "", false
+	old := map[int]bool{} // replaced workers not yet exited
 	return s.await(ctx, evs, func(e control.Event) (bool, error) {
 		if err := refusedAs(e, "rolling restart: "); err != nil {
 			return true, err
 		}
 		switch {
 		case e.Kind == string(supervisor.EventStop) && e.Reason == "replaced":
+			old[e.Worker] = true
 			progress(control.Reply{Progress: fmt.Sprintf("slot %d: worker %d replaced", e.Slot, e.PID)})
-		case e.Kind == string(supervisor.EventExit) && e.Stderr != "":
-			stderr = e.Stderr
+		case e.Kind == string(supervisor.EventExit):
+			delete(old, e.Worker)
+			if e.Stderr != "" {
+				stderr = e.Stderr
+			}
 		case e.Kind == string(supervisor.EventRestart) && e.Reason == "done":
-			return true, nil
+			done = true
 		case e.Kind == string(supervisor.EventRestart) && strings.HasPrefix(e.Reason, "aborted: "):
 			err := fmt.Errorf("rolling restart %s; the old workers keep serving", e.Reason)
 			if stderr != "" && !strings.Contains(e.Reason, stderr) {
@@ -178,7 +184,7 @@ func (s *controlServer) reload(ctx context.Context, progress func(control.Reply)
 			}
 			return true, err
 		}
-		return false, nil
+		return done && len(old) == 0, nil
 	})
 }
 
