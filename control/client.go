@@ -90,6 +90,10 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return *r.Status, nil
 }
 
+// probeTimeout bounds Find's question to one socket: a stopped or wedged
+// supervisor's socket still accepts connections, but never answers.
+const probeTimeout = 2 * time.Second
+
 // Find returns the control socket of the pool whose supervisor is pid, or
 // that serves addr, among the sockets in dir; with neither, the only pool
 // there. It asks each socket for its status.
@@ -97,7 +101,9 @@ func Find(ctx context.Context, dir string, pid int, addr string) (string, error)
 	paths, _ := filepath.Glob(filepath.Join(dir, "*.sock"))
 	var found []string
 	for _, p := range paths {
-		st, err := (&Client{Path: p}).Status(ctx)
+		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		st, err := (&Client{Path: p}).Status(pctx)
+		cancel()
 		if err != nil {
 			continue // stale, or not a pool
 		}

@@ -410,8 +410,8 @@ func TestSystemdUnitVerifies(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		exe, _ := os.Executable() // an executable that exists, for ExecStart
-		b = []byte(strings.ReplaceAll(string(b), "/usr/local/bin/clusterflock-hello", exe))
+		exe, _ := os.Executable() // an executable that exists, for ExecStart and ExecReload
+		b = []byte(strings.NewReplacer("/usr/local/bin/clusterflock-hello", exe, "/usr/local/bin/flockctl", exe).Replace(string(b)))
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
