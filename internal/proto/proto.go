@@ -175,9 +175,8 @@ func scanLine(data []byte, atEOF bool) (advance int, token []byte, err error) {
 // Next returns the next message, or io.EOF at the end of the stream. An
 // unknown line is an error wrapping [ErrUnknown] (the Reader goes on after
 // it); a line over MaxLine one wrapping [ErrTooLong] (it does not). Any
-// error but ErrUnknown ends the stream: Next returns it from then on, never
-// a message from what was buffered before it (the start of the line too
-// long, or the part of a line read before a read error).
+// error but ErrUnknown ends the stream: Next returns it from then on (never,
+// after ErrTooLong, a message made of the start of the line too long).
 func (r *Reader) Next() (Message, error) {
 	if r.err != nil {
 		return Message{}, r.err

@@ -9,9 +9,9 @@ import (
 	"net"
 	"os"
 	"runtime"
-	"strconv"
 	"syscall"
 
+	"github.com/clusterflock/clusterflock/internal/sdnotify"
 	"github.com/clusterflock/clusterflock/internal/sockets"
 )
 
@@ -145,15 +145,15 @@ func activatedListener(f *os.File) (listeners, error) {
 // LISTEN_PID does not name this process. It removes the LISTEN_* variables
 // so that workers and the handler's subprocesses do not see them.
 func systemdListener() (*os.File, error) {
-	pid, fds := os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDS")
-	if pid == "" || pid != strconv.Itoa(os.Getpid()) {
+	active, err := sdnotify.ListenFDs(os.Getenv(sdnotify.EnvListenPID), os.Getenv(sdnotify.EnvListenFDs), os.Getpid())
+	if !active {
 		return nil, nil
 	}
-	for _, k := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
+	for _, k := range []string{sdnotify.EnvListenPID, sdnotify.EnvListenFDs, sdnotify.EnvListenFDNames} {
 		os.Unsetenv(k)
 	}
-	if fds != "1" {
-		return nil, fmt.Errorf("LISTEN_FDS=%q: the pool serves exactly one socket", fds)
+	if err != nil {
+		return nil, err
 	}
 	syscall.CloseOnExec(3)
 	return os.NewFile(3, "systemd-socket"), nil
