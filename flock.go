@@ -156,8 +156,8 @@ func Run(ctx context.Context, h http.Handler, opts Options) error {
 	if err != nil {
 		return err
 	}
-	rec := newRecycler(o)
-	return run(ctx, httpServe(h, o, rec), o, rec.recycle)
+	reqs := newRequests(o)
+	return run(ctx, httpServe(h, o, reqs), o, reqs)
 }
 
 // ServeFunc serves connections from ln until ctx is done, then stops

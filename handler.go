@@ -19,7 +19,7 @@ const newConnDrainLimit = time.Second
 
 // httpServe returns the ServeFunc of Run: an http.Server for h, built from
 // the Options.Server template, that drains without loss when ctx is done.
-func httpServe(h http.Handler, o options, rec *recycler) ServeFunc {
+func httpServe(h http.Handler, o options, rec *requests) ServeFunc {
 	return func(ctx context.Context, ln net.Listener) error {
 		ln = &onceCloseListener{Listener: ln} // drain closes it before Shutdown does
 		conns := &connTracker{}
@@ -241,33 +241,40 @@ func (c *connTracker) wait(ctx context.Context, cond func() bool) bool {
 	}
 }
 
-// recycler counts requests for Options.MaxRequests.
-type recycler struct {
-	limit int64 // 0: never
-	n     atomic.Int64
+// requests counts a worker's requests: for its heartbeat (served, in
+// flight) and for Options.MaxRequests.
+type requests struct {
+	limit    int64 // MaxRequests plus jitter; 0: never recycle
+	served   atomic.Int64
+	inFlight atomic.Int64
 }
 
-func newRecycler(o options) *recycler {
-	r := &recycler{}
+func newRequests(o options) *requests {
+	r := &requests{}
 	if o.MaxRequests > 0 {
 		r.limit = int64(o.MaxRequests + rand.IntN(o.MaxRequestsJitter+1))
 	}
 	return r
 }
 
-func (r *recycler) wrap(h http.Handler) http.Handler {
-	if r.limit == 0 {
-		return h
-	}
+// wrap counts h's requests: two atomic additions each.
+func (r *requests) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		r.n.Add(1)
+		r.inFlight.Add(1)
+		defer func() {
+			r.inFlight.Add(-1)
+			r.served.Add(1)
+		}()
 		h.ServeHTTP(w, req)
 	})
 }
 
+// load returns the requests served and in flight.
+func (r *requests) load() (served, inFlight int64) { return r.served.Load(), r.inFlight.Load() }
+
 // recycle reports whether the worker has served its MaxRequests, and says so.
-func (r *recycler) recycle() (string, bool) {
-	n := r.n.Load()
+func (r *requests) recycle() (string, bool) {
+	n := r.served.Load() + r.inFlight.Load()
 	if r.limit == 0 || n < r.limit {
 		return "", false
 	}

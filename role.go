@@ -21,13 +21,16 @@ import (
 // that is malformed or names another process is an error, never a reason to
 // become a supervisor: that would start a pool inside a pool (for instance in
 // a worker whose supervisor died as it started).
-func run(ctx context.Context, serve ServeFunc, o options, recycle func() (string, bool)) error {
+func run(ctx context.Context, serve ServeFunc, o options, reqs *requests) error {
 	env, ok, err := proto.LookupWorker()
 	switch {
 	case err != nil:
 		return fmt.Errorf("clusterflock: %w; refusing to start a pool inside a worker", err)
 	case ok:
-		cfg := workerproc.Config{Timing: o.timing(), Logger: o.Logger, Recycle: recycle}
+		cfg := workerproc.Config{Timing: o.timing(), Logger: o.Logger}
+		if reqs != nil { // Run: HTTP requests are counted
+			cfg.Recycle, cfg.Load = reqs.recycle, reqs.load
+		}
 		return workerproc.Run(ctx, cfg, env, func(ctx context.Context, ln net.Listener, env proto.WorkerEnv) error {
 			info := WorkerInfo{Slot: env.Slot, Generation: env.Generation, PID: os.Getpid(), SupervisorPID: env.SupervisorPID}
 			return serve(context.WithValue(ctx, workerKey{}, info), ln)

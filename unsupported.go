@@ -10,6 +10,6 @@ import (
 
 // run fails: the pool re-executes itself with inherited file descriptors
 // and POSIX signals, which this OS does not have.
-func run(ctx context.Context, serve ServeFunc, o options, recycle func() (string, bool)) error {
+func run(ctx context.Context, serve ServeFunc, o options, reqs *requests) error {
 	return fmt.Errorf("clusterflock: unsupported OS %q: the pool needs a Unix system (Linux for SO_REUSEPORT balancing)", runtime.GOOS)
 }

@@ -80,7 +80,9 @@ type WorkerStatus struct {
 	State         string    `json:"state"` // starting, ready, draining, stopping
 	Started       time.Time `json:"started"`
 	LastHeartbeat time.Time `json:"last_heartbeat"`
-	RSS           int64     `json:"rss"` // bytes, from /proc; 0 if unknown
+	RSS           int64     `json:"rss"`       // bytes, from /proc; 0 if unknown
+	Served        int64     `json:"served"`    // requests answered (Run's workers), as of the last heartbeat
+	InFlight      int64     `json:"in_flight"` // requests being answered, likewise
 }
 
 // Event is a lifecycle event (supervisor.Event) on the wire.

@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -132,6 +134,12 @@ func TestFlockctl(t *testing.T) {
 		t.Fatalf("go build flockctl: %v\n%s", err, out)
 	}
 	p, cl := controlPool(t, poolConfig{workers: 2})
+	const requests = 20
+	for range requests {
+		if _, err := p.get("/"); err != nil {
+			t.Fatal(err)
+		}
+	}
 	run := func(args ...string) (int, string, string) {
 		cmd := exec.Command(bin, append([]string{"-s", cl.Path, "-timeout", "20s"}, args...)...)
 		var out, errb strings.Builder
@@ -146,10 +154,24 @@ func TestFlockctl(t *testing.T) {
 		}
 		return 0, out.String(), errb.String()
 	}
-	code, out, _ := run("-json", "status")
+	// The requests served reach the status with the next heartbeats.
 	var r control.Reply
-	if code != 0 || json.Unmarshal([]byte(out), &r) != nil || r.Status == nil {
-		t.Fatalf("status -json: exit %d, %q", code, out)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		code, out, _ := run("-json", "status")
+		if code != 0 || json.Unmarshal([]byte(out), &r) != nil || r.Status == nil {
+			t.Fatalf("status -json: exit %d, %q", code, out)
+		}
+		served := int64(0)
+		for _, w := range r.Status.Workers {
+			served += w.Served
+		}
+		if served >= requests {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status says %d requests served, want at least %d", served, requests)
+		}
+		time.Sleep(100 * time.Millisecond) // polling for the next heartbeat
 	}
 	var pids []int
 	for _, w := range r.Status.Workers {
@@ -183,5 +205,31 @@ func TestFlockctl(t *testing.T) {
 	}
 	if alive(p.pid()) {
 		t.Errorf("stop returned while supervisor %d still runs", p.pid())
+	}
+}
+
+// Garbage, a huge request and a truncated one get an error each (or a
+// closed connection), and the pool answers the next client as before.
+func TestControlGarbage(t *testing.T) {
+	p, cl := controlPool(t, poolConfig{workers: 1})
+	for _, in := range []string{"\x00\xff garbage\n", strings.Repeat("x", 2<<20) + "\n", `{"v":1,"op":"sta`, `{"v":9,"op":"status"}` + "\n"} {
+		c, err := net.Dial("unix", cl.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		go func() {
+			c.Write([]byte(in))
+			c.(*net.UnixConn).CloseWrite()
+		}()
+		reply, _ := io.ReadAll(c)
+		c.Close()
+		var r control.Reply
+		if len(reply) > 0 && (json.Unmarshal(reply, &r) != nil || !r.Done || r.OK || r.Error == "") {
+			t.Errorf("request %.20q: reply %q, want an error", in, reply)
+		}
+	}
+	if st, err := cl.Status(ctx(t)); err != nil || st.PID != p.pid() {
+		t.Fatalf("status after the garbage: %+v, %v", st, err)
 	}
 }

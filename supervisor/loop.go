@@ -109,7 +109,7 @@ func (l *loop) command(c command) {
 	case cmdList:
 		ws := make([]Worker, 0, len(l.workers))
 		for _, w := range l.workers {
-			w.LastSeen = w.lastSeen
+			w.LastSeen, w.Served, w.InFlight = w.lastSeen, w.served, w.inFlight
 			ws = append(ws, w.Worker)
 		}
 		slices.SortFunc(ws, func(a, b Worker) int { return a.ID - b.ID })
@@ -361,6 +361,8 @@ func (l *loop) event(ev childEvent) {
 func (l *loop) message(w *worker, m Message) {
 	w.lastSeen = time.Now()
 	switch m.Kind {
+	case MessageHeartbeat:
+		w.served, w.inFlight = m.Served, m.InFlight
 	case MessageReady:
 		if w.State != Starting {
 			return

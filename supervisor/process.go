@@ -46,6 +46,9 @@ const (
 type Message struct {
 	Kind MessageKind
 	Text string
+	// Served and InFlight are, in a MessageHeartbeat of a worker that
+	// counts them, the requests it has answered and is answering.
+	Served, InFlight int64
 }
 
 // Spawner starts worker processes.
@@ -128,6 +131,9 @@ type Worker struct {
 	Started    time.Time // when it was forked
 	State      State
 	LastSeen   time.Time // its last message (ready, heartbeat, …); set by Supervisor.Snapshot
+	// Served and InFlight are what its last heartbeat said of its requests
+	// (0 if it does not count them); set by Supervisor.Snapshot.
+	Served, InFlight int64
 }
 
 // leaving reports whether w is on its way out (draining or stopping).

@@ -207,9 +207,11 @@ type worker struct {
 	Worker
 	proc       Process
 	lastSeen   time.Time // last message
-	killReason string    // set when we SIGKILL it
-	replaces   int       // ID of the worker this one replaces, or 0
-	failure    string    // what it reported in a Failed message
+	served     int64     // from the last heartbeat
+	inFlight   int64
+	killReason string // set when we SIGKILL it
+	replaces   int    // ID of the worker this one replaces, or 0
+	failure    string // what it reported in a Failed message
 	stopTimer  *time.Timer
 }
 

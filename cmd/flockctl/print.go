@@ -48,9 +48,10 @@ func (p *printer) status(st control.Status) {
 		fmt.Fprintf(p.w, "last: %s (%s ago)\n", st.LastReload, since(st.LastAt))
 	}
 	tw := tabwriter.NewWriter(p.w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SLOT\tGEN\tPID\tSTATE\tUPTIME\tRSS\tHEARTBEAT")
+	fmt.Fprintln(tw, "SLOT\tGEN\tPID\tSTATE\tUPTIME\tSERVED\tIN FLIGHT\tRSS\tHEARTBEAT")
 	for _, w := range st.Workers {
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%.1f MiB\t%s ago\n", w.Slot, w.Generation, w.PID, w.State, since(w.Started), float64(w.RSS)/(1<<20), since(w.LastHeartbeat))
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%d\t%d\t%.1f MiB\t%s ago\n", w.Slot, w.Generation, w.PID, w.State,
+			since(w.Started), w.Served, w.InFlight, float64(w.RSS)/(1<<20), since(w.LastHeartbeat))
 	}
 	tw.Flush()
 }

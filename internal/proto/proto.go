@@ -314,3 +314,27 @@ func ParseActivation(line string) (Activation, error) {
 	a.Socket = f[2] == "1"
 	return a, nil
 }
+
+// Load is what a heartbeat's text reports: "<served> <in flight>", the
+// requests a worker has answered and is answering. A heartbeat without it
+// (a Serve worker, an older one) reports nothing.
+type Load struct {
+	Served, InFlight int64
+}
+
+// Encode returns the heartbeat text for l.
+func (l Load) Encode() string {
+	return strconv.FormatInt(l.Served, 10) + " " + strconv.FormatInt(l.InFlight, 10)
+}
+
+// ParseLoad parses a heartbeat's text; ok is false if it says nothing
+// well-formed.
+func ParseLoad(text string) (Load, bool) {
+	a, b, found := strings.Cut(text, " ")
+	served, err1 := strconv.ParseInt(a, 10, 64)
+	inFlight, err2 := strconv.ParseInt(b, 10, 64)
+	if !found || err1 != nil || err2 != nil || served < 0 || inFlight < 0 {
+		return Load{}, false
+	}
+	return Load{Served: served, InFlight: inFlight}, true
+}

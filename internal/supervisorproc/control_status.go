@@ -41,7 +41,8 @@ func (s *controlServer) status(ctx context.Context) (*control.Status, error) {
 			st.Ready++
 		}
 		st.Workers = append(st.Workers, control.WorkerStatus{Slot: w.Slot, Generation: w.Generation, PID: w.Pid,
-			State: string(w.State), Started: w.Started, LastHeartbeat: w.LastSeen, RSS: rss(w.Pid)})
+			State: string(w.State), Started: w.Started, LastHeartbeat: w.LastSeen, RSS: rss(w.Pid),
+			Served: w.Served, InFlight: w.InFlight})
 	}
 	st.LastReload, st.LastAt = s.bus.lastReload()
 	return &st, nil

@@ -275,7 +275,11 @@ func (p *process) read() {
 		if k == supervisor.MessageReady {
 			p.ready.Store(true)
 		}
-		p.msgs <- supervisor.Message{Kind: k, Text: m.Text}
+		msg := supervisor.Message{Kind: k, Text: m.Text}
+		if l, ok := proto.ParseLoad(m.Text); ok && k == supervisor.MessageHeartbeat {
+			msg.Served, msg.InFlight = l.Served, l.InFlight
+		}
+		p.msgs <- msg
 	}
 }
 

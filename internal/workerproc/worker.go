@@ -32,6 +32,9 @@ type Config struct {
 	// Recycle, if set, is asked at each heartbeat whether the worker wants
 	// to be replaced (Options.MaxRequests), and why.
 	Recycle func() (why string, ok bool)
+	// Load, if set, is the requests served and in flight, which each
+	// heartbeat reports.
+	Load func() (served, inFlight int64)
 }
 
 // ServeFunc serves on ln until ctx is done, then stops gracefully; env is the
@@ -132,7 +135,7 @@ func (w *worker) serving(ctx context.Context, served <-chan error, log *slog.Log
 	for {
 		select {
 		case <-beat.C:
-			w.status.send(proto.Message{Kind: proto.Heartbeat})
+			w.status.send(w.heartbeat())
 			if w.cfg.Recycle == nil {
 				continue
 			}
@@ -157,6 +160,16 @@ func (w *worker) serving(ctx context.Context, served <-chan error, log *slog.Log
 			return err
 		}
 	}
+}
+
+// heartbeat is the heartbeat message, with the worker's load if known.
+func (w *worker) heartbeat() proto.Message {
+	m := proto.Message{Kind: proto.Heartbeat}
+	if w.cfg.Load != nil {
+		served, inFlight := w.cfg.Load()
+		m.Text = proto.Load{Served: served, InFlight: inFlight}.Encode()
+	}
+	return m
 }
 
 // stopped waits for the serve function to finish its stop. The supervisor

@@ -1,0 +1,48 @@
+package control
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func TestParseRequest(t *testing.T) {
+	for _, ok := range []string{`{"v":1,"op":"status"}`, `{"v":1,"op":"scale","n":4}`, `{"v":1,"op":"stop","now":true}`} {
+		if _, err := ParseRequest([]byte(ok)); err != nil {
+			t.Errorf("ParseRequest(%s): %v", ok, err)
+		}
+	}
+	for _, tc := range []struct{ in, want string }{
+		{`{"v":2,"op":"status"}`, "protocol version 2"},
+		{`{"v":1,"op":"reboot"}`, `unknown operation "reboot"`},
+		{`{"v":1,"op":"scale","n":0}`, "scale to 0"},
+		{`{"v":1,"op":`, "malformed request"},
+		{"\x00\xff", "malformed request"},
+		{`{"v":1,"op":"status"}` + strings.Repeat(" ", MaxLine), "more than"},
+	} {
+		if _, err := ParseRequest([]byte(tc.in)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParseRequest(%.40q) = %v, want an error saying %q", tc.in, err, tc.want)
+		}
+	}
+}
+
+// FuzzParseRequest: the server side of the protocol never panics, and a
+// request it accepts is one of the operations, round-tripping as JSON.
+func FuzzParseRequest(f *testing.F) {
+	for _, s := range []string{`{"v":1,"op":"status"}`, `{"v":1,"op":"scale","n":3}`, `{"v":1,"op":"stop","now":true}`, `{}`, `[1,2]`, `{"v":1,"op":"scale","n":-1}`, "\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := ParseRequest(b)
+		if err != nil {
+			return
+		}
+		if r.V != Version || (r.Op == OpScale && r.N < 1) {
+			t.Fatalf("accepted %q as %+v", b, r)
+		}
+		again, _ := json.Marshal(r)
+		if r2, err := ParseRequest(again); err != nil || r2 != r {
+			t.Fatalf("%+v does not round-trip: %+v, %v", r, r2, err)
+		}
+	})
+}
