@@ -87,18 +87,7 @@ func run(ctx context.Context, cfg Config, sigs chan os.Signal, h *heir) error {
 	sd := &systemd{n: sdnotify.FromEnv(), log: cfg.Logger, addr: lis.addr()}
 	ctlPath := controlPath(cfg.ControlSocket, lis.addr())
 	ctl := startControl(ctlPath, h != nil, cfg.Logger)
-	onEvent := cfg.OnEvent
-	if ctl != nil {
-		ctl.info = func() control.Status {
-			return control.Status{PID: os.Getpid(), Addr: lis.addr(), Migration: string(lis.migration())}
-		}
-		onEvent = func(ev supervisor.Event) {
-			ctl.bus.publish(ev)
-			if cfg.OnEvent != nil {
-				cfg.OnEvent(ev)
-			}
-		}
-	}
+	onEvent := ctl.follow(cfg.OnEvent, lis)
 	sup, err := supervisor.New(supervisor.Config{
 		Spawner:          sp,
 		Workers:          cfg.Workers,
@@ -139,6 +128,23 @@ func run(ctx context.Context, cfg Config, sigs chan os.Signal, h *heir) error {
 	}
 	wg.Wait()
 	return err
+}
+
+// follow returns the supervisor's OnEvent: the control socket's event bus,
+// then the user's hook.
+func (ctl *controlServer) follow(user func(supervisor.Event), lis listeners) func(supervisor.Event) {
+	if ctl == nil {
+		return user
+	}
+	ctl.info = func() control.Status {
+		return control.Status{PID: os.Getpid(), Addr: lis.addr(), Migration: string(lis.migration())}
+	}
+	return func(ev supervisor.Event) {
+		ctl.bus.publish(ev)
+		if user != nil {
+			user(ev)
+		}
+	}
 }
 
 // startControl opens the control socket at path ("" none), or logs why it
