@@ -11,11 +11,11 @@ import (
 
 // The fuzz targets below cover every parser of what another process hands
 // this one: the worker and upgrade markers (environment variables), a
-// standby's activation line (a unix socket) and the status pipe (a worker's
-// arbitrary output). Each checks that the parser does not panic, that what
-// it accepts is within the documented ranges, and that an accepted value
-// survives its encoding: parse(s) = v ⇒ parse(encode(v)) = v and
-// encode(v) is a fixed point. Run one with, e.g.,
+// standby's activation line (a unix socket), the status pipe (a worker's
+// arbitrary output) and a heartbeat's load. Each checks that the parser
+// does not panic, that what it accepts is within the documented ranges, and
+// that an accepted value survives its encoding: parse(s) = v ⇒
+// parse(encode(v)) = v and encode(v) is a fixed point. Run one with, e.g.,
 //
 //	go test -run '^$' -fuzz '^FuzzParseWorkerEnv$' ./internal/proto
 //
@@ -131,6 +131,45 @@ func FuzzParseActivation(f *testing.F) {
 		}
 		if enc2 := a2.Encode(); enc2 != enc {
 			t.Fatalf("encoding %q re-encodes as %q", enc, enc2)
+		}
+	})
+}
+
+// FuzzParseLoad fuzzes a heartbeat's text, which a worker writes.
+func FuzzParseLoad(f *testing.F) {
+	for _, l := range []Load{{}, {Served: 12345, InFlight: 3}, {Served: 1<<63 - 1, InFlight: 1<<63 - 1}} {
+		f.Add(l.Encode())
+	}
+	for _, s := range []string{
+		"", " ", "1", "1 ", " 1", "1 2 3", "1  2", "-1 0", "0 -1", "+1 +2", "01 002", "-0 -0",
+		"9223372036854775808 0", "0x10 1", "1_000 1", "1\t2", "\u0661 2", "1 2\r",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		l, ok := ParseLoad(s)
+		if !ok {
+			if l != (Load{}) {
+				t.Errorf("ParseLoad(%q) failed but returned %+v", s, l)
+			}
+			return
+		}
+		if l.Served < 0 || l.InFlight < 0 {
+			t.Fatalf("ParseLoad(%q) = %+v: out of range", s, l)
+		}
+		enc := l.Encode()
+		l2, ok := ParseLoad(enc)
+		if !ok || l2 != l {
+			t.Fatalf("ParseLoad(%q) = %+v, but its encoding %q parses as %+v, %v", s, l, enc, l2, ok)
+		}
+		if enc2 := l2.Encode(); enc2 != enc {
+			t.Fatalf("encoding %q re-encodes as %q", enc, enc2)
+		}
+		// It travels as a heartbeat's text: one line, read back as written.
+		var b bytes.Buffer
+		Write(&b, Message{Kind: Heartbeat, Text: enc})
+		if m, err := NewReader(&b).Next(); err != nil || m != (Message{Kind: Heartbeat, Text: enc}) {
+			t.Fatalf("heartbeat %q reads as %+v, %v", enc, m, err)
 		}
 	})
 }
