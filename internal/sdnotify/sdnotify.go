@@ -1,5 +1,7 @@
-// Package sdnotify sends systemd service notifications (sd_notify(3)) to the
-// socket named by $NOTIFY_SOCKET.
+// Package sdnotify speaks to systemd: it sends service notifications
+// (sd_notify(3)) to the socket named by $NOTIFY_SOCKET, and tells whether
+// the socket-activation variables (LISTEN_PID, LISTEN_FDS) are for this
+// process ([ListenFDs]).
 package sdnotify
 
 import (
