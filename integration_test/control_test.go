@@ -233,3 +233,44 @@ func TestControlGarbage(t *testing.T) {
 		t.Fatalf("status after the garbage: %+v, %v", st, err)
 	}
 }
+
+// Events streams the lifecycle events as they happen.
+func TestControlEvents(t *testing.T) {
+	_, cl := controlPool(t, poolConfig{workers: 1})
+	evctx, cancel := context.WithCancel(ctx(t))
+	kinds := make(chan string, 100)
+	done := make(chan error, 1)
+	go func() {
+		_, err := cl.Do(evctx, control.Request{Op: control.OpEvents}, func(r control.Reply) {
+			if r.Event != nil {
+				kinds <- r.Event.Kind
+			}
+		})
+		done <- err
+	}()
+	// The stream is subscribed once the server has read the request; add
+	// until the first events arrive (each add is its own, bounded wait).
+	var got []string
+	for deadline := time.Now().Add(15 * time.Second); !slices.Contains(got, "pool-ready"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("events seen: %v; want spawn, ready and pool-ready", got)
+		}
+		if len(got) == 0 {
+			if _, err := cl.Do(ctx(t), control.Request{Op: control.OpAdd}, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		select {
+		case k := <-kinds:
+			got = append(got, k)
+		case <-time.After(time.Second):
+		}
+	}
+	if !slices.Contains(got, "spawn") || !slices.Contains(got, "ready") {
+		t.Errorf("events %v: want a spawn and a ready before pool-ready", got)
+	}
+	cancel()
+	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+		t.Errorf("events after the client hung up: %v", err)
+	}
+}
