@@ -14,8 +14,10 @@ package integration_test
 // hundred reforks (the Go heap and allocator reaching their steady state;
 // measured: 13.5 MB after 100 reforks, 17.4 MB after 600, then flat within
 // 0.3 MB for 1,500 more), so the figures to compare are taken after 500.
-// Under the race detector its runtime keeps growing by about 2 kB per
-// refork (3.1 MB over 1,500), which the slack allows for.
+// Under the race detector VmRSS keeps growing by about 2 kB per refork
+// (measured: +5.6 MB over 2,000 after 500 to warm up, about 1 MB per 500,
+// while without it the same run stays within 0.3 MB): the race runtime's,
+// which the larger slack allows for.
 //
 // The pace: the supervisor counts a death within YoungAge (1 s, not an
 // option) of the fork as a crash, and after two crashes in a row delays the
@@ -43,7 +45,7 @@ const (
 	lifeOldAge       = youngAge + 50*time.Millisecond // old enough, with a margin
 	backoffBase      = 100 * time.Millisecond         // supervisor.Config.BackoffBase's default
 	lifeRSSSlack     = 4 << 10                        // kB: "within a few MB"
-	lifeRSSSlackRace = 6 << 10                        // kB, under the race detector
+	lifeRSSSlackRace = 8 << 10                        // kB, under the race detector
 )
 
 // reforkDelay is the refork delay after crashes young deaths in a row.

@@ -431,9 +431,10 @@ func signalName(sig syscall.Signal) string {
 // once the supervisor has logged the receipt of the previous one, since the
 // kernel merges a standard signal sent again before the first is delivered.
 type signaller struct {
-	p    *pool
-	sent map[string]int
-	from int // record index the counts start at
+	p        *pool
+	sent     map[string]int
+	from     int // record index the counts start at
+	barriers int // USR1 sent by barrier
 }
 
 func newSignaller(p *pool) *signaller {
@@ -453,6 +454,21 @@ func (s *signaller) send(sig syscall.Signal) {
 	s.sent[name]++
 	if err := s.p.waitRecords(s.from, s.sent[name], isReceipt(name), 10*time.Second); err != nil {
 		s.p.t.Fatalf("kill -%s %d (%d sent): the supervisor did not log its receipt: %v", name, s.p.pid(), s.sent[name], err)
+	}
+}
+
+// barrier waits until the supervisor has logged everything it did for the
+// signals sent so far: USR1 makes its dispatcher, once it has handled them,
+// ask the supervisor's loop for the worker table, which the loop answers
+// after it has emitted the events of the commands before. Not counted in
+// sent.
+func (s *signaller) barrier() {
+	s.p.t.Helper()
+	s.barriers++
+	s.p.signal(syscall.SIGUSR1)
+	isTable := func(r record) bool { return r.str("msg") == "worker table" }
+	if err := s.p.waitRecords(s.from, s.barriers, isTable, 10*time.Second); err != nil {
+		s.p.t.Fatalf("kill -USR1 %d: no worker table: %v", s.p.pid(), err)
 	}
 }
 

@@ -87,6 +87,7 @@ func testSignalStorm(t *testing.T, m mechanism) {
 		t.Fatalf("%d rolling restarts begun, not all ended: %v", begun, err)
 	}
 
+	s.barrier()
 	l := account(p, initial)
 	received := s.received()
 	want := l.target(initial, received)
