@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/clusterflock/clusterflock/internal/proto"
 )
 
 // newConnDrainLimit bounds the wait for accepted connections whose first
@@ -44,9 +46,9 @@ func httpServe(h http.Handler, o options, rec *requests) ServeFunc {
 			if ctx.Err() == nil {
 				return err
 			}
-			return drain(srv, ln, conns, o.timing().WorkerStop, nil)
+			return drain(srv, ln, conns, o.timing(), nil)
 		case <-ctx.Done():
-			return drain(srv, ln, conns, o.timing().WorkerStop, errc)
+			return drain(srv, ln, conns, o.timing(), errc)
 		}
 	}
 }
@@ -113,20 +115,26 @@ func checkServerTemplate(tmpl *http.Server) error {
 // first request read (Shutdown would close those without an answer), and
 // shuts down, which finishes in-flight requests and closes idle connections,
 // within limit.
-func drain(srv *http.Server, ln net.Listener, conns *connTracker, limit time.Duration, served <-chan error) error {
+func drain(srv *http.Server, ln net.Listener, conns *connTracker, t proto.Timing, served <-chan error) error {
 	srv.SetKeepAlivesEnabled(false) // responses from now on say Connection: close
 	ln.Close()
+	// A quarter of ShutdownTimeout at most: what is still fresh then (a
+	// slowloris, a client that connected and says nothing) is closed, or
+	// Shutdown would wait for it (it counts a new connection as active for
+	// 5 s) past the supervisor's kill.
+	freshLimit := min(newConnDrainLimit, t.Shutdown/4)
 	if served != nil {
 		select {
 		case <-served: // Serve marks a connection StateNew before it accepts the next
-		case <-time.After(newConnDrainLimit):
+		case <-time.After(freshLimit):
 		}
 	}
-	fresh, cancelFresh := context.WithTimeout(context.Background(), newConnDrainLimit)
+	fresh, cancelFresh := context.WithTimeout(context.Background(), freshLimit)
 	conns.wait(fresh, func() bool { return len(conns.fresh) == 0 })
 	cancelFresh()
+	conns.closeFresh()
 
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	ctx, cancel := context.WithTimeout(context.Background(), t.WorkerStop)
 	defer cancel()
 	shut := make(chan error, 1)
 	go func() { shut <- srv.Shutdown(ctx) }()
@@ -199,6 +207,16 @@ func (c *connTracker) track(conn net.Conn, s http.ConnState) {
 		delete(c.fresh, conn)
 		c.open--
 		c.changed()
+	}
+}
+
+// closeFresh closes the connections whose first request has not reached a
+// handler.
+func (c *connTracker) closeFresh() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for conn := range c.fresh {
+		conn.Close()
 	}
 }
 

@@ -203,8 +203,13 @@ func TestFlockctl(t *testing.T) {
 	if code, _, stderr := run("stop"); code != 0 {
 		t.Errorf("stop: exit %d (%s)", code, stderr)
 	}
-	if alive(p.pid()) {
-		t.Errorf("stop returned while supervisor %d still runs", p.pid())
+	// stop answers with the pool's result as the supervisor returns from
+	// Run; its workers are gone by then, and the process ends at once.
+	if len(p.workerPids()) != 0 {
+		t.Errorf("stop returned while workers %v still run", p.workerPids())
+	}
+	if code, runErr := p.wait(5 * time.Second); code != 0 {
+		t.Errorf("after stop: exit %d, %s", code, runErr)
 	}
 }
 

@@ -149,17 +149,24 @@ func (l *loop) retireOldest() {
 		l.emit(Event{Kind: EventRefused, Reason: "retire worker: the pool keeps at least one worker"})
 		return
 	}
+	if len(l.reforks) > 0 {
+		// A slot waiting for its re-fork serves nothing: drop it first,
+		// rather than a worker that serves.
+		slot := maxKey(l.reforks)
+		l.reforks[slot].Stop()
+		delete(l.reforks, slot)
+		l.release(slot)
+		l.emit(Event{Kind: EventStop, Worker: Worker{Slot: slot}, Reason: "retired"})
+		return
+	}
 	var oldest *worker
 	for _, w := range l.workers {
 		if !w.leaving() && (oldest == nil || w.ID < oldest.ID) {
 			oldest = w
 		}
 	}
-	if oldest == nil { // only pending reforks: drop the highest one
-		slot := maxKey(l.reforks)
-		l.reforks[slot].Stop()
-		delete(l.reforks, slot)
-		l.release(slot)
+	if oldest == nil {
+		l.emit(Event{Kind: EventRefused, Reason: "retire worker: every worker is already leaving"})
 		return
 	}
 	l.retire(oldest)

@@ -750,6 +750,25 @@ func TestHeartbeatTimeoutKillsWorkerThatNeverStarts(t *testing.T) {
 	})
 }
 
+// A retirement drops a slot waiting for its re-fork before it stops a
+// worker that serves (the pool would otherwise serve nothing meanwhile).
+func TestRetirePrefersPendingRefork(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := start(t, supervisor.Config{Workers: 3, BackoffBase: time.Second}, nil)
+		h.readyAll(1, 2, 3)
+		h.proc(2).Exit(1) // young death 1: refork at once
+		synctest.Wait()
+		h.proc(4).Exit(1) // young death 2: slot 1 waits
+		h.take()
+		h.sup.Retire()
+		h.expect(ev{Kind: supervisor.EventStop, Slot: 1, Reason: "retired"})
+		h.wantSignals(1)
+		h.wantSignals(3)
+		time.Sleep(time.Minute)
+		h.expect() // slot 1 is not re-forked
+	})
+}
+
 func TestRetireWithOnlyPendingReforksDropsOne(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const base = time.Second
@@ -766,7 +785,7 @@ func TestRetireWithOnlyPendingReforksDropsOne(t *testing.T) {
 
 		h.sup.Retire() // no live worker: the highest pending slot is dropped
 		time.Sleep(2 * base)
-		h.expect(eSpawn(4, 0, 0))
+		h.expect(ev{Kind: supervisor.EventStop, Slot: 1, Reason: "retired"}, eSpawn(4, 0, 0))
 		h.proc(4).Ready()
 		h.expect(eReady(4, 0, 0)) // announced already, at the start
 		h.wantWorkers(wk(4, 0, 0, supervisor.Ready))

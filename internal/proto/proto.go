@@ -40,6 +40,9 @@ const (
 	// tell why a worker died at start; once ready, the worker moves
 	// StderrFD to fd 2 and writes to it directly.
 	StderrFD = 7
+	// ImageFD is the binary the worker was executed from (O_PATH): the
+	// supervisor executes /proc/self/fd/8, and the worker closes it at once.
+	ImageFD = 8
 )
 
 // StandbySlot is the slot of a standby worker: started and initialised, it

@@ -2,7 +2,9 @@ package supervisorproc
 
 import (
 	"fmt"
+	"os"
 
+	"github.com/clusterflock/clusterflock/internal/proto"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,8 +23,11 @@ type images struct {
 	miss int    // the newest generation whose binary could not be opened, or -1
 }
 
-// pinFD is the lowest descriptor an image is kept at: above every
-// descriptor a child receives, which the fork's dup2 calls would overwrite.
+// pinFD is the lowest descriptor an image is kept at in the supervisor. A
+// child gets it as proto.ImageFD (an ExtraFiles entry) and is executed from
+// /proc/self/fd/<ImageFD>: exec'ing the supervisor's own number failed now
+// and then (EACCES), because Go's fork moves descriptors up from the
+// highest one handed to the child and could overwrite it first.
 const pinFD = 100
 
 func newImages(path string) (*images, error) {
@@ -42,19 +47,24 @@ func pin(path string) (int, error) {
 	return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, pinFD)
 }
 
-// pathFor returns the path a worker of generation gen is executed from.
-// Called on the supervisor's goroutine only.
-func (im *images) pathFor(gen int) (string, error) {
+// pathFor returns the path a worker of generation gen is executed from and
+// the file to pass it as proto.ImageFD (the caller closes it once the child
+// has started). Called on the supervisor's goroutine only.
+func (im *images) pathFor(gen int) (string, *os.File, error) {
 	if gen > im.gen && gen > im.miss {
 		fd, err := pin(im.path)
 		if err != nil {
 			im.miss = gen
-			return "", fmt.Errorf("the binary on disk for generation %d: %w", gen, err)
+			return "", nil, fmt.Errorf("the binary on disk for generation %d: %w", gen, err)
 		}
 		unix.Close(im.fd)
 		im.fd, im.gen = fd, gen
 	}
-	return fmt.Sprintf("/proc/self/fd/%d", im.fd), nil
+	dup, err := unix.FcntlInt(uintptr(im.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return im.path, nil, nil
+	}
+	return fmt.Sprintf("/proc/self/fd/%d", proto.ImageFD), os.NewFile(uintptr(dup), "clusterflock-image"), nil
 }
 
 func (im *images) close() { unix.Close(im.fd) }

@@ -5,6 +5,7 @@ package supervisorproc
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"runtime"
@@ -26,6 +27,7 @@ type spawner struct {
 	lis      listeners
 	own      *children
 	timing   proto.Timing
+	log      *slog.Logger
 	lifeline *os.File // read end, inherited by every worker
 	keep     *os.File // write end, held only by the supervisor
 	spare    *spares  // Options.Spare, or nil
@@ -52,6 +54,7 @@ func newSpawner(cfg Config, lis listeners, own *children) (*spawner, error) {
 		lis:      lis,
 		own:      own,
 		timing:   cfg.Timing,
+		log:      cfg.Logger,
 		lifeline: r,
 		keep:     w,
 	}
@@ -120,9 +123,12 @@ func (s *spawner) Spawn(w supervisor.Worker) (supervisor.Process, error) {
 
 // start forks a worker for w; control, if not nil, becomes its ControlFD.
 func (s *spawner) start(w supervisor.Worker, control *os.File) (*process, error) {
-	path, err := s.images.pathFor(w.Generation)
+	path, image, err := s.images.pathFor(w.Generation)
 	if err != nil {
 		return nil, err
+	}
+	if image != nil {
+		defer image.Close() // the worker has its own
 	}
 	sr, sw, err := os.Pipe()
 	if err != nil {
@@ -144,18 +150,28 @@ func (s *spawner) start(w supervisor.Worker, control *os.File) (*process, error)
 	}
 	marker := proto.WorkerEnv{SupervisorPID: os.Getpid(), Slot: w.Slot, Generation: w.Generation,
 		Migration: string(s.lis.migration()), Inherited: s.lis.inherited(), Addr: s.lis.addr()}
-	// proto.StatusFD, LifelineFD, ListenerFD, ControlFD, StderrFD (nil: none)
-	files := []*os.File{sw, s.lifeline, ln, control, os.Stderr}
-	cmd := &exec.Cmd{
-		Path:        path,
-		Args:        s.args,
-		Env:         append(s.env[:len(s.env):len(s.env)], proto.EnvWorker+"="+marker.Encode()),
-		Stdout:      os.Stdout,
-		Stderr:      tw,    // until ready
-		ExtraFiles:  files, // slot i is fd 3+i
-		SysProcAttr: workerSysProcAttr(),
+	// proto.StatusFD, LifelineFD, ListenerFD, ControlFD, StderrFD, ImageFD (nil: none)
+	files := []*os.File{sw, s.lifeline, ln, control, os.Stderr, image}
+	command := func(path string) *exec.Cmd {
+		return &exec.Cmd{
+			Path:        path,
+			Args:        s.args,
+			Env:         append(s.env[:len(s.env):len(s.env)], proto.EnvWorker+"="+marker.Encode()),
+			Stdout:      os.Stdout,
+			Stderr:      tw,    // until ready
+			ExtraFiles:  files, // slot i is fd 3+i
+			SysProcAttr: workerSysProcAttr(),
+		}
 	}
+	cmd := command(path)
 	err = s.own.start(cmd)
+	if err != nil && path != s.images.path {
+		// The pinned image cannot be executed (a kernel without
+		// /proc?): the binary on disk, if still there, serves.
+		s.log.Warn("cannot execute the pinned binary; using the one on disk", "path", path, "err", err.Error())
+		cmd = command(s.images.path)
+		err = s.own.start(cmd)
+	}
 	sw.Close()
 	tw.Close()
 	if ln != nil {

@@ -20,6 +20,7 @@ func init() {
 		for fd := proto.StatusFD; fd <= proto.StderrFD; fd++ {
 			syscall.CloseOnExec(fd)
 		}
+		closeImage()
 	}
 }
 

@@ -1,0 +1,6 @@
+//go:build unix && !linux
+
+package workerproc
+
+// closeImage: off Linux no image is passed.
+func closeImage() {}
