@@ -253,29 +253,39 @@ func TestControlEvents(t *testing.T) {
 		})
 		done <- err
 	}()
-	// The stream is subscribed once the server has read the request; add
-	// until the first events arrive (each add is its own, bounded wait).
+	// The stream is subscribed once the server has read the request, which
+	// the client cannot see: add a worker until one add's whole sequence
+	// (spawn, ready, pool-ready) has come through (each add is bounded).
 	var got []string
-	for deadline := time.Now().Add(15 * time.Second); !slices.Contains(got, "pool-ready"); {
-		if time.Now().After(deadline) {
-			t.Fatalf("events seen: %v; want spawn, ready and pool-ready", got)
+	for adds := 0; !containsInOrder(got, "spawn", "ready", "pool-ready"); adds++ {
+		if adds == 5 {
+			t.Fatalf("events seen after %d adds: %v; want spawn, ready and pool-ready", adds, got)
 		}
-		if len(got) == 0 {
-			if _, err := cl.Do(ctx(t), control.Request{Op: control.OpAdd}, nil); err != nil {
-				t.Fatal(err)
+		got = nil
+		if _, err := cl.Do(ctx(t), control.Request{Op: control.OpAdd}, nil); err != nil {
+			t.Fatal(err)
+		}
+		for more := true; more; {
+			select {
+			case k := <-kinds:
+				got = append(got, k)
+			case <-time.After(500 * time.Millisecond): // the add has returned: its events are sent
+				more = false
 			}
 		}
-		select {
-		case k := <-kinds:
-			got = append(got, k)
-		case <-time.After(time.Second):
-		}
-	}
-	if !slices.Contains(got, "spawn") || !slices.Contains(got, "ready") {
-		t.Errorf("events %v: want a spawn and a ready before pool-ready", got)
 	}
 	cancel()
 	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
 		t.Errorf("events after the client hung up: %v", err)
 	}
+}
+
+// containsInOrder reports whether want occur in got in that order.
+func containsInOrder(got []string, want ...string) bool {
+	for _, g := range got {
+		if len(want) > 0 && g == want[0] {
+			want = want[1:]
+		}
+	}
+	return len(want) == 0
 }
