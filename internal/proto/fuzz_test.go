@@ -51,14 +51,7 @@ func FuzzParseWorkerEnv(f *testing.F) {
 		if w.SupervisorPID <= 0 || w.Slot < StandbySlot || w.Generation < 0 || w.Addr == "" || strings.Contains(w.Migration, ":") {
 			t.Fatalf("ParseWorkerEnv(%q) = %+v: out of range", s, w)
 		}
-		enc := w.Encode()
-		w2, err := ParseWorkerEnv(enc)
-		if err != nil || w2 != w {
-			t.Fatalf("ParseWorkerEnv(%q) = %+v, but its encoding %q parses as %+v, %v", s, w, enc, w2, err)
-		}
-		if enc2 := w2.Encode(); enc2 != enc {
-			t.Fatalf("encoding %q re-encodes as %q", enc, enc2)
-		}
+		roundTrip(t, s, w, ParseWorkerEnv)
 	})
 }
 
@@ -91,14 +84,7 @@ func FuzzParseUpgradeEnv(f *testing.F) {
 		if u.OldPID <= 0 || u.Socks < 0 || (u.Shared && u.Socks > 0) || u.Addr == "" {
 			t.Fatalf("ParseUpgradeEnv(%q) = %+v: out of range", s, u)
 		}
-		enc := u.Encode()
-		u2, err := ParseUpgradeEnv(enc)
-		if err != nil || u2 != u {
-			t.Fatalf("ParseUpgradeEnv(%q) = %+v, but its encoding %q parses as %+v, %v", s, u, enc, u2, err)
-		}
-		if enc2 := u2.Encode(); enc2 != enc {
-			t.Fatalf("encoding %q re-encodes as %q", enc, enc2)
-		}
+		roundTrip(t, s, u, ParseUpgradeEnv)
 	})
 }
 
@@ -124,14 +110,7 @@ func FuzzParseActivation(f *testing.F) {
 		if a.Slot < 0 || a.Generation < 0 || !strings.HasSuffix(s, "\n") {
 			t.Fatalf("ParseActivation(%q) = %+v: out of range", s, a)
 		}
-		enc := a.Encode()
-		a2, err := ParseActivation(enc)
-		if err != nil || a2 != a {
-			t.Fatalf("ParseActivation(%q) = %+v, but its encoding %q parses as %+v, %v", s, a, enc, a2, err)
-		}
-		if enc2 := a2.Encode(); enc2 != enc {
-			t.Fatalf("encoding %q re-encodes as %q", enc, enc2)
-		}
+		roundTrip(t, s, a, ParseActivation)
 	})
 }
 
@@ -157,14 +136,13 @@ func FuzzParseLoad(f *testing.F) {
 		if l.Served < 0 || l.InFlight < 0 {
 			t.Fatalf("ParseLoad(%q) = %+v: out of range", s, l)
 		}
-		enc := l.Encode()
-		l2, ok := ParseLoad(enc)
-		if !ok || l2 != l {
-			t.Fatalf("ParseLoad(%q) = %+v, but its encoding %q parses as %+v, %v", s, l, enc, l2, ok)
-		}
-		if enc2 := l2.Encode(); enc2 != enc {
-			t.Fatalf("encoding %q re-encodes as %q", enc, enc2)
-		}
+		enc := roundTrip(t, s, l, func(s string) (Load, error) {
+			l, ok := ParseLoad(s)
+			if !ok {
+				return l, errors.New("not a load")
+			}
+			return l, nil
+		})
 		// It travels as a heartbeat's text: one line, read back as written.
 		var b bytes.Buffer
 		Write(&b, Message{Kind: Heartbeat, Text: enc})
@@ -336,4 +314,22 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 	k := copy(p[:min(len(p), r.n)], r.b)
 	r.b = r.b[k:]
 	return k, nil
+}
+
+// roundTrip checks that v, parsed from s, encodes to a string that parses
+// back as v and encodes the same again; it returns that encoding.
+func roundTrip[T interface {
+	comparable
+	Encode() string
+}](t *testing.T, s string, v T, parse func(string) (T, error)) string {
+	t.Helper()
+	enc := v.Encode()
+	v2, err := parse(enc)
+	if err != nil || v2 != v {
+		t.Fatalf("%q parses as %+v, but its encoding %q parses as %+v, %v", s, v, enc, v2, err)
+	}
+	if enc2 := v2.Encode(); enc2 != enc {
+		t.Fatalf("encoding %q re-encodes as %q", enc, enc2)
+	}
+	return enc
 }

@@ -10,16 +10,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ErrInUse is returned by [Reservation.CheckFree] when other sockets
+// InUseError is returned by [Reservation.CheckFree] when other sockets
 // already listen on the reserved address.
-type ErrInUse struct {
+type InUseError struct {
 	Addr    string
 	Sockets int
 	Pids    []int // the processes holding them, where /proc shows them
 }
 
 // Error implements error.
-func (e *ErrInUse) Error() string {
+func (e *InUseError) Error() string {
 	who := "held by a process this user cannot see"
 	if len(e.Pids) > 0 {
 		ps := make([]string, len(e.Pids))
@@ -31,7 +31,7 @@ func (e *ErrInUse) Error() string {
 	return fmt.Sprintf("%d socket(s) already listen on %s (%s): another pool, or another program with SO_REUSEPORT, serves there", e.Sockets, e.Addr, who)
 }
 
-// CheckFree returns an *ErrInUse if sockets already listen on the reserved
+// CheckFree returns an *InUseError if sockets already listen on the reserved
 // address: with SO_REUSEPORT a second pool would join them and take part of
 // their connections. It returns nil if sock_diag cannot tell.
 func (r *Reservation) CheckFree() error {
@@ -39,7 +39,7 @@ func (r *Reservation) CheckFree() error {
 	if err != nil || len(found) == 0 {
 		return nil
 	}
-	return &ErrInUse{Addr: r.addr, Sockets: len(found), Pids: socketOwners(found)}
+	return &InUseError{Addr: r.addr, Sockets: len(found), Pids: socketOwners(found)}
 }
 
 // socketOwners returns the processes that hold a descriptor of one of the

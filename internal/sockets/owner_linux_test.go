@@ -26,14 +26,14 @@ func TestReservationCheckFree(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	var inUse *ErrInUse
+	var inUse *InUseError
 	if err := res.CheckFree(); !errors.As(err, &inUse) {
 		if _, derr := sockdiagListeners(res); derr != nil {
 			t.Skipf("sock_diag unavailable here: %v", derr)
 		}
-		t.Fatalf("CheckFree with a listener on %s: %v, want *ErrInUse", res.Addr(), err)
+		t.Fatalf("CheckFree with a listener on %s: %v, want *InUseError", res.Addr(), err)
 	}
 	if inUse.Sockets != 1 || !slices.Contains(inUse.Pids, os.Getpid()) {
-		t.Errorf("ErrInUse %+v: want 1 socket held by this process (%d)", inUse, os.Getpid())
+		t.Errorf("InUseError %+v: want 1 socket held by this process (%d)", inUse, os.Getpid())
 	}
 }
