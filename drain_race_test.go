@@ -28,7 +28,7 @@ func TestDrainRace(t *testing.T) {
 		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "x") })
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		go func() { done <- httpServe(h, o, newRequests(o))(ctx, &onceCloseListener{Listener: ln}) }()
+		go func() { done <- httpServe(h, o, newRequests(o), nil)(ctx, &onceCloseListener{Listener: ln}) }()
 		quit := make(chan struct{})
 		var wg sync.WaitGroup
 		var n atomic.Int64

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/clusterflock/clusterflock/internal/plug"
 	"github.com/clusterflock/clusterflock/internal/proto"
 	"github.com/clusterflock/clusterflock/supervisor"
 )
@@ -79,11 +80,23 @@ type Options struct {
 	// over by a binary upgrade. Failing to create it is a warning, not an
 	// error.
 	ControlSocket string
+	// Metrics, if set, serves one /metrics for the whole pool from the
+	// supervisor: &metrics.Exporter{Addr: "127.0.0.1:9100"} (package
+	// github.com/clusterflock/clusterflock/metrics, which a program that
+	// leaves this unset does not link). A bad or taken address is an error
+	// at start, before any worker is forked.
+	Metrics MetricsExporter
 	// Migration chooses how connections queued on a retiring worker's
 	// listener reach the others instead of being reset. "" (MigrationAuto)
 	// picks the best available and logs it at start; naming one that this
 	// machine cannot offer is an error.
 	Migration Migration
+}
+
+// MetricsExporter is the type of Options.Metrics: *metrics.Exporter is
+// the implementation (its methods are the pool's, not the program's).
+type MetricsExporter interface {
+	plug.Exporter
 }
 
 // Migration names a mechanism that moves connections queued on a closing
@@ -157,7 +170,7 @@ func Run(ctx context.Context, h http.Handler, opts Options) error {
 		return err
 	}
 	reqs := newRequests(o)
-	return run(ctx, httpServe(h, o, reqs), o, reqs)
+	return run(ctx, func(m plug.Worker) ServeFunc { return httpServe(h, o, reqs, m) }, o, reqs)
 }
 
 // ServeFunc serves connections from ln until ctx is done, then stops
@@ -185,7 +198,7 @@ func Serve(ctx context.Context, serve ServeFunc, opts Options) error {
 	if err != nil {
 		return err
 	}
-	return run(ctx, serve, o, nil)
+	return run(ctx, func(plug.Worker) ServeFunc { return serve }, o, nil)
 }
 
 // IsWorker reports whether this process is a clusterflock worker started by

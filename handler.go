@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/clusterflock/clusterflock/internal/plug"
 	"github.com/clusterflock/clusterflock/internal/proto"
 )
 
@@ -21,7 +22,10 @@ const newConnDrainLimit = time.Second
 
 // httpServe returns the ServeFunc of Run: an http.Server for h, built from
 // the Options.Server template, that drains without loss when ctx is done.
-func httpServe(h http.Handler, o options, rec *requests) ServeFunc {
+func httpServe(h http.Handler, o options, rec *requests, m plug.Worker) ServeFunc {
+	if m != nil {
+		h = m.Handler(h) // the request metrics
+	}
 	return func(ctx context.Context, ln net.Listener) error {
 		ln = &onceCloseListener{Listener: ln} // drain closes it before Shutdown does
 		conns := &connTracker{}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 
+	"github.com/clusterflock/clusterflock/internal/plug"
 	"github.com/clusterflock/clusterflock/internal/proto"
 	"github.com/clusterflock/clusterflock/internal/sockets"
 	"github.com/clusterflock/clusterflock/internal/supervisorproc"
@@ -21,7 +22,7 @@ import (
 // that is malformed or names another process is an error, never a reason to
 // become a supervisor: that would start a pool inside a pool (for instance in
 // a worker whose supervisor died as it started).
-func run(ctx context.Context, serve ServeFunc, o options, reqs *requests) error {
+func run(ctx context.Context, mk func(plug.Worker) ServeFunc, o options, reqs *requests) error {
 	env, ok, err := proto.LookupWorker()
 	switch {
 	case err != nil:
@@ -31,6 +32,14 @@ func run(ctx context.Context, serve ServeFunc, o options, reqs *requests) error 
 		if reqs != nil { // Run: HTTP requests are counted
 			cfg.Recycle, cfg.Load = reqs.recycle, reqs.load
 		}
+		m, err := workerMetrics(o, reqs != nil)
+		if err != nil {
+			return err
+		}
+		if m != nil {
+			cfg.Metrics = m
+		}
+		serve := mk(m)
 		return workerproc.Run(ctx, cfg, env, func(ctx context.Context, ln net.Listener, env proto.WorkerEnv) error {
 			info := WorkerInfo{Slot: env.Slot, Generation: env.Generation, PID: os.Getpid(), SupervisorPID: env.SupervisorPID}
 			return serve(context.WithValue(ctx, workerKey{}, info), ln)
@@ -41,6 +50,26 @@ func run(ctx context.Context, serve ServeFunc, o options, reqs *requests) error 
 		return ErrInterrupted
 	}
 	return err
+}
+
+// workerMetrics starts Options.Metrics' worker side on the channel the
+// supervisor passed, or returns nil: without Options.Metrics (the channel,
+// if any, is closed: the supervisor sees this worker has none), or under a
+// supervisor that passed none (an older build's, during a rolling restart).
+func workerMetrics(o options, http bool) (plug.Worker, error) {
+	if !proto.TakeFlag(proto.EnvMetrics) {
+		return nil, nil
+	}
+	ch := os.NewFile(proto.MetricsFD, "clusterflock-metrics")
+	if o.Metrics == nil {
+		ch.Close()
+		return nil, nil
+	}
+	m, err := o.Metrics.Worker(plug.WorkerConfig{Logger: o.Logger, HTTP: http}, ch)
+	if err != nil {
+		return nil, fmt.Errorf("clusterflock: worker metrics: %w", err)
+	}
+	return m, nil
 }
 
 // supervisorConfig is what the supervisor role needs of o.
@@ -57,5 +86,6 @@ func (o options) supervisorConfig() supervisorproc.Config {
 		Logger:           o.Logger,
 		OnEvent:          o.OnEvent,
 		ControlSocket:    o.ControlSocket,
+		Metrics:          o.Metrics,
 	}
 }

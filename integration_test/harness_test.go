@@ -30,7 +30,10 @@ import (
 
 	"github.com/clusterflock/clusterflock"
 	"github.com/clusterflock/clusterflock/examples/tcp/echo"
+	"github.com/clusterflock/clusterflock/metrics"
 	"github.com/clusterflock/clusterflock/supervisor"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // Environment of a helper process (the supervisor and, inherited, its workers).
@@ -59,6 +62,9 @@ const (
 	// line on stderr and exit 1 before Run (a rolling restart's new
 	// build that cannot start).
 	envFailGeneration = "CF_FAIL_GENERATION"
+	// envMetrics is Options.Metrics' Addr: the helper then counts each
+	// request to /count in its own counter app_hits_total.
+	envMetrics = "CF_METRICS"
 )
 
 // eventMsg is the msg of the record a helper logs for each Options.OnEvent
@@ -138,6 +144,7 @@ func helper(mode string) int {
 	opts.Spare = os.Getenv(envSpare) != ""
 	opts.ControlSocket = os.Getenv(envControl)
 	opts.OnEvent = logEvent(logger)
+	hits := helperMetrics(&opts)
 	worker := clusterflock.IsWorker()
 	var err error
 	switch mode {
@@ -147,7 +154,7 @@ func helper(mode string) int {
 		opts.Server = &http.Server{TLSConfig: selfSignedTLS()}
 		fallthrough
 	default:
-		err = clusterflock.Run(context.Background(), testHandler(), opts)
+		err = clusterflock.Run(context.Background(), testHandler(hits), opts)
 	}
 	msg := ""
 	if err != nil {
@@ -182,9 +189,30 @@ func logEvent(logger *slog.Logger) func(supervisor.Event) {
 	}
 }
 
-func testHandler() http.Handler {
+// helperMetrics sets Options.Metrics if envMetrics asks for it, with a
+// registry holding the Go collector and app_hits_total, which the
+// returned function counts (nil without metrics).
+func helperMetrics(opts *clusterflock.Options) func() {
+	addr := os.Getenv(envMetrics)
+	if addr == "" {
+		return nil
+	}
+	hits := prometheus.NewCounter(prometheus.CounterOpts{Name: "app_hits_total", Help: "Requests to /count."})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(hits, collectors.NewGoCollector())
+	opts.Metrics = &metrics.Exporter{Addr: addr, Gatherer: reg, PerSlot: []string{"go_goroutines"}}
+	return hits.Inc
+}
+
+func testHandler(hits func()) http.Handler {
 	pid := strconv.Itoa(os.Getpid())
 	mux := http.NewServeMux()
+	mux.HandleFunc("/count", func(w http.ResponseWriter, r *http.Request) {
+		if hits != nil {
+			hits()
+		}
+		io.WriteString(w, pid)
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Pid", pid)
 		io.WriteString(w, pid)
@@ -331,6 +359,7 @@ type poolConfig struct {
 	unprivileged bool
 	noWait       bool   // do not wait for the supervisor to start and its workers to be ready
 	exe          string // the binary to run, if not this test binary (a copy of it)
+	metrics      bool   // Options.Metrics on 127.0.0.1:0 (see envMetrics)
 }
 
 const nobody = 65534
@@ -369,6 +398,9 @@ func startPool(t *testing.T, c poolConfig) *pool {
 	// Under -race a process sleeps 1 s at exit (atexit_sleep_ms) unless told
 	// not to, which would make every worker outlive a short stop timeout.
 	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0 "+os.Getenv("GORACE"), envHelper+"="+c.mode, envAddr+"="+c.addr, envWorkers+"="+strconv.Itoa(c.workers))
+	if c.metrics {
+		cmd.Env = append(cmd.Env, envMetrics+"=127.0.0.1:0")
+	}
 	for _, kv := range [][2]string{
 		{envShutdown, durationEnv(c.shutdown)},
 		{envMigration, c.migration},

@@ -43,7 +43,32 @@ const (
 	// ImageFD is the binary the worker was executed from (O_PATH): the
 	// supervisor executes /proc/self/fd/8, and the worker closes it at once.
 	ImageFD = 8
+	// MetricsFD is the worker's end of its metrics channel (a unix stream
+	// socket) when [EnvMetrics] is set: the supervisor gathers the worker's
+	// metrics over it (see package metrics).
+	MetricsFD = 9
+	// HandoverFD is, in a binary upgrade's new supervisor started with
+	// [EnvHandover] set, its end of the channel on which the old supervisor
+	// hands over its metrics totals and listener.
+	HandoverFD = 4
 )
+
+// EnvMetrics, set to "1" in a worker, says that [MetricsFD] is its metrics
+// channel; EnvHandover, set to "1" in a binary upgrade's new supervisor,
+// says that [HandoverFD] is its metrics hand-over channel. Separate
+// variables, so that the markers' formats stay those older builds parse.
+const (
+	EnvMetrics  = "CLUSTERFLOCK_METRICS"
+	EnvHandover = "CLUSTERFLOCK_HANDOVER"
+)
+
+// TakeFlag reports whether the environment variable name is "1", and
+// removes it, so that the process's children do not inherit it.
+func TakeFlag(name string) bool {
+	v, ok := os.LookupEnv(name)
+	os.Unsetenv(name)
+	return ok && v == "1"
+}
 
 // StandbySlot is the slot of a standby worker: started and initialised, it
 // waits on ControlFD for its real slot before it listens.

@@ -192,3 +192,20 @@ func parseNetlink(b []byte) ([]nlMsg, error) {
 	}
 	return out, nil
 }
+
+// Queue is one listening socket's accept queue.
+type Queue struct {
+	Len, Max int // connections waiting to be accepted; its backlog
+}
+
+// ListenQueues returns the accept queues of the TCP sockets listening on
+// local port (IPv4 and IPv6).
+func ListenQueues(port int) ([]Queue, error) {
+	var out []Queue
+	err := sockDiag(port, 1<<tcpListen, func(d *inetDiagMsg) {
+		if d.State == tcpListen {
+			out = append(out, Queue{Len: int(d.Rqueue), Max: int(d.Wqueue)})
+		}
+	})
+	return out, err
+}

@@ -43,7 +43,11 @@ type dispatcher struct {
 	calls chan call
 	// startSuccessor starts a binary upgrade's new supervisor (a seam for
 	// tests).
-	startSuccessor func(lis listeners, socks []*sockets.Socket, own *children, results chan<- upgradeResult) (*successor, error)
+	startSuccessor func(lis listeners, socks []*sockets.Socket, metrics bool, own *children, results chan<- upgradeResult) (*successor, error)
+	// handover is the metrics hand-over channel to the new supervisor of
+	// a binary upgrade that is done, or nil: Run hands the totals over on
+	// it once the pool has stopped.
+	handover *os.File
 }
 
 func (d *dispatcher) run(received <-chan os.Signal, stop <-chan struct{}) {
@@ -174,7 +178,7 @@ func (d *dispatcher) startUpgrade() string {
 		d.sup.Report(supervisor.Event{Kind: supervisor.EventRefused, Reason: signame.Of(syscall.SIGUSR2) + ": " + why})
 		return why
 	}
-	s, err := d.startSuccessor(d.lis, socks, d.own, d.upgrades)
+	s, err := d.startSuccessor(d.lis, socks, d.cfg.Metrics != nil, d.own, d.upgrades)
 	if err != nil {
 		d.cfg.Logger.Error("binary upgrade failed: cannot start a new supervisor", "err", err.Error())
 		d.lis.upgradeFailed(false)
@@ -217,8 +221,12 @@ func (d *dispatcher) answer(c call) answer {
 // upgraded handles the end of a binary upgrade: the new supervisor serves
 // (this one hands over and stops), or it failed (this one keeps serving).
 func (d *dispatcher) upgraded(res upgradeResult) {
+	s := d.pending
 	d.pending = nil
 	if res.err != nil {
+		if s != nil && s.handover != nil {
+			s.handover.Close()
+		}
 		d.cfg.Logger.Error("binary upgrade failed; the old pool keeps serving", "err", res.err.Error())
 		d.lis.upgradeFailed(true)
 		d.sup.Report(supervisor.Event{Kind: supervisor.EventUpgrade, Reason: "failed: " + res.err.Error(), Pid: res.pid})
@@ -227,6 +235,9 @@ func (d *dispatcher) upgraded(res upgradeResult) {
 	d.cfg.Logger.Info("binary upgrade: the new supervisor serves; stopping this one", "new_pid", res.pid)
 	d.sup.Report(supervisor.Event{Kind: supervisor.EventUpgrade, Reason: "done", Pid: res.pid})
 	d.sd.mainPID(res.pid)
+	if s != nil {
+		d.handover = s.handover
+	}
 	d.stopping = true
 	d.sup.Stop()
 }
@@ -239,6 +250,9 @@ func (d *dispatcher) abandonUpgrade() {
 	}
 	d.cfg.Logger.Warn("stopping the unfinished binary upgrade", "new_pid", d.pending.pid)
 	d.pending.abandon(d.upgrades, d.cfg.Timing.Orphans)
+	if d.pending.handover != nil {
+		d.pending.handover.Close()
+	}
 }
 
 // logWorkers logs one line per live worker (SIGUSR1).

@@ -70,7 +70,7 @@ func newDispatchHarness() *dispatchHarness {
 	h.d = &dispatcher{
 		cfg: Config{Logger: log, Timing: proto.NewTiming(0, 0)}, sup: h.pool, lis: h.lis,
 		sd: &systemd{n: h.sd, log: log}, upgrades: make(chan upgradeResult, 1),
-		startSuccessor: func(listeners, []*sockets.Socket, *children, chan<- upgradeResult) (*successor, error) {
+		startSuccessor: func(listeners, []*sockets.Socket, bool, *children, chan<- upgradeResult) (*successor, error) {
 			if h.startErr != nil {
 				return nil, h.startErr
 			}

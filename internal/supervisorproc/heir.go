@@ -20,6 +20,9 @@ type heir struct {
 	status *os.File          // nil once "ready" or "failed" is sent
 	socks  []*sockets.Socket // the sockets inherited from ListenerFD on
 	lost   bool              // an inherited socket could not be taken over
+	// handover is the metrics hand-over channel from the old supervisor
+	// (proto.HandoverFD), or nil.
+	handover *os.File
 }
 
 // init marks the descriptors a new supervisor inherits close-on-exec before
@@ -27,6 +30,9 @@ type heir struct {
 func init() {
 	if u, ok, err := proto.LookupUpgrade(); ok && err == nil {
 		syscall.CloseOnExec(proto.StatusFD)
+		if os.Getenv(proto.EnvHandover) == "1" {
+			syscall.CloseOnExec(proto.HandoverFD)
+		}
 		for i := range max(u.Socks, 1) {
 			syscall.CloseOnExec(proto.ListenerFD + i)
 		}
@@ -46,6 +52,9 @@ func takeHeir(log *slog.Logger) *heir {
 		return nil
 	}
 	h := &heir{env: env, status: os.NewFile(proto.StatusFD, "clusterflock-upgrade")}
+	if proto.TakeFlag(proto.EnvHandover) {
+		h.handover = os.NewFile(proto.HandoverFD, "clusterflock-handover")
+	}
 	n := env.Socks
 	if env.Shared {
 		n = 1
@@ -114,6 +123,25 @@ func (h *heir) steered(cfg Config) (listeners, error) {
 		return nil, fmt.Errorf("clusterflock: migration %q on %s: %w", sockets.MigrationCBPF, h.env.Addr, err)
 	}
 	return s, nil
+}
+
+// takeHandover returns the metrics hand-over channel (nil if none), which
+// the caller then owns.
+func (h *heir) takeHandover() *os.File {
+	if h == nil {
+		return nil
+	}
+	f := h.handover
+	h.handover = nil
+	return f
+}
+
+// closeHandover closes the hand-over channel of a supervisor without
+// metrics: the old one's totals are not wanted.
+func (h *heir) closeHandover() {
+	if f := h.takeHandover(); f != nil {
+		f.Close()
+	}
 }
 
 func (h *heir) closeSockets() {

@@ -18,9 +18,11 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/clusterflock/clusterflock/control"
+	"github.com/clusterflock/clusterflock/internal/plug"
 	"github.com/clusterflock/clusterflock/internal/proto"
 	"github.com/clusterflock/clusterflock/internal/sdnotify"
 	"github.com/clusterflock/clusterflock/internal/sockets"
@@ -40,7 +42,8 @@ type Config struct {
 	Spare            bool
 	Logger           *slog.Logger
 	OnEvent          func(supervisor.Event)
-	ControlSocket    string // Options.ControlSocket
+	ControlSocket    string        // Options.ControlSocket
+	Metrics          plug.Exporter // Options.Metrics, or nil
 }
 
 // Notify subscribes a buffered channel to the signals a supervisor acts
@@ -78,16 +81,22 @@ func run(ctx context.Context, cfg Config, sigs chan os.Signal, h *heir) error {
 		cfg.Logger.Info("binary upgrade: keeping the old pool's size, larger than Options.Workers", "pid", os.Getpid(), "workers", st.g.Len(), "options_workers", cfg.Workers)
 		cfg.Workers = st.g.Len()
 	}
-	own := &children{}
-	sp, err := newSpawner(cfg, lis, own)
+	var current atomic.Pointer[supervisor.Supervisor]
+	mx, err := startMetrics(cfg, lis, h, &current)
 	if err != nil {
+		return err
+	}
+	own := &children{}
+	sp, err := newSpawner(cfg, lis, own, mx)
+	if err != nil {
+		closeMetrics(mx, nil, cfg.Logger)
 		return err
 	}
 	defer sp.Close()
 	sd := &systemd{n: sdnotify.FromEnv(), log: cfg.Logger, addr: lis.addr()}
 	ctlPath := controlPath(cfg.ControlSocket, lis.addr())
 	ctl := startControl(ctlPath, h != nil, cfg.Logger)
-	onEvent := ctl.follow(cfg.OnEvent, lis)
+	onEvent := withMetrics(mx, ctl.follow(cfg.OnEvent, lis))
 	sup, err := supervisor.New(supervisor.Config{
 		Spawner:          sp,
 		Workers:          cfg.Workers,
@@ -102,8 +111,10 @@ func run(ctx context.Context, cfg Config, sigs chan os.Signal, h *heir) error {
 		if ctl != nil {
 			ctl.Close()
 		}
+		closeMetrics(mx, nil, cfg.Logger)
 		return fmt.Errorf("clusterflock: %w", err)
 	}
+	current.Store(sup)
 	logStart(cfg, lis, c, h)
 	d := &dispatcher{cfg: cfg, sup: sup, lis: lis, sd: sd, own: own, upgrades: make(chan upgradeResult, 1),
 		calls: make(chan call), startSuccessor: startSuccessor}
@@ -127,7 +138,63 @@ func run(ctx context.Context, cfg Config, sigs chan os.Signal, h *heir) error {
 		ctl.Close()
 	}
 	wg.Wait()
+	closeMetrics(mx, d.handover, cfg.Logger)
 	return err
+}
+
+// startMetrics starts Options.Metrics' supervisor side, or returns nil
+// without it. A heir of a binary upgrade takes the old supervisor's
+// hand-over channel.
+func startMetrics(cfg Config, lis listeners, h *heir, sup *atomic.Pointer[supervisor.Supervisor]) (plug.Supervisor, error) {
+	if cfg.Metrics == nil {
+		h.closeHandover()
+		return nil, nil
+	}
+	mx, err := cfg.Metrics.Supervisor(plug.SupervisorConfig{
+		Logger:   cfg.Logger,
+		Handover: h.takeHandover(),
+		Pool: func() supervisor.Snapshot {
+			if s := sup.Load(); s != nil {
+				return s.Snapshot()
+			}
+			return supervisor.Snapshot{}
+		},
+		Queues: func() ([]plug.Queue, error) { return queues(lis.addr()) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	return mx, nil
+}
+
+// withMetrics returns next with the metrics' counting of events first.
+func withMetrics(mx plug.Supervisor, next func(supervisor.Event)) func(supervisor.Event) {
+	if mx == nil {
+		return next
+	}
+	return func(ev supervisor.Event) {
+		mx.Event(ev)
+		if next != nil {
+			next(ev)
+		}
+	}
+}
+
+// closeMetrics stops the metrics, handing their totals over on handover
+// (a done binary upgrade's channel) if not nil.
+func closeMetrics(mx plug.Supervisor, handover *os.File, log *slog.Logger) {
+	switch {
+	case mx == nil:
+		if handover != nil {
+			handover.Close()
+		}
+	case handover != nil:
+		if err := mx.HandOver(handover); err != nil {
+			log.Warn("metrics: the hand-over to the new supervisor failed; its counters start again", "err", err.Error())
+		}
+	default:
+		mx.Close()
+	}
 }
 
 // follow returns the supervisor's OnEvent: the control socket's event bus,

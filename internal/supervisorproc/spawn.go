@@ -15,8 +15,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/clusterflock/clusterflock/internal/plug"
 	"github.com/clusterflock/clusterflock/internal/proto"
 	"github.com/clusterflock/clusterflock/supervisor"
+	"golang.org/x/sys/unix"
 )
 
 // spawner starts workers by re-executing this program (a supervisor.Spawner).
@@ -28,12 +30,13 @@ type spawner struct {
 	own      *children
 	timing   proto.Timing
 	log      *slog.Logger
-	lifeline *os.File // read end, inherited by every worker
-	keep     *os.File // write end, held only by the supervisor
-	spare    *spares  // Options.Spare, or nil
+	lifeline *os.File        // read end, inherited by every worker
+	keep     *os.File        // write end, held only by the supervisor
+	spare    *spares         // Options.Spare, or nil
+	metrics  plug.Supervisor // Options.Metrics' supervisor side, or nil
 }
 
-func newSpawner(cfg Config, lis listeners, own *children) (*spawner, error) {
+func newSpawner(cfg Config, lis listeners, own *children, metrics plug.Supervisor) (*spawner, error) {
 	path, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("clusterflock: cannot find this program to re-execute: %w", err)
@@ -57,6 +60,7 @@ func newSpawner(cfg Config, lis listeners, own *children) (*spawner, error) {
 		log:      cfg.Logger,
 		lifeline: r,
 		keep:     w,
+		metrics:  metrics,
 	}
 	if cfg.Spare {
 		s.spare = &spares{s: s}
@@ -72,6 +76,7 @@ func workerEnviron(env []string, gomaxprocs, workers int) []string {
 	explicit := false
 	for _, kv := range env {
 		if strings.HasPrefix(kv, proto.EnvWorker+"=") || strings.HasPrefix(kv, proto.EnvUpgrade+"=") ||
+			strings.HasPrefix(kv, proto.EnvMetrics+"=") || strings.HasPrefix(kv, proto.EnvHandover+"=") ||
 			strings.HasPrefix(kv, "NOTIFY_SOCKET=") || strings.HasPrefix(kv, "WATCHDOG_") {
 			continue // the supervisor's alone
 		}
@@ -148,15 +153,30 @@ func (s *spawner) start(w supervisor.Worker, control *os.File) (*process, error)
 		tap.r.Close()
 		return nil, fmt.Errorf("listener for slot %d: %w", w.Slot, err)
 	}
+	mine, theirs, err := s.metricsPair()
+	if err != nil {
+		sr.Close()
+		sw.Close()
+		tw.Close()
+		tap.r.Close()
+		if ln != nil {
+			ln.Close()
+		}
+		return nil, err
+	}
 	marker := proto.WorkerEnv{SupervisorPID: os.Getpid(), Slot: w.Slot, Generation: w.Generation,
 		Migration: string(s.lis.migration()), Inherited: s.lis.inherited(), Addr: s.lis.addr()}
-	// proto.StatusFD, LifelineFD, ListenerFD, ControlFD, StderrFD, ImageFD (nil: none)
-	files := []*os.File{sw, s.lifeline, ln, control, os.Stderr, image}
+	// proto.StatusFD, LifelineFD, ListenerFD, ControlFD, StderrFD, ImageFD, MetricsFD (nil: none)
+	files := []*os.File{sw, s.lifeline, ln, control, os.Stderr, image, theirs}
+	env := append(s.env[:len(s.env):len(s.env)], proto.EnvWorker+"="+marker.Encode())
+	if theirs != nil {
+		env = append(env, proto.EnvMetrics+"=1")
+	}
 	command := func(path string) *exec.Cmd {
 		return &exec.Cmd{
 			Path:        path,
 			Args:        s.args,
-			Env:         append(s.env[:len(s.env):len(s.env)], proto.EnvWorker+"="+marker.Encode()),
+			Env:         env,
 			Stdout:      os.Stdout,
 			Stderr:      tw,    // until ready
 			ExtraFiles:  files, // slot i is fd 3+i
@@ -177,10 +197,19 @@ func (s *spawner) start(w supervisor.Worker, control *os.File) (*process, error)
 	if ln != nil {
 		ln.Close() // the worker has its own
 	}
+	if theirs != nil {
+		theirs.Close()
+	}
 	if err != nil {
 		sr.Close()
 		tap.r.Close()
+		if mine != nil {
+			mine.Close()
+		}
 		return nil, err
+	}
+	if mine != nil {
+		s.metrics.Attach(cmd.Process.Pid, mine)
 	}
 	go tap.run(os.Stderr)
 	p := &process{cmd: cmd, own: s.own, status: sr, tap: tap, linger: s.timing.Linger, hasListener: ln != nil,
@@ -189,6 +218,30 @@ func (s *spawner) start(w supervisor.Worker, control *os.File) (*process, error)
 	go p.read()
 	go p.wait()
 	return p, nil
+}
+
+// metricsPair is a worker's metrics channel (nil without Options.Metrics):
+// the supervisor's end and the worker's.
+func (s *spawner) metricsPair() (mine, theirs *os.File, err error) {
+	if s.metrics == nil {
+		return nil, nil, nil
+	}
+	return socketPair()
+}
+
+// socketPair is a connected pair of unix stream sockets, close-on-exec.
+func socketPair() (*os.File, *os.File, error) {
+	syscall.ForkLock.RLock() // no fork between the socketpair and CloseOnExec
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	if err == nil {
+		unix.CloseOnExec(fds[0])
+		unix.CloseOnExec(fds[1])
+	}
+	syscall.ForkLock.RUnlock()
+	if err != nil {
+		return nil, nil, fmt.Errorf("socketpair: %w", err)
+	}
+	return os.NewFile(uintptr(fds[0]), "clusterflock-socketpair"), os.NewFile(uintptr(fds[1]), "clusterflock-socketpair"), nil
 }
 
 // process is a worker started by spawner (a supervisor.Process).

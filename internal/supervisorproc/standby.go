@@ -5,7 +5,6 @@ package supervisorproc
 import (
 	"os"
 	"slices"
-	"syscall"
 	"time"
 
 	"github.com/clusterflock/clusterflock/internal/proto"
@@ -119,17 +118,10 @@ func (sp *spares) start(gen int) {
 		sp.retired = append(sp.retired, sp.standby)
 		sp.standby = nil
 	}
-	syscall.ForkLock.RLock() // no fork between socketpair and close-on-exec
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
-	if err == nil {
-		unix.CloseOnExec(fds[0])
-		unix.CloseOnExec(fds[1])
-	}
-	syscall.ForkLock.RUnlock()
+	cr, cw, err := socketPair()
 	if err != nil {
 		return // no standby this time; the next spawn tries again
 	}
-	cr, cw := os.NewFile(uintptr(fds[0]), "standby-control"), os.NewFile(uintptr(fds[1]), "standby-control")
 	p, err := sp.s.start(supervisor.Worker{Slot: proto.StandbySlot, Generation: gen}, cr)
 	cr.Close()
 	if err != nil {

@@ -31,16 +31,18 @@ type upgradeResult struct {
 
 // successor is a new supervisor being started by this one.
 type successor struct {
-	pid    int // cmd.Process.Pid, which Release clears
-	cmd    *exec.Cmd
-	status *os.File
-	own    *children
+	pid      int // cmd.Process.Pid, which Release clears
+	cmd      *exec.Cmd
+	status   *os.File
+	own      *children
+	handover *os.File // this side of the metrics hand-over, or nil
 }
 
 // startSuccessor starts the new supervisor, handing it socks (a steered
 // group's sockets in the kernel's order, or the one shared listener), and
-// reports on results once.
-func startSuccessor(lis listeners, socks []*sockets.Socket, own *children, results chan<- upgradeResult) (*successor, error) {
+// reports on results once. With metrics, it gets the other end of a
+// hand-over channel (see package metrics) at proto.HandoverFD.
+func startSuccessor(lis listeners, socks []*sockets.Socket, metrics bool, own *children, results chan<- upgradeResult) (*successor, error) {
 	path, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -54,28 +56,38 @@ func startSuccessor(lis listeners, socks []*sockets.Socket, own *children, resul
 	if err != nil {
 		return nil, err
 	}
+	env := append(withoutMarkers(os.Environ()), proto.EnvUpgrade+"="+marker.Encode())
+	var mine, theirs *os.File
+	if metrics {
+		if mine, theirs, err = socketPair(); err != nil {
+			closeFiles(files)
+			return nil, err
+		}
+		env = append(env, proto.EnvHandover+"=1")
+	}
 	r, w, err := os.Pipe()
 	if err != nil {
-		closeFiles(files)
+		closeFiles(append(files, mine, theirs))
 		return nil, err
 	}
 	cmd := &exec.Cmd{
 		Path:       path,
 		Args:       os.Args,
-		Env:        append(withoutMarkers(os.Environ()), proto.EnvUpgrade+"="+marker.Encode()),
+		Env:        env,
 		Stdin:      os.Stdin,
 		Stdout:     os.Stdout,
 		Stderr:     os.Stderr,
-		ExtraFiles: append([]*os.File{w}, files...), // proto.StatusFD, then ListenerFD, …
+		ExtraFiles: append([]*os.File{w, theirs}, files...), // proto.StatusFD, HandoverFD, then ListenerFD, …
 	}
 	err = own.start(cmd)
 	w.Close()
-	closeFiles(files) // the new supervisor has its own
+	closeFiles(append(files, theirs)) // the new supervisor has its own
 	if err != nil {
 		r.Close()
+		closeFiles([]*os.File{mine})
 		return nil, err
 	}
-	s := &successor{pid: cmd.Process.Pid, cmd: cmd, status: r, own: own}
+	s := &successor{pid: cmd.Process.Pid, cmd: cmd, status: r, own: own, handover: mine}
 	go s.watch(results)
 	return s, nil
 }
@@ -85,7 +97,7 @@ func upgradeFiles(socks []*sockets.Socket) ([]*os.File, error) {
 	if len(socks) == 0 {
 		return nil, nil
 	}
-	files := []*os.File{nil} // fd 4 (LifelineFD in a worker) is unused: ListenerFD is 5
+	var files []*os.File // from ListenerFD (5) on; fd 4 is HandoverFD
 	for _, s := range socks {
 		f, err := s.File()
 		if err != nil {
@@ -100,7 +112,8 @@ func upgradeFiles(socks []*sockets.Socket) ([]*os.File, error) {
 func withoutMarkers(environ []string) []string {
 	env := make([]string, 0, len(environ)+1)
 	for _, kv := range environ {
-		if !strings.HasPrefix(kv, proto.EnvUpgrade+"=") && !strings.HasPrefix(kv, proto.EnvWorker+"=") {
+		if !strings.HasPrefix(kv, proto.EnvUpgrade+"=") && !strings.HasPrefix(kv, proto.EnvWorker+"=") &&
+			!strings.HasPrefix(kv, proto.EnvHandover+"=") && !strings.HasPrefix(kv, proto.EnvMetrics+"=") {
 			env = append(env, kv)
 		}
 	}

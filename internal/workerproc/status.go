@@ -21,6 +21,9 @@ func init() {
 			syscall.CloseOnExec(fd)
 		}
 		closeImage()
+		if os.Getenv(proto.EnvMetrics) == "1" {
+			syscall.CloseOnExec(proto.MetricsFD)
+		}
 	}
 }
 

@@ -35,6 +35,9 @@ type Config struct {
 	// Load, if set, is the requests served and in flight, which each
 	// heartbeat reports.
 	Load func() (served, inFlight int64)
+	// Metrics, if set, is closed once the worker has stopped serving (or
+	// failed): it sends the worker's final metrics (Options.Metrics).
+	Metrics io.Closer
 }
 
 // ServeFunc serves on ln until ctx is done, then stops gracefully; env is the
@@ -77,6 +80,9 @@ type worker struct {
 }
 
 func (w *worker) run(ctx context.Context, serve ServeFunc) error {
+	if w.cfg.Metrics != nil {
+		defer w.cfg.Metrics.Close()
+	}
 	var inherited *os.File // a standby's listener, received on activation
 	if w.env.Slot == proto.StandbySlot {
 		var ok bool

@@ -1,0 +1,222 @@
+package metrics
+
+import (
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/clusterflock/clusterflock/internal/plug"
+	"github.com/clusterflock/clusterflock/supervisor"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// startHub starts a supervisor side on a free port with a fake pool.
+func startHub(t *testing.T, e *Exporter) *hub {
+	t.Helper()
+	if e.Addr == "" {
+		e.Addr = "127.0.0.1:0"
+	}
+	s, err := e.Supervisor(plug.SupervisorConfig{
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Pool:   func() supervisor.Snapshot { return supervisor.Snapshot{Desired: 2} },
+		Queues: func() ([]plug.Queue, error) { return []plug.Queue{{Len: 1, Max: 128}}, nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := s.(*hub)
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+// pair is a connected metrics channel: the supervisor's end as a file (for
+// Attach) and the worker's end as a connection.
+func pair(t *testing.T) (*os.File, net.Conn) {
+	t.Helper()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wf := os.NewFile(uintptr(fds[1]), "worker")
+	c, err := net.FileConn(wf)
+	wf.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return os.NewFile(uintptr(fds[0]), "supervisor"), c
+}
+
+// attachWorker attaches a real worker side with registry reg.
+func attachWorker(t *testing.T, h *hub, pid int, reg prometheus.Gatherer) *worker {
+	t.Helper()
+	sup, wk := pair(t)
+	wf, err := wk.(*net.UnixConn).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wk.Close()
+	pw, err := (&Exporter{Gatherer: reg}).Worker(plug.WorkerConfig{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, wf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Event(supervisor.Event{Kind: supervisor.EventSpawn, Worker: supervisor.Worker{Pid: pid, Slot: pid % 10}})
+	h.Attach(pid, sup)
+	return pw.(*worker)
+}
+
+func counterReg(v float64) (*prometheus.Registry, prometheus.Counter) {
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "app_total", Help: "App."})
+	c.Add(v)
+	r := prometheus.NewRegistry()
+	r.MustRegister(c)
+	return r, c
+}
+
+func appTotal(t *testing.T, h *hub) float64 {
+	t.Helper()
+	mfs, err := h.workerFamilies()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "app_total" {
+			return mf.Metric[0].GetCounter().GetValue()
+		}
+	}
+	return -1
+}
+
+// TestHubWorkerLeaves: a scrape sees the workers' current counts; a
+// worker that closes (its final snapshot sent) keeps counting in.
+func TestHubWorkerLeaves(t *testing.T) {
+	h := startHub(t, &Exporter{})
+	ra, ca := counterReg(3)
+	rb, _ := counterReg(4)
+	a := attachWorker(t, h, 101, ra)
+	attachWorker(t, h, 102, rb)
+	if got := appTotal(t, h); got != 7 {
+		t.Fatalf("app_total = %v, want 7", got)
+	}
+	ca.Add(10) // counted after the last scrape: the final snapshot has it
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitMembers(t, h, 1)
+	if got := appTotal(t, h); got != 17 {
+		t.Errorf("app_total after a worker left = %v, want 17", got)
+	}
+}
+
+func waitMembers(t *testing.T, h *hub, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		h.mu.Lock()
+		got := len(h.members)
+		h.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d members, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond) // polling interval, bounded by the deadline
+	}
+}
+
+// TestHubWedgedWorker: a worker that never answers holds a scrape for
+// ScrapeTimeout at most, and shows its last snapshot.
+func TestHubWedgedWorker(t *testing.T) {
+	h := startHub(t, &Exporter{ScrapeTimeout: 50 * time.Millisecond})
+	ra, _ := counterReg(5)
+	attachWorker(t, h, 101, ra)
+	sup, wk := pair(t)
+	h.Attach(102, sup) // never reads its gathers
+	_ = wk
+	start := time.Now()
+	if got := appTotal(t, h); got != 5 {
+		t.Errorf("app_total = %v, want 5", got)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("a scrape with a wedged worker took %v, want about ScrapeTimeout (50ms)", d)
+	}
+}
+
+// TestHubHostileWorker: garbage, a malformed snapshot and an oversized
+// frame are the worker's failure: counted, its last good snapshot stays,
+// the supervisor carries on.
+func TestHubHostileWorker(t *testing.T) {
+	h := startHub(t, &Exporter{ScrapeTimeout: 50 * time.Millisecond})
+	ra, _ := counterReg(2)
+	attachWorker(t, h, 101, ra)
+	for _, c := range []struct {
+		name  string
+		bytes []byte
+	}{
+		{"a malformed snapshot", frame(frameSnapshot, []byte{0xff, 0xff, 0xff, 0x0f, 1, 2})},
+		{"an unknown frame", frame('z', nil)},
+		{"an oversized frame", func() []byte {
+			b := make([]byte, 4)
+			binary.BigEndian.PutUint32(b, maxFrame+1)
+			return b
+		}()},
+	} {
+		sup, wk := pair(t)
+		h.Attach(200, sup)
+		good, _ := counterReg(1)
+		mfs, _ := good.Gather()
+		body, _ := encodeFamilies(mfs)
+		wk.Write(frame(frameSnapshot, body))
+		wk.Write(c.bytes)
+		if got := appTotal(t, h); got < 3 {
+			t.Errorf("after %s: app_total = %v, want ≥ 3", c.name, got)
+		}
+		wk.Close()
+		waitMembers(t, h, 1)
+	}
+	mfs, _ := h.registry.Gather()
+	var errs []string
+	for _, mf := range mfs {
+		if mf.GetName() == "clusterflock_metrics_worker_errors_total" {
+			for _, m := range mf.Metric {
+				errs = append(errs, m.Label[0].GetValue())
+			}
+		}
+	}
+	if s := strings.Join(errs, ","); !strings.Contains(s, "malformed") || !strings.Contains(s, "oversized") {
+		t.Errorf("worker errors counted: %s, want malformed and oversized", s)
+	}
+	if got := appTotal(t, h); got != 5 {
+		t.Errorf("app_total at the end = %v, want 2 + 3 × 1 kept", got)
+	}
+}
+
+func frame(k byte, body []byte) []byte {
+	b := make([]byte, 5, 5+len(body))
+	binary.BigEndian.PutUint32(b, uint32(len(body)+1))
+	b[4] = k
+	return append(b, body...)
+}
+
+// TestHubRefusesBadAddr: an address that is taken or malformed is an error
+// naming it, at start.
+func TestHubRefusesBadAddr(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	for _, addr := range []string{ln.Addr().String(), "127.0.0.1:notaport", ""} {
+		_, err := (&Exporter{Addr: addr}).Supervisor(plug.SupervisorConfig{Logger: slog.Default()})
+		if err == nil || !strings.Contains(err.Error(), "Exporter.Addr") {
+			t.Errorf("Addr %q: error %v, want one naming Exporter.Addr", addr, err)
+		}
+	}
+}
