@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -56,7 +55,7 @@ func (h *hub) HandOver(ch *os.File) error {
 		return fmt.Errorf("metrics hand-over: the listener: %w", err)
 	}
 	defer f.Close()
-	if _, _, err := uc.WriteMsgUnix([]byte{'L'}, syscall.UnixRights(int(f.Fd())), nil); err != nil {
+	if err := sendFile(uc, f); err != nil {
 		return fmt.Errorf("metrics hand-over: the listener: %w", err)
 	}
 	return nil
@@ -145,25 +144,10 @@ func (h *hub) receive(conn net.Conn) (net.Listener, error) {
 	if !ok {
 		return nil, errors.New("not a unix socket")
 	}
-	oob := make([]byte, syscall.CmsgSpace(4))
-	_, oobn, _, _, err := uc.ReadMsgUnix(make([]byte, 1), oob)
+	f, err := receiveFile(uc)
 	if err != nil {
 		return nil, fmt.Errorf("the listener: %w", err)
 	}
-	return listenerFrom(oob[:oobn])
-}
-
-// listenerFrom is the listener passed in a control message.
-func listenerFrom(oob []byte) (net.Listener, error) {
-	msgs, err := syscall.ParseSocketControlMessage(oob)
-	if err != nil || len(msgs) != 1 {
-		return nil, fmt.Errorf("the listener: no descriptor came (%v)", err)
-	}
-	fds, err := syscall.ParseUnixRights(&msgs[0])
-	if err != nil || len(fds) != 1 {
-		return nil, fmt.Errorf("the listener: no descriptor came (%v)", err)
-	}
-	f := os.NewFile(uintptr(fds[0]), "clusterflock-metrics")
 	defer f.Close()
 	return net.FileListener(f)
 }

@@ -39,7 +39,7 @@ func startHub(t *testing.T, e *Exporter) *hub {
 // Attach) and the worker's end as a connection.
 func pair(t *testing.T) (*os.File, net.Conn) {
 	t.Helper()
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
