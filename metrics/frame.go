@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -9,6 +10,8 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"google.golang.org/protobuf/encoding/protodelim"
 )
 
 // The metrics channel between the supervisor and a worker is a unix stream
@@ -62,8 +65,13 @@ func readFrame(r io.Reader) (byte, []byte, error) {
 	case n > maxFrame:
 		return 0, nil, fmt.Errorf("%w (%d bytes)", errTooLarge, n)
 	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(r, buf); err != nil {
+	// Grown as the bytes arrive: a header alone does not make the
+	// supervisor allocate what it claims.
+	buf, err := io.ReadAll(io.LimitReader(r, int64(n)))
+	if err == nil && len(buf) < int(n) {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
 		return 0, nil, fmt.Errorf("truncated frame: %w", err)
 	}
 	if buf[0] != frameSnapshot && buf[0] != frameError {
@@ -87,15 +95,22 @@ func encodeFamilies(mfs []*dto.MetricFamily) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// decodeSnapshot parses and checks a snapshot body (see newSet).
+// decodeSnapshot parses and checks a snapshot body (see newSet). Each
+// family's length prefix is bounded by the body's own length: a prefix
+// that claims more must not make the supervisor allocate it (expfmt's
+// decoder would).
 func decodeSnapshot(body []byte) (set, error) {
-	dec := expfmt.NewDecoder(bytes.NewReader(body), delimited)
+	r := bufio.NewReader(bytes.NewReader(body))
+	opts := protodelim.UnmarshalOptions{MaxSize: int64(len(body))}
 	var mfs []*dto.MetricFamily
 	for {
 		mf := &dto.MetricFamily{}
-		err := dec.Decode(mf)
+		err := opts.UnmarshalFrom(r, mf)
 		if errors.Is(err, io.EOF) {
 			break
+		}
+		if err == nil {
+			err = checkNames(mf)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("malformed snapshot: %w", err)
@@ -107,4 +122,23 @@ func decodeSnapshot(body []byte) (set, error) {
 		return nil, fmt.Errorf("malformed snapshot: %w", err)
 	}
 	return s, nil
+}
+
+// checkNames checks mf's metric and label names and label values, as the
+// Prometheus data model (UTF-8 names) requires.
+func checkNames(mf *dto.MetricFamily) error {
+	if !model.UTF8Validation.IsValidMetricName(mf.GetName()) {
+		return fmt.Errorf("invalid metric name %q", mf.GetName())
+	}
+	for _, m := range mf.Metric {
+		for _, l := range m.GetLabel() {
+			if !model.UTF8Validation.IsValidLabelName(l.GetName()) {
+				return fmt.Errorf("metric %q: invalid label name %q", mf.GetName(), l.GetName())
+			}
+			if !model.LabelValue(l.GetValue()).IsValid() {
+				return fmt.Errorf("metric %q: invalid label value %q", mf.GetName(), l.GetValue())
+			}
+		}
+	}
+	return nil
 }

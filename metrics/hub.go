@@ -54,6 +54,7 @@ type member struct {
 	snap    set
 	frames  int
 	changed chan struct{} // closed at the next frame, or at the end
+	warned  bool          // a refused frame was logged (later ones are only counted)
 }
 
 // Supervisor implements the pool's seam (Options.Metrics); programs do not
@@ -76,6 +77,9 @@ func (e *Exporter) Supervisor(cfg plug.SupervisorConfig) (plug.Supervisor, error
 		Name: "clusterflock_metrics_worker_errors_total",
 		Help: "Worker metrics the supervisor could not use, by reason: gather (the worker's registry failed), malformed, oversized (its channel was cut), conflict (a family refused at merge), timeout (no fresh snapshot within ScrapeTimeout).",
 	}, []string{"reason"})
+	for _, r := range []string{"gather", "malformed", "oversized", "conflict", "timeout"} {
+		h.errs.WithLabelValues(r)
+	}
 	h.pool = newPoolMetrics(cfg.Pool, cfg.Queues)
 	h.registry.MustRegister(h.errs, h.pool,
 		prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{Namespace: "clusterflock_supervisor"}))
@@ -198,17 +202,24 @@ func (h *hub) read(m *member) {
 			return
 		}
 		if kind == frameError {
-			h.errs.WithLabelValues("gather").Inc()
-			h.log.Warn("metrics: a worker's registry failed to gather", "pid", m.pid, "err", string(body))
+			h.refused(m, "gather", "metrics: a worker's registry failed to gather (logged once a worker; counted in clusterflock_metrics_worker_errors_total)", string(body))
 			continue
 		}
 		s, err := decodeSnapshot(body)
 		if err != nil {
-			h.errs.WithLabelValues("malformed").Inc()
-			h.log.Error("metrics: refused a worker's snapshot: its previous one stays", "pid", m.pid, "err", err.Error())
+			h.refused(m, "malformed", "metrics: refused a worker's snapshot: its previous one stays (logged once a worker; counted in clusterflock_metrics_worker_errors_total)", err.Error())
 			continue
 		}
 		h.update(m, s)
+	}
+}
+
+// refused counts a frame of m that could not be used, and logs the first.
+func (h *hub) refused(m *member, reason, msg, detail string) {
+	h.errs.WithLabelValues(reason).Inc()
+	if !m.warned {
+		m.warned = true
+		h.log.Warn(msg, "pid", m.pid, "reason", reason, "err", detail)
 	}
 }
 

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -240,8 +241,16 @@ func TestDecodeRefusesMalformed(t *testing.T) {
 			t.Errorf("%s: decoded without error", what)
 		}
 	}
+	// A length prefix claiming 4 GiB in a 5-byte body: refused without
+	// allocating what it claims.
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
 	if _, err := decodeSnapshot([]byte{0xff, 0xff, 0xff, 0xff, 0x0f}); err == nil {
 		t.Error("garbage: decoded without error")
+	}
+	runtime.ReadMemStats(&after)
+	if n := after.TotalAlloc - before.TotalAlloc; n > 1<<20 {
+		t.Errorf("decoding a 5-byte body allocated %d bytes", n)
 	}
 }
 

@@ -1,0 +1,47 @@
+package metrics
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// FuzzSnapshot: whatever bytes a worker sends on its metrics channel, the
+// supervisor's frame reader and snapshot decoder return an error or a set
+// that merges, keeps and is served (prometheus.Gatherers accepts it), and
+// never panic.
+func FuzzSnapshot(f *testing.F) {
+	w := newFakeWorker(&testing.T{}, []float64{0.1, 1})
+	w.hits.WithLabelValues("/").Add(3)
+	w.latency.Observe(0.5)
+	w.sizes.Observe(1)
+	mfs, _ := w.reg.Gather()
+	body, _ := encodeFamilies(mfs)
+	f.Add(frame(frameSnapshot, body))
+	f.Add(frame(frameError, []byte("boom")))
+	f.Add(frame(frameSnapshot, body[:len(body)/2]))
+	f.Add([]byte{0, 0, 0, 1, 's'})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := bytes.NewReader(data)
+		for {
+			kind, body, err := readFrame(r)
+			if err != nil {
+				return
+			}
+			if kind != frameSnapshot {
+				continue
+			}
+			s, err := decodeSnapshot(body)
+			if err != nil {
+				continue
+			}
+			kept := set{}
+			kept.keep(resets(s, set{}))
+			out, _ := merge(kept, []contribution{{slot: 0, snap: s}, {slot: 1, snap: s}}, map[string]bool{"x": true}, reserved)
+			g := prometheus.Gatherers{prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) { return out.families(), nil })}
+			_, _ = g.Gather() // may report inconsistencies; must not panic
+		}
+	})
+}
