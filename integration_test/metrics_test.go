@@ -157,8 +157,9 @@ func waitCount(t *testing.T, addr string, want float64) map[string]*dto.MetricFa
 
 // TestMetricsMerged: a handler counts its own requests in each worker; the
 // supervisor's /metrics reads exactly the requests sent, across a HUP that
-// replaces every worker, recycling (MaxRequests), a TTOU and a binary
-// upgrade, and the counters never decrease while that happens.
+// replaces every worker, recycling (MaxRequests), a TTOU, a SIGKILL just
+// after a scrape, and a binary upgrade, and the counters never decrease
+// while that happens.
 func TestMetricsMerged(t *testing.T) {
 	// Heartbeats every 100 ms: a worker past MaxRequests asks to be
 	// replaced at its next one.
@@ -191,6 +192,15 @@ func TestMetricsMerged(t *testing.T) {
 	waitExits(t, p, mark, 1)
 	step("a TTOU", 100)
 
+	// A worker killed abruptly right after a scrape (a fresh gather) has
+	// lost nothing: its last snapshot stays.
+	mark = p.mark()
+	if err := syscall.Kill(p.workerPids()[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	p.waitEvent(mark, supervisor.EventReady, nil)
+	step("a SIGKILL", 100)
+
 	mark = p.mark()
 	p.signal(syscall.SIGUSR2)
 	newPid := p.waitUpgradeBegin(mark)
@@ -211,7 +221,7 @@ func TestMetricsMerged(t *testing.T) {
 	if n := value(mfs, "clusterflock_worker_exits_total", "reason", "recycled"); n < 1 {
 		t.Errorf("clusterflock_worker_exits_total{reason=\"recycled\"} = %v after %d requests with MaxRequests 150", n, total)
 	}
-	for _, reason := range []string{"upgrade", "retired"} {
+	for _, reason := range []string{"upgrade", "retired", "signal"} {
 		if n := value(mfs, "clusterflock_worker_exits_total", "reason", reason); n < 1 {
 			t.Errorf("clusterflock_worker_exits_total{reason=%q} = %v, want ≥ 1", reason, n)
 		}

@@ -28,7 +28,7 @@ func ExampleExporter() {
 	opts := clusterflock.Options{
 		Metrics: &metrics.Exporter{
 			Addr:    "127.0.0.1:9100",
-			PerSlot: []string{"process_start_time_seconds"}, // a sum of start times means nothing
+			PerSlot: append(metrics.DefaultPerSlot(), "config_max_items"), // sums that mean nothing
 		},
 	}
 	if err := clusterflock.Run(context.Background(), h, opts); err != nil {

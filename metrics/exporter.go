@@ -51,7 +51,8 @@ type Exporter struct {
 	Gatherer prometheus.Gatherer
 	// PerSlot names gauges that are not summed across workers but shown
 	// once per worker slot, with a "slot" label (the newest worker of each
-	// slot). A gauge that already has a "slot" label cannot be.
+	// slot). A gauge that already has a "slot" label cannot be. nil means
+	// DefaultPerSlot(); an empty, non-nil slice sums every gauge.
 	PerSlot []string
 	// GatherInterval is how often the supervisor gathers every worker
 	// even without a scrape: it bounds what an abruptly killed worker's
@@ -61,6 +62,28 @@ type Exporter struct {
 	// snapshots: a worker that has not answered by then (wedged, or busy)
 	// is shown with its last one. 0 means 250ms; negative is an error.
 	ScrapeTimeout time.Duration
+}
+
+// DefaultPerSlot returns the gauges of client_golang's Go and process
+// collectors whose sum across workers means nothing: start times, limits,
+// settings, the build-info 1.
+func DefaultPerSlot() []string {
+	return []string{
+		"go_gc_gogc_percent", "go_gc_gomemlimit_bytes", "go_info", "go_memstats_last_gc_time_seconds",
+		"go_sched_gomaxprocs_threads", "process_max_fds", "process_start_time_seconds", "process_virtual_memory_max_bytes",
+	}
+}
+
+func (e *Exporter) perSlot() map[string]bool {
+	names := e.PerSlot
+	if names == nil {
+		names = DefaultPerSlot()
+	}
+	m := make(map[string]bool, len(names))
+	for _, n := range names {
+		m[n] = true
+	}
+	return m
 }
 
 func (e *Exporter) gatherer() prometheus.Gatherer {

@@ -66,12 +66,9 @@ func (e *Exporter) Supervisor(cfg plug.SupervisorConfig) (plug.Supervisor, error
 	if e.GatherInterval < 0 || e.ScrapeTimeout < 0 {
 		return nil, fmt.Errorf("clusterflock/metrics: negative Exporter.GatherInterval (%v) or ScrapeTimeout (%v)", e.GatherInterval, e.ScrapeTimeout)
 	}
-	h := &hub{log: cfg.Logger, perSlot: map[string]bool{}, kept: set{}, carried: set{},
+	h := &hub{log: cfg.Logger, perSlot: e.perSlot(), kept: set{}, carried: set{},
 		members: map[int]*member{}, stop: make(chan struct{})}
 	h.gatherInterval, h.scrapeTimeout = e.intervals()
-	for _, name := range e.PerSlot {
-		h.perSlot[name] = true
-	}
 	h.registry = prometheus.NewRegistry()
 	h.errs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "clusterflock_metrics_worker_errors_total",

@@ -90,7 +90,7 @@ func (w *worker) Handler(h http.Handler) http.Handler {
 
 // Close implements plug.Worker: the final snapshot, then the channel closes.
 func (w *worker) Close() error {
-	w.conn.SetReadDeadline(time.Now())
+	w.conn.SetDeadline(time.Now()) // serve's read, or a write the supervisor does not take
 	<-w.done
 	err := w.send(time.Now().Add(finalWrite))
 	if cerr := w.conn.Close(); err == nil {
