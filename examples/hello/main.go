@@ -7,6 +7,9 @@
 //	kill -TTOU <supervisor pid>  # one fewer (the oldest)
 //	kill -HUP  <supervisor pid>  # rolling restart
 //	kill -TERM <supervisor pid>  # graceful stop (Ctrl-C: immediate stop)
+//
+// With METRICS_ADDR=127.0.0.1:9100 the supervisor also serves the pool's
+// merged metrics: curl 127.0.0.1:9100/metrics.
 package main
 
 import (
@@ -17,6 +20,7 @@ import (
 	"os"
 
 	"github.com/clusterflock/clusterflock"
+	"github.com/clusterflock/clusterflock/metrics"
 )
 
 func main() {
@@ -31,7 +35,11 @@ func main() {
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "hello from worker %d\n", os.Getpid())
 	})
-	err := clusterflock.Run(context.Background(), h, clusterflock.Options{})
+	var opts clusterflock.Options
+	if addr := os.Getenv("METRICS_ADDR"); addr != "" {
+		opts.Metrics = &metrics.Exporter{Addr: addr}
+	}
+	err := clusterflock.Run(context.Background(), h, opts)
 	switch {
 	case errors.Is(err, clusterflock.ErrInterrupted):
 		os.Exit(130) // Ctrl-C: the workers were killed at once, as asked
