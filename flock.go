@@ -80,6 +80,27 @@ type Options struct {
 	// over by a binary upgrade. Failing to create it is a warning, not an
 	// error.
 	ControlSocket string
+	// StuckTimeout, if positive, replaces a stuck worker (Run only): one
+	// that has requests in flight and makes no progress for this long,
+	// where progress is a request completed, a response written to or
+	// flushed, or a connection hijacked (a websocket no longer counts as in
+	// flight), so streams and websockets are not stuck. Before it is
+	// replaced (new-before-old; its requests get ShutdownTimeout), the
+	// worker writes its goroutine dump to control.DefaultDir()/stuck-<pid>-
+	// <time>.txt, and the log and EventStuck name the stuck requests
+	// (method, path, age) and the function each blocks in: each request's
+	// goroutine carries pprof labels while its handler runs. Detected
+	// within StuckTimeout plus one heartbeat. 0 means off; negative is an
+	// error.
+	StuckTimeout time.Duration
+	// MemoryLimit, if positive, is each worker's memory budget in bytes:
+	// workers run with GOMEMLIMIT at this value (unless the environment
+	// sets GOMEMLIMIT), and a worker whose resident set stays above it at
+	// every heartbeat for 5 s (guard.MemorySustain: a spike falls back
+	// within that, a leak does not) is recycled new-before-old, without
+	// loss (EventMemory). Linux only (RSS from /proc). 0 means off;
+	// negative is an error.
+	MemoryLimit int64
 	// Metrics, if set, serves one /metrics for the whole pool from the
 	// supervisor: &metrics.Exporter{Addr: "127.0.0.1:9100"} (package
 	// github.com/clusterflock/clusterflock/metrics, which a program that
@@ -194,6 +215,9 @@ func Serve(ctx context.Context, serve ServeFunc, opts Options) error {
 	if opts.MaxRequests != 0 || opts.MaxRequestsJitter != 0 {
 		return errors.New("clusterflock: Options.MaxRequests counts HTTP requests and applies to Run only")
 	}
+	if opts.StuckTimeout != 0 {
+		return errors.New("clusterflock: Options.StuckTimeout watches HTTP requests and applies to Run only")
+	}
 	o, err := opts.withDefaults(os.Getenv)
 	if err != nil {
 		return err
@@ -280,6 +304,12 @@ func (o Options) check() error {
 	}
 	if o.HeartbeatTimeout < 0 {
 		return fmt.Errorf("clusterflock: Options.HeartbeatTimeout is %v; want 0 (10s) or more", o.HeartbeatTimeout)
+	}
+	if o.StuckTimeout < 0 {
+		return fmt.Errorf("clusterflock: Options.StuckTimeout is %v; want 0 (off) or more", o.StuckTimeout)
+	}
+	if o.MemoryLimit < 0 {
+		return fmt.Errorf("clusterflock: Options.MemoryLimit is %d; want 0 (off) or a number of bytes", o.MemoryLimit)
 	}
 	switch o.Migration {
 	case MigrationAuto, MigrationEBPF, MigrationSysctl, MigrationCBPF, MigrationNone, MigrationShared:

@@ -1,16 +1,19 @@
 package clusterflock
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/clusterflock/clusterflock/internal/guard"
 	"github.com/clusterflock/clusterflock/internal/plug"
 	"github.com/clusterflock/clusterflock/internal/proto"
 )
@@ -269,18 +272,28 @@ type requests struct {
 	limit    int64 // MaxRequests plus jitter; 0: never recycle
 	served   atomic.Int64
 	inFlight atomic.Int64
+	// With StuckTimeout: requests are labelled for goroutine dumps, and
+	// progress counts completions, response writes and flushes, and
+	// hijacks; hijacked counts requests whose connection was taken over.
+	labelled bool
+	progress atomic.Int64
+	hijacked atomic.Int64
 }
 
 func newRequests(o options) *requests {
-	r := &requests{}
+	r := &requests{labelled: o.StuckTimeout > 0}
 	if o.MaxRequests > 0 {
 		r.limit = int64(o.MaxRequests + rand.IntN(o.MaxRequestsJitter+1))
 	}
 	return r
 }
 
-// wrap counts h's requests: two atomic additions each.
+// wrap counts h's requests: two atomic additions each (and, with
+// StuckTimeout, labels and progress).
 func (r *requests) wrap(h http.Handler) http.Handler {
+	if r.labelled {
+		return r.watch(h)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.inFlight.Add(1)
 		defer func() {
@@ -290,6 +303,65 @@ func (r *requests) wrap(h http.Handler) http.Handler {
 		h.ServeHTTP(w, req)
 	})
 }
+
+// watch is wrap with StuckTimeout: each request's goroutine carries pprof
+// labels (method, path, start) while its handler runs, so that a goroutine
+// dump names it, and its writes count as progress.
+func (r *requests) watch(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		base := req.Context()
+		pprof.SetGoroutineLabels(pprof.WithLabels(base, pprof.Labels(
+			guard.LabelMethod, req.Method, guard.LabelPath, req.URL.Path, guard.LabelStart, time.Now().Format(time.RFC3339Nano))))
+		pw := &progressWriter{ResponseWriter: w, r: r}
+		r.inFlight.Add(1)
+		defer func() {
+			if !pw.hijacked {
+				r.inFlight.Add(-1)
+			}
+			r.served.Add(1)
+			r.progress.Add(1)
+			pprof.SetGoroutineLabels(base)
+		}()
+		h.ServeHTTP(pw, req)
+	})
+}
+
+// stuck returns the requests in flight that a handler still serves (not
+// hijacked) and the progress count, for guard.Stuck.
+func (r *requests) stuck() (inFlight, progress int64) {
+	return r.inFlight.Load(), r.progress.Load()
+}
+
+// progressWriter counts a handler's writes and flushes as progress; a
+// hijacked connection (a websocket) leaves the requests in flight.
+type progressWriter struct {
+	http.ResponseWriter
+	r        *requests
+	hijacked bool
+}
+
+func (p *progressWriter) Write(b []byte) (int, error) {
+	p.r.progress.Add(1)
+	return p.ResponseWriter.Write(b)
+}
+
+func (p *progressWriter) Flush() {
+	p.r.progress.Add(1)
+	_ = http.NewResponseController(p.ResponseWriter).Flush()
+}
+
+func (p *progressWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, rw, err := http.NewResponseController(p.ResponseWriter).Hijack()
+	if err == nil && !p.hijacked {
+		p.hijacked = true
+		p.r.inFlight.Add(-1)
+		p.r.progress.Add(1)
+	}
+	return c, rw, err
+}
+
+// Unwrap lets http.ResponseController reach the server's writer.
+func (p *progressWriter) Unwrap() http.ResponseWriter { return p.ResponseWriter }
 
 // load returns the requests served and in flight.
 func (r *requests) load() (served, inFlight int64) { return r.served.Load(), r.inFlight.Load() }

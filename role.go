@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 
+	"github.com/clusterflock/clusterflock/control"
 	"github.com/clusterflock/clusterflock/internal/plug"
 	"github.com/clusterflock/clusterflock/internal/proto"
 	"github.com/clusterflock/clusterflock/internal/sockets"
@@ -28,9 +29,12 @@ func run(ctx context.Context, mk func(plug.Worker) ServeFunc, o options, reqs *r
 	case err != nil:
 		return fmt.Errorf("clusterflock: %w; refusing to start a pool inside a worker", err)
 	case ok:
-		cfg := workerproc.Config{Timing: o.timing(), Logger: o.Logger}
+		cfg := workerproc.Config{Timing: o.timing(), Logger: o.Logger, MemoryLimit: o.MemoryLimit}
 		if reqs != nil { // Run: HTTP requests are counted
 			cfg.Recycle, cfg.Load = reqs.recycle, reqs.load
+			if o.StuckTimeout > 0 {
+				cfg.Stuck, cfg.StuckTimeout, cfg.DumpDir = reqs.stuck, o.StuckTimeout, control.DefaultDir()
+			}
 		}
 		m, err := workerMetrics(o, reqs != nil)
 		if err != nil {
@@ -87,5 +91,6 @@ func (o options) supervisorConfig() supervisorproc.Config {
 		OnEvent:          o.OnEvent,
 		ControlSocket:    o.ControlSocket,
 		Metrics:          o.Metrics,
+		MemoryLimit:      o.MemoryLimit,
 	}
 }

@@ -65,6 +65,11 @@ const (
 	// envMetrics is Options.Metrics' Addr: the helper then counts each
 	// request to /count in its own counter app_hits_total.
 	envMetrics = "CF_METRICS"
+	envStuck   = "CF_STUCK"    // Options.StuckTimeout
+	envMemory  = "CF_MEMLIMIT" // Options.MemoryLimit, bytes
+	// envWedge makes every request of a worker take a read lock that
+	// /wedge, once requested there, holds forever (a global lock, wedged).
+	envWedge = "CF_WEDGE"
 )
 
 // eventMsg is the msg of the record a helper logs for each Options.OnEvent
@@ -132,7 +137,7 @@ func helper(mode string) int {
 	for _, f := range []struct {
 		env string
 		d   *time.Duration
-	}{{envShutdown, &opts.ShutdownTimeout}, {envHeartbeat, &opts.HeartbeatTimeout}} {
+	}{{envShutdown, &opts.ShutdownTimeout}, {envHeartbeat, &opts.HeartbeatTimeout}, {envStuck, &opts.StuckTimeout}} {
 		if v := os.Getenv(f.env); v != "" {
 			d, err := time.ParseDuration(v)
 			if err != nil {
@@ -140,6 +145,13 @@ func helper(mode string) int {
 			}
 			*f.d = d
 		}
+	}
+	if v := os.Getenv(envMemory); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			panic(err)
+		}
+		opts.MemoryLimit = n
 	}
 	opts.Spare = os.Getenv(envSpare) != ""
 	opts.ControlSocket = os.Getenv(envControl)
@@ -154,7 +166,11 @@ func helper(mode string) int {
 		opts.Server = &http.Server{TLSConfig: selfSignedTLS()}
 		fallthrough
 	default:
-		err = clusterflock.Run(context.Background(), testHandler(hits), opts)
+		h := testHandler(hits)
+		if os.Getenv(envWedge) != "" {
+			h = wedgeable(h)
+		}
+		err = clusterflock.Run(context.Background(), h, opts)
 	}
 	msg := ""
 	if err != nil {
@@ -204,9 +220,49 @@ func helperMetrics(opts *clusterflock.Options) func() {
 	return hits.Inc
 }
 
+// wedgeable makes every request take a read lock of one lock, which a
+// request to /wedge takes for writing twice: that request, and every one
+// after it in this worker, blocks for ever (see envWedge).
+func wedgeable(h http.Handler) http.Handler {
+	var mu sync.RWMutex
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/wedge" {
+			wedgeForever(&mu)
+			return
+		}
+		mu.RLock()
+		defer mu.RUnlock()
+		h.ServeHTTP(w, r)
+	})
+}
+
+// wedgeForever deadlocks on mu: the function a stuck report must name.
+//
+//go:noinline
+func wedgeForever(mu *sync.RWMutex) {
+	mu.Lock()
+	mu.Lock()
+}
+
 func testHandler(hits func()) http.Handler {
 	pid := strconv.Itoa(os.Getpid())
 	mux := http.NewServeMux()
+	var leakMu sync.Mutex
+	var leaked [][]byte
+	// /leak?mb=N keeps N MiB, touched, for the worker's life.
+	mux.HandleFunc("/leak", func(w http.ResponseWriter, r *http.Request) {
+		mb, _ := strconv.Atoi(r.URL.Query().Get("mb"))
+		b := make([]byte, mb<<20)
+		for i := range b {
+			if i%4096 == 0 {
+				b[i] = 1
+			}
+		}
+		leakMu.Lock()
+		leaked = append(leaked, b)
+		leakMu.Unlock()
+		io.WriteString(w, pid)
+	})
 	mux.HandleFunc("/count", func(w http.ResponseWriter, r *http.Request) {
 		if hits != nil {
 			hits()

@@ -20,6 +20,8 @@ const (
 	exitRetired   = "retired"   // retired by TTOU (or a scale-down)
 	exitUpgrade   = "upgrade"   // replaced by a rolling restart (HUP) or a binary upgrade (USR2)
 	exitStop      = "stop"      // the pool stopped
+	exitStuck     = "stuck"     // replaced: its requests made no progress (StuckTimeout)
+	exitMemory    = "memory"    // replaced: its RSS stayed above MemoryLimit
 )
 
 // poolMetrics counts the pool's events and reports its state.
@@ -54,7 +56,7 @@ func newPoolMetrics(snapshot func() supervisor.Snapshot, queues func() ([]plug.Q
 		queues:   queues,
 		known:    map[int]known{},
 		exits: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "clusterflock_worker_exits_total",
-			Help: "Worker exits by reason: crash, signal, heartbeat, recycled, retired, upgrade, stop."}, []string{"reason"}),
+			Help: "Worker exits by reason: crash, signal, heartbeat, recycled, retired, upgrade, stop, stuck, memory."}, []string{"reason"}),
 		spawns: prometheus.NewCounter(prometheus.CounterOpts{Name: "clusterflock_worker_spawns_total",
 			Help: "Workers forked."}),
 		ready: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "clusterflock_worker_spawn_to_ready_seconds",
@@ -73,7 +75,7 @@ func newPoolMetrics(snapshot func() supervisor.Snapshot, queues func() ([]plug.Q
 	}
 	// Every label value exists from the start, at 0: a rate over the first
 	// exit of a kind is then computed, not missed.
-	for _, r := range []string{exitCrash, exitSignal, exitHeartbeat, exitRecycled, exitRetired, exitUpgrade, exitStop} {
+	for _, r := range []string{exitCrash, exitSignal, exitHeartbeat, exitRecycled, exitRetired, exitUpgrade, exitStop, exitStuck, exitMemory} {
 		p.exits.WithLabelValues(r)
 	}
 	for _, r := range []string{"done", "aborted", "refused"} {
@@ -174,6 +176,10 @@ func (p *poolMetrics) asked(ev supervisor.Event) string {
 	switch {
 	case r == "retired":
 		return exitRetired
+	case r == "stuck":
+		return exitStuck
+	case r == "memory":
+		return exitMemory
 	case r == "replaced" && p.rolling:
 		return exitUpgrade
 	case r == "replaced":

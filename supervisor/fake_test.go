@@ -459,3 +459,8 @@ func diffEvents(want, got []ev) string { return cmp.Diff(want, got) }
 func diffAny(want, got any) string { return cmp.Diff(want, got) }
 
 var errFork = errors.New("resource temporarily unavailable")
+
+// Send sends any message to the supervisor.
+func (p *fakeProc) Send(k supervisor.MessageKind, text string) {
+	p.send(supervisor.Message{Kind: k, Text: text})
+}

@@ -53,6 +53,10 @@ func describe(ev Event) (slog.Level, string, []any) {
 		msg = "rolling restart"
 	case EventStopping:
 		msg = "pool stopping"
+	case EventStuck:
+		level, msg = slog.LevelError, "worker stuck: replacing it"
+	case EventMemory:
+		level, msg = slog.LevelWarn, "worker over its memory limit: replacing it"
 	}
 	if ev.Pid != 0 {
 		attrs = append(attrs, "new_pid", ev.Pid)
@@ -385,7 +389,11 @@ func (l *loop) message(w *worker, m Message) {
 		if w.replaces != 0 {
 			l.inFlight--
 			if old, ok := l.workers[w.replaces]; ok && !old.leaving() {
-				l.gracefulStop(old, "replaced")
+				why := "replaced"
+				if w.replaceWhy != "" {
+					why = w.replaceWhy
+				}
+				l.gracefulStop(old, why)
 			}
 			if l.restarting {
 				l.roll()
@@ -398,18 +406,38 @@ func (l *loop) message(w *worker, m Message) {
 	case MessageInvalid:
 		w.failure = "protocol violation: " + m.Text
 		l.kill(w, w.failure)
-	case MessageRetiring:
-		if l.stopping || w.State != Ready || l.busy() != "" {
-			return
+	case MessageRetiring, MessageStuck, MessageMemory:
+		l.replaceOnRequest(w, m)
+	}
+}
+
+// replaceOnRequest starts a replacement for w, which asks for one (its
+// MaxRequests, or its guards: stuck, memory); w is stopped once the
+// replacement is ready. Not now if the pool is busy: w asks again at its
+// next heartbeat.
+func (l *loop) replaceOnRequest(w *worker, m Message) {
+	if l.stopping || w.State != Ready || l.busy() != "" {
+		return
+	}
+	for _, o := range l.workers {
+		if o.replaces == w.ID {
+			return // already being replaced
 		}
-		for _, o := range l.workers {
-			if o.replaces == w.ID {
-				return // already being replaced
-			}
-		}
+	}
+	why := ""
+	switch m.Kind {
+	case MessageStuck:
+		why = "stuck"
+		l.emit(Event{Kind: EventStuck, Worker: w.Worker, Reason: m.Text})
+	case MessageMemory:
+		why = "memory"
+		l.emit(Event{Kind: EventMemory, Worker: w.Worker, Reason: m.Text})
+	default:
 		l.log.Info("worker asks to be replaced", "worker", w.ID, "pid", w.Pid, "reason", m.Text)
-		l.inFlight++
-		l.spawn(w.Slot, w.ID)
+	}
+	l.inFlight++
+	if nw := l.spawn(w.Slot, w.ID); nw != nil {
+		nw.replaceWhy = why
 	}
 }
 

@@ -36,6 +36,8 @@ const (
 	MessageHeartbeat MessageKind = "heartbeat" // the worker is alive
 	MessageFailed    MessageKind = "failed"    // the worker cannot serve; Text says why
 	MessageRetiring  MessageKind = "retiring"  // the worker asks to be replaced; Text says why
+	MessageStuck     MessageKind = "stuck"     // the worker's requests make no progress: replace it; Text is its report
+	MessageMemory    MessageKind = "memory"    // the worker's memory stays above its limit: replace it; Text says how much
 	// MessageInvalid: what the worker sent breaks the protocol (Text says
 	// how); the supervisor kills and replaces it. A Process sends nothing
 	// after it.

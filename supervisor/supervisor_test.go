@@ -701,6 +701,34 @@ func TestRetiringWorkerIsReplaced(t *testing.T) {
 	})
 }
 
+// TestGuardsReplaceWorker: a worker that reports itself stuck or over its
+// memory limit is replaced new-before-old, with an event saying why, and
+// stopped with that reason; asking again meanwhile does nothing more.
+func TestGuardsReplaceWorker(t *testing.T) {
+	for _, c := range []struct {
+		kind  supervisor.MessageKind
+		event supervisor.EventKind
+		why   string
+	}{
+		{supervisor.MessageStuck, supervisor.EventStuck, "stuck"},
+		{supervisor.MessageMemory, supervisor.EventMemory, "memory"},
+	} {
+		t.Run(c.why, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := start(t, supervisor.Config{Workers: 2}, nil)
+				h.readyAll(1, 2)
+				h.take()
+				h.proc(2).Send(c.kind, "the report")
+				h.proc(2).Send(c.kind, "the report") // already being replaced
+				h.expect(ev{Kind: c.event, ID: 2, Slot: 1, Reason: "the report"}, eSpawn(3, 1, 0))
+				h.proc(3).Ready()
+				h.expect(eReady(3, 1, 0), eStop(2, 1, 0, c.why), eExit(2, 1, 0, code(0), ""))
+				h.wantWorkers(wk(1, 0, 0, supervisor.Ready), wk(3, 1, 0, supervisor.Ready))
+			})
+		})
+	}
+}
+
 func TestHeartbeatTimeoutKillsSilentWorker(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const hb = time.Second

@@ -129,6 +129,8 @@ const (
 	Failed    Kind = "failed"    // the worker cannot serve; Text says why
 	Retiring  Kind = "retiring"  // the worker asks to be replaced (MaxRequests)
 	Standby   Kind = "standby"   // a standby worker waits for its slot on ControlFD
+	Stuck     Kind = "stuck"     // the worker's requests make no progress (StuckTimeout); Text is its report
+	Memory    Kind = "memory"    // the worker's RSS stays above MemoryLimit; Text says how much
 )
 
 // Message is one line a worker writes on its status pipe.
@@ -222,7 +224,7 @@ func (r *Reader) Next() (Message, error) {
 	kind, text, _ := strings.Cut(r.s.Text(), " ")
 	m := Message{Kind: Kind(kind), Text: text}
 	switch m.Kind {
-	case Ready, Heartbeat, Failed, Retiring, Standby:
+	case Ready, Heartbeat, Failed, Retiring, Standby, Stuck, Memory:
 		return m, nil
 	}
 	line := r.s.Text()

@@ -44,6 +44,7 @@ type Config struct {
 	OnEvent          func(supervisor.Event)
 	ControlSocket    string        // Options.ControlSocket
 	Metrics          plug.Exporter // Options.Metrics, or nil
+	MemoryLimit      int64         // Options.MemoryLimit: each worker's GOMEMLIMIT, unless the environment sets one
 }
 
 // Notify subscribes a buffered channel to the signals a supervisor acts

@@ -53,7 +53,7 @@ func newSpawner(cfg Config, lis listeners, own *children, metrics plug.Superviso
 	s := &spawner{
 		images:   im,
 		args:     os.Args,
-		env:      workerEnviron(os.Environ(), cfg.GOMAXPROCS, cfg.Workers),
+		env:      withMemoryLimit(workerEnviron(os.Environ(), cfg.GOMAXPROCS, cfg.Workers), cfg.MemoryLimit),
 		lis:      lis,
 		own:      own,
 		timing:   cfg.Timing,
@@ -95,6 +95,20 @@ func workerEnviron(env []string, gomaxprocs, workers int) []string {
 		out = append(out, "GOMAXPROCS="+strconv.Itoa(max(1, runtime.NumCPU()/workers)))
 	}
 	return out
+}
+
+// withMemoryLimit adds GOMEMLIMIT=limit to env (Options.MemoryLimit), unless
+// limit is 0 or env sets GOMEMLIMIT: an operator's explicit choice stands.
+func withMemoryLimit(env []string, limit int64) []string {
+	if limit <= 0 {
+		return env
+	}
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "GOMEMLIMIT=") {
+			return env
+		}
+	}
+	return append(env, "GOMEMLIMIT="+strconv.FormatInt(limit, 10))
 }
 
 // Close stops the standby, if any, and releases the lifeline: workers
@@ -296,6 +310,10 @@ func messageKind(k proto.Kind) (supervisor.MessageKind, bool) {
 		return supervisor.MessageFailed, true
 	case proto.Retiring:
 		return supervisor.MessageRetiring, true
+	case proto.Stuck:
+		return supervisor.MessageStuck, true
+	case proto.Memory:
+		return supervisor.MessageMemory, true
 	}
 	return "", false
 }

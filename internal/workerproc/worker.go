@@ -35,6 +35,14 @@ type Config struct {
 	// Load, if set, is the requests served and in flight, which each
 	// heartbeat reports.
 	Load func() (served, inFlight int64)
+	// Stuck, if set with StuckTimeout, returns the requests in flight (not
+	// hijacked) and the progress count (see guard.Stuck).
+	Stuck        func() (inFlight, progress int64)
+	StuckTimeout time.Duration
+	DumpDir      string // where a stuck worker's goroutine dump is written
+	// MemoryLimit, if positive, is the RSS above which (sustained) the
+	// worker asks to be replaced.
+	MemoryLimit int64
 	// Metrics, if set, is closed once the worker has stopped serving (or
 	// failed): it sends the worker's final metrics (Options.Metrics).
 	Metrics io.Closer
@@ -138,16 +146,13 @@ func (w *worker) fail(what string, err error) error {
 func (w *worker) serving(ctx context.Context, served <-chan error, log *slog.Logger) error {
 	beat := time.NewTicker(w.cfg.Timing.Heartbeat)
 	defer beat.Stop()
+	g := newGuards(w.cfg, log)
 	for {
 		select {
 		case <-beat.C:
 			w.status.send(w.heartbeat())
-			if w.cfg.Recycle == nil {
-				continue
-			}
-			if why, ok := w.cfg.Recycle(); ok {
-				// Asked again each beat until the supervisor acts on it.
-				w.status.send(proto.Message{Kind: proto.Retiring, Text: why})
+			for _, m := range g.check(time.Now()) {
+				w.status.send(m) // again each beat until the supervisor acts on it
 			}
 		case sig := <-w.sigs:
 			if sig == syscall.SIGTERM || sig == syscall.SIGQUIT {
