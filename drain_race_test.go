@@ -24,7 +24,7 @@ func TestDrainRace(t *testing.T) {
 			t.Fatal(err)
 		}
 		addr := ln.Addr().String()
-		o := options{Options{ShutdownTimeout: time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}}
+		o := options{Options: Options{ShutdownTimeout: time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}}
 		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "x") })
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)

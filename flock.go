@@ -8,10 +8,12 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"runtime"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/clusterflock/clusterflock/internal/cpus"
 	"github.com/clusterflock/clusterflock/internal/plug"
 	"github.com/clusterflock/clusterflock/internal/proto"
 	"github.com/clusterflock/clusterflock/supervisor"
@@ -20,8 +22,11 @@ import (
 // Options configures a pool. The zero value is valid: one worker per CPU on
 // ":$PORT" (or ":5000"), a one-second graceful budget, text logs on stderr.
 type Options struct {
-	// Workers is the number of worker processes. 0 means runtime.NumCPU();
-	// negative is an error. SIGTTIN and SIGTTOU change it while running.
+	// Workers is the number of worker processes. 0 means the CPUs this
+	// process may really use: its CPU affinity, lowered to its cgroup's CPU
+	// quota (rounded up) in a container, as Go's own GOMAXPROCS default
+	// since Go 1.25; the start log says which ("cpus"). Negative is an
+	// error. SIGTTIN and SIGTTOU change it while running.
 	Workers int
 	// Addr is the TCP address every worker listens on, "host:port". "" means
 	// ":" + $PORT, or ":5000" when PORT is unset. Port 0 picks one free port
@@ -33,7 +38,8 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	// Logger receives the pool's logs. nil means text logs on stderr.
 	Logger *slog.Logger
-	// GOMAXPROCS is the GOMAXPROCS of each worker. 0 means NumCPU/Workers
+	// GOMAXPROCS is the GOMAXPROCS of each worker. 0 means CPUs/Workers
+	// (CPUs as for Workers: affinity and cgroup quota)
 	// (at least 1), unless the GOMAXPROCS environment variable is set, which
 	// is then passed on unchanged. Negative is an error.
 	GOMAXPROCS int
@@ -101,6 +107,15 @@ type Options struct {
 	// loss (EventMemory). Linux only (RSS from /proc). 0 means off;
 	// negative is an error.
 	MemoryLimit int64
+	// DrainDelay, if positive, is the lame-duck period of a graceful stop of
+	// the whole pool (TERM, QUIT, the context, flockctl stop): for this
+	// long the workers keep accepting and serving, with [Draining] true in
+	// handlers and Connection: close on responses (keep-alive off), so that
+	// a readiness probe can fail and load balancers remove the endpoint
+	// before anything stops accepting. Then the stop proceeds as without
+	// it. SIGINT during the delay stops at once. Retirements, restarts and
+	// upgrades do not wait. 0 means off; negative is an error.
+	DrainDelay time.Duration
 	// Metrics, if set, serves one /metrics for the whole pool from the
 	// supervisor: &metrics.Exporter{Addr: "127.0.0.1:9100"} (package
 	// github.com/clusterflock/clusterflock/metrics, which a program that
@@ -235,7 +250,11 @@ func IsWorker() bool {
 }
 
 // options are Options with defaults applied and validated.
-type options struct{ Options }
+type options struct {
+	Options
+	cpus       int         // the CPUs this process may use (cpus.Available)
+	cpusSource cpus.Source // where that came from
+}
 
 // timing returns the deadlines that follow from o's timeouts.
 func (o options) timing() proto.Timing { return proto.NewTiming(o.ShutdownTimeout, o.HeartbeatTimeout) }
@@ -246,8 +265,9 @@ func (o Options) withDefaults(getenv func(string) string) (options, error) {
 		return options{}, err
 	}
 	r := options{Options: o}
+	r.cpus, r.cpusSource = cpus.Available()
 	if r.Workers == 0 {
-		r.Workers = runtime.NumCPU()
+		r.Workers = r.cpus
 	}
 	if r.ShutdownTimeout == 0 {
 		r.ShutdownTimeout = time.Second
@@ -305,6 +325,9 @@ func (o Options) check() error {
 	if o.HeartbeatTimeout < 0 {
 		return fmt.Errorf("clusterflock: Options.HeartbeatTimeout is %v; want 0 (10s) or more", o.HeartbeatTimeout)
 	}
+	if o.DrainDelay < 0 {
+		return fmt.Errorf("clusterflock: Options.DrainDelay is %v; want 0 (off) or more", o.DrainDelay)
+	}
 	if o.StuckTimeout < 0 {
 		return fmt.Errorf("clusterflock: Options.StuckTimeout is %v; want 0 (off) or more", o.StuckTimeout)
 	}
@@ -337,6 +360,45 @@ type WorkerInfo struct {
 }
 
 type workerKey struct{}
+
+// Draining reports whether the pool serving ctx (a request's context in a
+// handler given to [Run], or a [ServeFunc]'s) is in its lame-duck period
+// (Options.DrainDelay): it will stop soon, so a readiness probe should
+// fail. It reports false outside a worker, or when a Server.BaseContext
+// of the program's own replaced the worker's context.
+func Draining(ctx context.Context) bool {
+	d, ok := ctx.Value(lameDuckKey{}).(*lameDuck)
+	return ok && d.on.Load()
+}
+
+type lameDuckKey struct{}
+
+// lameDuck is a worker's knowledge of the pool's lame-duck period.
+type lameDuck struct {
+	on      atomic.Bool
+	mu      sync.Mutex
+	servers []*http.Server // keep-alive goes off in each when it begins
+}
+
+// begin is called when the supervisor says the period has begun.
+func (d *lameDuck) begin() {
+	d.on.Store(true)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, s := range d.servers {
+		s.SetKeepAlivesEnabled(false) // Connection: close; idle connections close
+	}
+}
+
+// serving registers srv, whose keep-alive goes off when the period begins.
+func (d *lameDuck) serving(srv *http.Server) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.servers = append(d.servers, srv)
+	if d.on.Load() {
+		srv.SetKeepAlivesEnabled(false)
+	}
+}
 
 // WorkerFromContext returns the worker serving ctx: a request's context in a
 // handler given to [Run], or the context given to a [ServeFunc]. It reports

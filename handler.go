@@ -33,6 +33,9 @@ func httpServe(h http.Handler, o options, rec *requests, m plug.Worker) ServeFun
 		ln = &onceCloseListener{Listener: ln} // drain closes it before Shutdown does
 		conns := &connTracker{}
 		srv := newServer(o.Server, conns.wrap(rec.wrap(h)), conns, o.Logger)
+		if d, ok := ctx.Value(lameDuckKey{}).(*lameDuck); ok {
+			d.serving(srv)
+		}
 		base := context.WithoutCancel(ctx) // in-flight requests outlive the stop signal
 		srv.BaseContext = func(l net.Listener) context.Context {
 			if o.Server != nil && o.Server.BaseContext != nil {

@@ -44,9 +44,12 @@ func run(ctx context.Context, mk func(plug.Worker) ServeFunc, o options, reqs *r
 			cfg.Metrics = m
 		}
 		serve := mk(m)
+		duck := &lameDuck{}
+		cfg.Draining = duck.begin
 		return workerproc.Run(ctx, cfg, env, func(ctx context.Context, ln net.Listener, env proto.WorkerEnv) error {
 			info := WorkerInfo{Slot: env.Slot, Generation: env.Generation, PID: os.Getpid(), SupervisorPID: env.SupervisorPID}
-			return serve(context.WithValue(ctx, workerKey{}, info), ln)
+			ctx = context.WithValue(context.WithValue(ctx, workerKey{}, info), lameDuckKey{}, duck)
+			return serve(ctx, ln)
 		})
 	}
 	err = supervisorproc.Run(ctx, o.supervisorConfig(), supervisorproc.Notify())
@@ -92,5 +95,8 @@ func (o options) supervisorConfig() supervisorproc.Config {
 		ControlSocket:    o.ControlSocket,
 		Metrics:          o.Metrics,
 		MemoryLimit:      o.MemoryLimit,
+		DrainDelay:       o.DrainDelay,
+		CPUs:             o.cpus,
+		CPUsSource:       string(o.cpusSource),
 	}
 }

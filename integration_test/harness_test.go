@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -70,6 +71,10 @@ const (
 	// envWedge makes every request of a worker take a read lock that
 	// /wedge, once requested there, holds forever (a global lock, wedged).
 	envWedge = "CF_WEDGE"
+	envDrain = "CF_DRAIN" // Options.DrainDelay
+	// envNotifyContext makes the helper's context the usual Go idiom:
+	// signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM).
+	envNotifyContext = "CF_NOTIFY_CONTEXT"
 )
 
 // eventMsg is the msg of the record a helper logs for each Options.OnEvent
@@ -137,7 +142,7 @@ func helper(mode string) int {
 	for _, f := range []struct {
 		env string
 		d   *time.Duration
-	}{{envShutdown, &opts.ShutdownTimeout}, {envHeartbeat, &opts.HeartbeatTimeout}, {envStuck, &opts.StuckTimeout}} {
+	}{{envShutdown, &opts.ShutdownTimeout}, {envHeartbeat, &opts.HeartbeatTimeout}, {envStuck, &opts.StuckTimeout}, {envDrain, &opts.DrainDelay}} {
 		if v := os.Getenv(f.env); v != "" {
 			d, err := time.ParseDuration(v)
 			if err != nil {
@@ -158,10 +163,16 @@ func helper(mode string) int {
 	opts.OnEvent = logEvent(logger)
 	hits := helperMetrics(&opts)
 	worker := clusterflock.IsWorker()
+	ctx := context.Background()
+	if os.Getenv(envNotifyContext) != "" {
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
+	}
 	var err error
 	switch mode {
 	case "tcp":
-		err = clusterflock.Serve(context.Background(), echo.Serve, opts)
+		err = clusterflock.Serve(ctx, echo.Serve, opts)
 	case "tls":
 		opts.Server = &http.Server{TLSConfig: selfSignedTLS()}
 		fallthrough
@@ -170,7 +181,7 @@ func helper(mode string) int {
 		if os.Getenv(envWedge) != "" {
 			h = wedgeable(h)
 		}
-		err = clusterflock.Run(context.Background(), h, opts)
+		err = clusterflock.Run(ctx, h, opts)
 	}
 	msg := ""
 	if err != nil {
@@ -288,6 +299,9 @@ func testHandler(hits func()) http.Handler {
 	})
 	mux.HandleFunc("/getenv", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, os.Getenv(r.URL.Query().Get("k")))
+	})
+	mux.HandleFunc("/draining", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, clusterflock.Draining(r.Context()), " ", pid)
 	})
 	mux.HandleFunc("/whoami", func(w http.ResponseWriter, r *http.Request) {
 		wk, ok := clusterflock.WorkerFromContext(r.Context())
@@ -416,6 +430,9 @@ type poolConfig struct {
 	noWait       bool   // do not wait for the supervisor to start and its workers to be ready
 	exe          string // the binary to run, if not this test binary (a copy of it)
 	metrics      bool   // Options.Metrics on 127.0.0.1:0 (see envMetrics)
+	// defaultWorkers leaves Options.Workers 0 (the CPUs the pool may use);
+	// workers is then ignored.
+	defaultWorkers bool
 }
 
 const nobody = 65534
@@ -456,6 +473,9 @@ func startPool(t *testing.T, c poolConfig) *pool {
 	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0 "+os.Getenv("GORACE"), envHelper+"="+c.mode, envAddr+"="+c.addr, envWorkers+"="+strconv.Itoa(c.workers))
 	if c.metrics {
 		cmd.Env = append(cmd.Env, envMetrics+"=127.0.0.1:0")
+	}
+	if c.defaultWorkers {
+		cmd.Env = append(cmd.Env, envWorkers+"=0")
 	}
 	for _, kv := range [][2]string{
 		{envShutdown, durationEnv(c.shutdown)},
@@ -556,7 +576,7 @@ func startPool(t *testing.T, c poolConfig) *pool {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ready.Pool != c.workers {
+		if ready.Pool != c.workers && !c.defaultWorkers {
 			t.Fatalf("the pool is ready with %d workers, want %d", ready.Pool, c.workers)
 		}
 	}

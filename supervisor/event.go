@@ -26,6 +26,7 @@ const (
 	EventDegraded  EventKind = "degraded"   // MaxStartFailures workers in a row failed to start while others serve: the pool keeps serving and trying; Reason says why
 	EventRecovered EventKind = "recovered"  // a worker started again after EventDegraded
 	EventUpgrade   EventKind = "upgrade"    // a binary upgrade began ("begin"), or ended ("done", "failed: …"); Pid is the new supervisor's
+	EventLameDuck  EventKind = "lame-duck"  // a graceful stop of the pool waits Options.DrainDelay first, the workers serving with Draining true; Reason says why it stops
 	EventStuck     EventKind = "stuck"      // a worker's requests made no progress for StuckTimeout: it is replaced; Reason is its report (the requests, where they block, the dump's path)
 	EventMemory    EventKind = "memory"     // a worker's RSS stayed above MemoryLimit: it is replaced; Reason says how much
 )

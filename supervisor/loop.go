@@ -121,7 +121,11 @@ func (l *loop) command(c command) {
 	case cmdReport:
 		l.emit(c.ev)
 	case cmdStop:
-		l.stop(false, "requested")
+		why := c.why
+		if why == "" {
+			why = "requested"
+		}
+		l.stop(false, why)
 	case cmdKill:
 		l.stop(true, "requested")
 	case cmdAdd:

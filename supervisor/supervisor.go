@@ -127,6 +127,7 @@ type command struct {
 	kind  commandKind
 	reply chan Snapshot // for cmdList
 	ev    Event         // for cmdReport
+	why   string        // for cmdStop: the reason EventStopping gives ("" is "requested")
 }
 
 // send delivers c to Run's loop; it reports false if Run is not running.
@@ -149,6 +150,9 @@ func (s *Supervisor) Retire() bool { return s.send(command{kind: cmdRetire}) }
 // Stop begins a graceful stop: every worker is sent SIGTERM and given
 // StopTimeout before it is killed. Run returns when all have exited.
 func (s *Supervisor) Stop() bool { return s.send(command{kind: cmdStop}) }
+
+// StopFor is Stop with the reason EventStopping gives ("graceful: why").
+func (s *Supervisor) StopFor(why string) bool { return s.send(command{kind: cmdStop, why: why}) }
 
 // Kill kills every worker at once with SIGKILL; Run returns [ErrKilled].
 func (s *Supervisor) Kill() bool { return s.send(command{kind: cmdKill}) }

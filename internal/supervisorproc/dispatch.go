@@ -3,8 +3,10 @@
 package supervisorproc
 
 import (
+	"context"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,6 +22,7 @@ type pool interface {
 	Add() bool
 	Retire() bool
 	Stop() bool
+	StopFor(why string) bool
 	Kill() bool
 	Restart() bool
 	Workers() []supervisor.Worker
@@ -48,6 +51,14 @@ type dispatcher struct {
 	// a binary upgrade that is done, or nil: Run hands the totals over on
 	// it once the pool has stopped.
 	handover *os.File
+
+	// The pool's stop (see stopping.go).
+	ctx         context.Context // the program's context
+	ctxDone     <-chan struct{} // ctx.Done() until handled
+	interrupted bool            // a SIGINT was received
+	lameDuck    *atomic.Bool    // the lame-duck period has begun (shared with hooks)
+	stopWhy     string
+	drained     <-chan time.Time // the lame-duck period's end
 }
 
 func (d *dispatcher) run(received <-chan os.Signal, stop <-chan struct{}) {
@@ -76,6 +87,10 @@ func (d *dispatcher) run(received <-chan os.Signal, stop <-chan struct{}) {
 			d.signal(sig)
 		case c := <-d.calls:
 			c.result <- d.answer(c)
+		case <-d.ctxDone:
+			d.contextDone()
+		case <-d.drained:
+			d.lameDuckOver()
 		}
 	}
 }
@@ -123,11 +138,9 @@ func (d *dispatcher) act(sig os.Signal) string {
 	case syscall.SIGTTOU:
 		d.sup.Retire()
 	case syscall.SIGTERM, syscall.SIGQUIT:
-		d.stopping = true
-		d.sup.Stop()
+		d.gracefulStop("requested")
 	case syscall.SIGINT:
-		d.stopping = true
-		d.sup.Kill()
+		d.interrupt()
 	case syscall.SIGHUP:
 		d.sup.Restart()
 	case syscall.SIGUSR2:

@@ -24,6 +24,7 @@ type fakePool struct{ calls []string }
 
 func (p *fakePool) call(c string) bool            { p.calls = append(p.calls, c); return true }
 func (p *fakePool) Add() bool                     { return p.call("add") }
+func (p *fakePool) StopFor(why string) bool       { return p.call("stop") }
 func (p *fakePool) Retire() bool                  { return p.call("retire") }
 func (p *fakePool) Stop() bool                    { return p.call("stop") }
 func (p *fakePool) Kill() bool                    { return p.call("kill") }

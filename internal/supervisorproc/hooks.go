@@ -2,7 +2,11 @@
 
 package supervisorproc
 
-import "github.com/clusterflock/clusterflock/supervisor"
+import (
+	"sync/atomic"
+
+	"github.com/clusterflock/clusterflock/supervisor"
+)
 
 // hooks is the supervisor.Hooks of a pool: it tells the listeners, systemd
 // and a binary upgrade's handshake what the supervisor does.
@@ -12,9 +16,18 @@ type hooks struct {
 	sd      *systemd
 	ctl     *controlServer // nil without a control socket
 	ctlPath string         // the control socket's path, which a heir takes over when ready
+	// lameDuck is set during the lame-duck period (Options.DrainDelay): a
+	// worker ready then (a re-fork) is told at once.
+	lameDuck *atomic.Bool
 }
 
-func (h *hooks) WorkerReady(w supervisor.Worker)      { h.lis.ready(w) }
+func (h *hooks) WorkerReady(w supervisor.Worker) {
+	h.lis.ready(w)
+	if h.lameDuck != nil && h.lameDuck.Load() {
+		tellDraining(w.Pid)
+	}
+}
+
 func (h *hooks) WorkerStopping(w supervisor.Worker)   { h.lis.stopping(w) }
 func (h *hooks) WorkerExited(w supervisor.Worker)     { h.lis.exited(w) }
 func (h *hooks) SlotLeaving(slot int) <-chan struct{} { return h.lis.leaving(slot) }

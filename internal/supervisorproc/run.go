@@ -17,6 +17,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"regexp"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +47,9 @@ type Config struct {
 	ControlSocket    string        // Options.ControlSocket
 	Metrics          plug.Exporter // Options.Metrics, or nil
 	MemoryLimit      int64         // Options.MemoryLimit: each worker's GOMEMLIMIT, unless the environment sets one
+	DrainDelay       time.Duration // Options.DrainDelay: the lame-duck period of a graceful stop
+	CPUs             int           // the CPUs this process may use (affinity, cgroup quota); 0: runtime.NumCPU()
+	CPUsSource       string        // where CPUs came from, for the start log
 }
 
 // Notify subscribes a buffered channel to the signals a supervisor acts
@@ -83,6 +88,7 @@ func run(ctx context.Context, cfg Config, sigs chan os.Signal, h *heir) error {
 		cfg.Workers = st.g.Len()
 	}
 	var current atomic.Pointer[supervisor.Supervisor]
+	lameDuck := &atomic.Bool{}
 	mx, err := startMetrics(cfg, lis, h, &current)
 	if err != nil {
 		return err
@@ -106,7 +112,7 @@ func run(ctx context.Context, cfg Config, sigs chan os.Signal, h *heir) error {
 		Surge:            cfg.RestartSurge,
 		Logger:           cfg.Logger,
 		OnEvent:          onEvent,
-		Hooks:            &hooks{lis: lis, heir: h, sd: sd, ctl: ctl, ctlPath: ctlPath},
+		Hooks:            &hooks{lis: lis, heir: h, sd: sd, ctl: ctl, ctlPath: ctlPath, lameDuck: lameDuck},
 	})
 	if err != nil {
 		if ctl != nil {
@@ -118,7 +124,7 @@ func run(ctx context.Context, cfg Config, sigs chan os.Signal, h *heir) error {
 	current.Store(sup)
 	logStart(cfg, lis, c, h)
 	d := &dispatcher{cfg: cfg, sup: sup, lis: lis, sd: sd, own: own, upgrades: make(chan upgradeResult, 1),
-		calls: make(chan call), startSuccessor: startSuccessor}
+		calls: make(chan call), startSuccessor: startSuccessor, ctx: ctx, ctxDone: ctx.Done(), lameDuck: lameDuck}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() { d.run(sigs, stop) })
@@ -130,7 +136,9 @@ func run(ctx context.Context, cfg Config, sigs chan os.Signal, h *heir) error {
 		cfg.Logger.Info("running as PID 1: reaping orphaned processes")
 		wg.Go(func() { reapOrphans(own, stop) })
 	}
-	err = result(sup.Run(ctx), cfg.Logger, lis.addr())
+	// The dispatcher stops the pool when ctx ends (after DrainDelay, and
+	// reconciled with SIGINT: see stopping.go).
+	err = result(sup.Run(context.WithoutCancel(ctx)), cfg.Logger, lis.addr())
 	if ctl != nil {
 		ctl.finish(err) // a stop asked on the control socket hears the result
 	}
@@ -234,6 +242,9 @@ func startControl(path string, heir bool, log *slog.Logger) *controlServer {
 func logStart(cfg Config, lis listeners, c choice, h *heir) {
 	mig := lis.migration()
 	start := []any{"pid", os.Getpid(), "addr", lis.addr(), "workers", cfg.Workers, "migration", string(mig)}
+	if cfg.CPUs > 0 {
+		start = append(start, "cpus", cfg.CPUs, "cpus_from", cfg.CPUsSource)
+	}
 	if c.why != "" { // why a better mechanism is not in force
 		start = append(start, "migration_reason", c.why)
 	}
@@ -241,6 +252,10 @@ func logStart(cfg Config, lis listeners, c choice, h *heir) {
 		start = append(start, "upgrade_from", h.env.OldPID)
 	}
 	cfg.Logger.Info("supervisor starting", start...)
+	if exe, err := os.Executable(); err == nil && inBuildCache(exe) {
+		cfg.Logger.Warn("this program runs from a Go build cache directory (go run?): HUP and USR2 re-execute the binary on disk, "+
+			"which go run deletes when it exits; go build it to use them", "path", exe)
+	}
 	if mig == sockets.MigrationNone {
 		ways := `run with CAP_BPF, set net.ipv4.tcp_migrate_req=1, or use Options.Migration "cbpf" or "shared"`
 		if c.noCBPF {
@@ -249,6 +264,15 @@ func logStart(cfg Config, lis listeners, c choice, h *heir) {
 		cfg.Logger.Warn("no connection migration: a retiring worker may reset connections still queued on its listener; "+ways, "reason", c.why)
 	}
 }
+
+// inBuildCache reports whether exe is where go run builds: a go-build
+// directory under the temporary directory ($TMPDIR/go-build…/b001/exe/).
+func inBuildCache(exe string) bool {
+	return goRunDir.MatchString(filepath.ToSlash(filepath.Dir(exe)))
+}
+
+// goRunDir is the directory go run builds a program in.
+var goRunDir = regexp.MustCompile(`/go-build[0-9]+/b[0-9]+/exe$`)
 
 // result maps the supervisor's result to the one Run returns.
 func result(err error, log *slog.Logger, addr string) error {

@@ -53,7 +53,7 @@ func newSpawner(cfg Config, lis listeners, own *children, metrics plug.Superviso
 	s := &spawner{
 		images:   im,
 		args:     os.Args,
-		env:      withMemoryLimit(workerEnviron(os.Environ(), cfg.GOMAXPROCS, cfg.Workers), cfg.MemoryLimit),
+		env:      withMemoryLimit(workerEnviron(os.Environ(), cfg.GOMAXPROCS, cfg.Workers, cfg.CPUs), cfg.MemoryLimit),
 		lis:      lis,
 		own:      own,
 		timing:   cfg.Timing,
@@ -70,8 +70,12 @@ func newSpawner(cfg Config, lis listeners, own *children, metrics plug.Superviso
 
 // workerEnviron returns env without the pool's own variables (markers,
 // systemd's), with GOMAXPROCS set as Options.GOMAXPROCS asks: gomaxprocs if
-// positive, else the environment's GOMAXPROCS if set, else NumCPU/workers.
-func workerEnviron(env []string, gomaxprocs, workers int) []string {
+// positive, else the environment's GOMAXPROCS if set, else cpus/workers
+// (cpus 0: runtime.NumCPU()).
+func workerEnviron(env []string, gomaxprocs, workers, cpus int) []string {
+	if cpus <= 0 {
+		cpus = runtime.NumCPU()
+	}
 	out := make([]string, 0, len(env)+2)
 	explicit := false
 	for _, kv := range env {
@@ -92,7 +96,7 @@ func workerEnviron(env []string, gomaxprocs, workers int) []string {
 	case gomaxprocs > 0:
 		out = append(out, "GOMAXPROCS="+strconv.Itoa(gomaxprocs))
 	case !explicit:
-		out = append(out, "GOMAXPROCS="+strconv.Itoa(max(1, runtime.NumCPU()/workers)))
+		out = append(out, "GOMAXPROCS="+strconv.Itoa(max(1, cpus/workers)))
 	}
 	return out
 }

@@ -60,3 +60,17 @@ func TestSystemdStopping(t *testing.T) {
 		t.Errorf("notifications (-want +got):\n%s", diff)
 	}
 }
+
+// TestInBuildCache: go run's binaries are recognised, others are not.
+func TestInBuildCache(t *testing.T) {
+	for path, want := range map[string]bool{
+		"/tmp/go-build3859162/b001/exe/hello":              true,
+		"/home/u/.cache/go-build/tmp/go-build1/b001/exe/x": true,
+		"/usr/local/bin/hello":                             false,
+		"/home/u/src/go-builder/exe/hello":                 false,
+	} {
+		if got := inBuildCache(path); got != want {
+			t.Errorf("inBuildCache(%q) = %t, want %t", path, got, want)
+		}
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -43,6 +44,9 @@ type Config struct {
 	// MemoryLimit, if positive, is the RSS above which (sustained) the
 	// worker asks to be replaced.
 	MemoryLimit int64
+	// Draining, if set, is called when the pool's lame-duck period begins
+	// (Options.DrainDelay, proto.DrainSignal).
+	Draining func()
 	// Metrics, if set, is closed once the worker has stopped serving (or
 	// failed): it sends the worker's final metrics (Options.Metrics).
 	Metrics io.Closer
@@ -68,6 +72,9 @@ func Run(ctx context.Context, cfg Config, env proto.WorkerEnv, serve ServeFunc) 
 
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, proto.Signals()...)
+	if proto.HasDrainSignal {
+		signal.Notify(sigs, proto.DrainSignal)
+	}
 	defer signal.Stop(sigs)
 	orphaned := make(chan struct{})
 	go func() {
@@ -110,7 +117,10 @@ func (w *worker) run(ctx context.Context, serve ServeFunc) error {
 	}
 	defer ln.Close()
 
-	sctx, stop := context.WithCancel(ctx)
+	// The serve function stops when the pool says so; the program's
+	// context, ended by a signal that the supervisor acts on, does not
+	// stop it (see serving).
+	sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
 	served := make(chan error, 1)
 	go func() { served <- serve(sctx, ln, w.env) }()
@@ -147,6 +157,7 @@ func (w *worker) serving(ctx context.Context, served <-chan error, log *slog.Log
 	beat := time.NewTicker(w.cfg.Timing.Heartbeat)
 	defer beat.Stop()
 	g := newGuards(w.cfg, log)
+	done := ctx.Done()
 	for {
 		select {
 		case <-beat.C:
@@ -155,14 +166,26 @@ func (w *worker) serving(ctx context.Context, served <-chan error, log *slog.Log
 				w.status.send(m) // again each beat until the supervisor acts on it
 			}
 		case sig := <-w.sigs:
-			if sig == syscall.SIGTERM || sig == syscall.SIGQUIT {
+			switch {
+			case sig == syscall.SIGTERM || sig == syscall.SIGQUIT:
 				log.Debug("worker stopping", "signal", signame.Of(sig))
 				return nil
+			case sig == proto.DrainSignal && proto.HasDrainSignal && w.cfg.Draining != nil:
+				log.Debug("worker in the pool's lame-duck period")
+				w.cfg.Draining()
 			} // the supervisor acts on the others
 		case <-w.orphaned:
 			log.Warn("supervisor is gone; worker stopping")
 			return nil
-		case <-ctx.Done():
+		case <-done:
+			if signalCause(ctx) {
+				// signal.NotifyContext in a worker saw a signal sent to the
+				// whole process group (Ctrl-C): the supervisor got it too
+				// and decides; this worker serves until told.
+				log.Debug("the program's context ended by a signal; the supervisor decides", "cause", context.Cause(ctx).Error())
+				done = nil
+				continue
+			}
 			return nil
 		case err := <-served:
 			if err == nil {
@@ -171,6 +194,13 @@ func (w *worker) serving(ctx context.Context, served <-chan error, log *slog.Log
 			return err
 		}
 	}
+}
+
+// signalCause reports whether ctx ended because signal.NotifyContext
+// received a signal (Go 1.26: its cause says "<signal> signal received").
+func signalCause(ctx context.Context) bool {
+	c := context.Cause(ctx)
+	return c != nil && errors.Is(c, context.Canceled) && strings.HasSuffix(c.Error(), " signal received")
 }
 
 // heartbeat is the heartbeat message, with the worker's load if known.
