@@ -2,6 +2,7 @@ package clusterflock_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -28,10 +29,11 @@ func ExampleRun() {
 	}
 }
 
-// Options with a fixed address and worker count, and a context that stops
-// the pool gracefully on the program's own terms.
+// Options with a fixed address and worker count, and the usual context:
+// Ctrl-C and TERM end it, which the pool makes one graceful stop (a second
+// Ctrl-C stops at once).
 func ExampleRun_options() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGUSR1)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	opts := clusterflock.Options{
 		Addr:            "127.0.0.1:8080",
@@ -40,6 +42,39 @@ func ExampleRun_options() {
 	}
 	if err := clusterflock.Run(ctx, http.NotFoundHandler(), opts); err != nil {
 		log.Fatal(err)
+	}
+}
+
+// The README's complete main: start-up that only workers need behind
+// IsWorker (code before Run runs in the supervisor too), a readiness
+// probe that fails in the lame-duck period, the guards, ErrInterrupted as
+// exit status 130, and no log.Fatal, so that deferred cleanup runs.
+func ExampleRun_main() {
+	var cache map[string]string
+	if clusterflock.IsWorker() {
+		cache = map[string]string{} // per-worker state; the supervisor serves nothing
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "hello", len(cache)) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if clusterflock.Draining(r.Context()) {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+		}
+	})
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := clusterflock.Run(ctx, mux, clusterflock.Options{
+		ShutdownTimeout: 10 * time.Second,
+		DrainDelay:      5 * time.Second,
+		StuckTimeout:    30 * time.Second,
+		MemoryLimit:     512 << 20,
+	})
+	switch {
+	case errors.Is(err, clusterflock.ErrInterrupted):
+		os.Exit(130)
+	case err != nil:
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
 }
 

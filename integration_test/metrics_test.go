@@ -232,6 +232,9 @@ func TestMetricsMerged(t *testing.T) {
 	if n := value(mfs, "clusterflock_workers", "state", "ready"); n < 2 {
 		t.Errorf("clusterflock_workers{state=\"ready\"} = %v, want ≥ 2", n)
 	}
+	if r := mfs["clusterflock_worker_resident_bytes"]; r == nil || len(r.Metric) < 2 || r.Metric[0].GetGauge().GetValue() < 1<<20 {
+		t.Errorf("clusterflock_worker_resident_bytes does not show each worker's RSS: %v", r)
+	}
 	if g := mfs["go_goroutines"]; g == nil || len(g.Metric) < 2 || !hasLabels(g.Metric[0], []string{"slot", "0"}) {
 		t.Errorf("go_goroutines (Exporter.PerSlot) is not shown per slot: %v", g)
 	}

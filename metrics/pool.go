@@ -1,6 +1,8 @@
 package metrics
 
 import (
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -37,6 +39,7 @@ type poolMetrics struct {
 	desired  *prometheus.Desc
 	queue    *prometheus.Desc
 	backlog  *prometheus.Desc
+	rss      *prometheus.Desc
 
 	mu       sync.Mutex
 	known    map[int]known // by pid
@@ -72,6 +75,8 @@ func newPoolMetrics(snapshot func() supervisor.Snapshot, queues func() ([]plug.Q
 			"Connections waiting in the accept queues of the pool's listening sockets.", nil, nil),
 		backlog: prometheus.NewDesc("clusterflock_accept_queue_capacity",
 			"The summed backlog of the pool's listening sockets.", nil, nil),
+		rss: prometheus.NewDesc("clusterflock_worker_resident_bytes",
+			"Each live worker's resident set (Linux /proc), by slot and pid.", []string{"slot", "pid"}, nil),
 	}
 	// Every label value exists from the start, at 0: a rate over the first
 	// exit of a kind is then computed, not missed.
@@ -96,6 +101,7 @@ func (p *poolMetrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- p.desired
 	ch <- p.queue
 	ch <- p.backlog
+	ch <- p.rss
 }
 
 // Collect implements prometheus.Collector.
@@ -107,6 +113,9 @@ func (p *poolMetrics) Collect(ch chan<- prometheus.Metric) {
 	states := map[supervisor.State]int{supervisor.Starting: 0, supervisor.Ready: 0, supervisor.Draining: 0, supervisor.Stopping: 0}
 	for _, w := range snap.Workers {
 		states[w.State]++
+		if rss, ok := residentBytes(w.Pid); ok {
+			ch <- prometheus.MustNewConstMetric(p.rss, prometheus.GaugeValue, float64(rss), strconv.Itoa(w.Slot), strconv.Itoa(w.Pid))
+		}
 	}
 	for st, n := range states {
 		ch <- prometheus.MustNewConstMetric(p.workers, prometheus.GaugeValue, float64(n), string(st))
@@ -120,6 +129,20 @@ func (p *poolMetrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(p.queue, prometheus.GaugeValue, float64(n))
 		ch <- prometheus.MustNewConstMetric(p.backlog, prometheus.GaugeValue, float64(max))
 	}
+}
+
+// residentBytes is process pid's resident set, from /proc/<pid>/statm.
+func residentBytes(pid int) (int64, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
+	if err != nil {
+		return 0, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0, false
+	}
+	pages, err := strconv.ParseInt(f[1], 10, 64)
+	return pages * int64(os.Getpagesize()), err == nil
 }
 
 // slotOf is the slot and generation of worker pid, or -1 if unknown.
