@@ -3,12 +3,15 @@
 package supervisorproc
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -188,4 +191,72 @@ func TestIntakeNeverBlocks(t *testing.T) {
 	}
 	close(stop)
 	<-done
+}
+
+// notifyContext is what signal.NotifyContext gives once sig arrived.
+func notifyContext(sig os.Signal) context.Context {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(signalCauseError(sig.String() + " signal received"))
+	return ctx
+}
+
+// signalCauseError stands for os/signal's unexported cause type.
+type signalCauseError string
+
+func (e signalCauseError) Error() string        { return string(e) }
+func (e signalCauseError) Is(target error) bool { return target == context.Canceled }
+
+// SIGINT with the program's context ended by that SIGINT (NotifyContext)
+// is a graceful stop; a second SIGINT kills. Without it, SIGINT kills.
+func TestDispatchInterruptThroughContext(t *testing.T) {
+	h := newDispatchHarness()
+	h.d.ctx = notifyContext(os.Interrupt)
+	h.d.signal(syscall.SIGINT)
+	h.want(t, "stop")
+	h.d.signal(syscall.SIGINT)
+	h.want(t, "kill")
+
+	synctest.Test(t, func(t *testing.T) {
+		h := newDispatchHarness()
+		h.d.ctx = context.Background() // never ends: after interruptWait, a kill
+		h.d.signal(syscall.SIGINT)
+		h.want(t, "kill")
+		// A context ended by TERM does not make SIGINT graceful.
+		h = newDispatchHarness()
+		h.d.ctx = notifyContext(syscall.SIGTERM)
+		h.d.signal(syscall.SIGINT)
+		h.want(t, "kill")
+	})
+}
+
+// With DrainDelay, TERM (or the context) begins the lame-duck period; the
+// stop follows after the delay; a second TERM changes nothing; SIGINT
+// during the delay kills.
+func TestDispatchDrainDelay(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newDispatchHarness()
+		h.d.cfg.DrainDelay = 2 * time.Second
+		h.d.lameDuck = &atomic.Bool{}
+		h.d.signal(syscall.SIGTERM)
+		h.d.signal(syscall.SIGQUIT)
+		h.want(t, "lame-duck: requested; serving for DrainDelay 2s before the stop")
+		if !h.d.lameDuck.Load() {
+			t.Error("the hooks are not told of the lame-duck period")
+		}
+		start := time.Now()
+		<-h.d.drained
+		h.d.lameDuckOver()
+		h.want(t, "stop")
+		if d := time.Since(start); d != 2*time.Second {
+			t.Errorf("stopped after %v, want DrainDelay", d)
+		}
+
+		h = newDispatchHarness()
+		h.d.cfg.DrainDelay = 2 * time.Second
+		h.d.lameDuck = &atomic.Bool{}
+		h.d.ctx = context.Background()
+		h.d.gracefulStop("context done")
+		h.d.signal(syscall.SIGINT)
+		h.want(t, "lame-duck: context done; serving for DrainDelay 2s before the stop", "kill")
+	})
 }
