@@ -125,6 +125,14 @@ func run(ctx context.Context, cfg Config, sigs chan os.Signal, h *heir) error {
 	logStart(cfg, lis, c, h)
 	d := &dispatcher{cfg: cfg, sup: sup, lis: lis, sd: sd, own: own, upgrades: make(chan upgradeResult, 1),
 		calls: make(chan call), startSuccessor: startSuccessor, ctx: ctx, ctxDone: ctx.Done(), lameDuck: lameDuck}
+	err = serve(ctx, sup, d, ctl, sigs)
+	closeMetrics(mx, d.handover, cfg.Logger)
+	return err
+}
+
+// serve runs the pool with its dispatcher, control socket and (as PID 1)
+// reaper until it has stopped, and joins them.
+func serve(ctx context.Context, sup *supervisor.Supervisor, d *dispatcher, ctl *controlServer, sigs chan os.Signal) error {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() { d.run(sigs, stop) })
@@ -133,12 +141,12 @@ func run(ctx context.Context, cfg Config, sigs chan os.Signal, h *heir) error {
 		wg.Go(ctl.serve)
 	}
 	if os.Getpid() == 1 {
-		cfg.Logger.Info("running as PID 1: reaping orphaned processes")
-		wg.Go(func() { reapOrphans(own, stop) })
+		d.cfg.Logger.Info("running as PID 1: reaping orphaned processes")
+		wg.Go(func() { reapOrphans(d.own, stop) })
 	}
 	// The dispatcher stops the pool when ctx ends (after DrainDelay, and
 	// reconciled with SIGINT: see stopping.go).
-	err = result(sup.Run(context.WithoutCancel(ctx)), cfg.Logger, lis.addr())
+	err := result(sup.Run(context.WithoutCancel(ctx)), d.cfg.Logger, d.lis.addr())
 	if ctl != nil {
 		ctl.finish(err) // a stop asked on the control socket hears the result
 	}
@@ -147,7 +155,6 @@ func run(ctx context.Context, cfg Config, sigs chan os.Signal, h *heir) error {
 		ctl.Close()
 	}
 	wg.Wait()
-	closeMetrics(mx, d.handover, cfg.Logger)
 	return err
 }
 

@@ -153,41 +153,16 @@ func (s *spawner) start(w supervisor.Worker, control *os.File) (*process, error)
 	if image != nil {
 		defer image.Close() // the worker has its own
 	}
-	sr, sw, err := os.Pipe()
+	cf, err := s.openChildFiles(w.Slot)
 	if err != nil {
-		return nil, fmt.Errorf("status pipe: %w", err)
-	}
-	tap, tw, err := newStderrTap()
-	if err != nil {
-		sr.Close()
-		sw.Close()
-		return nil, fmt.Errorf("stderr pipe: %w", err)
-	}
-	ln, err := s.lis.listener(w.Slot)
-	if err != nil {
-		sr.Close()
-		sw.Close()
-		tw.Close()
-		tap.r.Close()
-		return nil, fmt.Errorf("listener for slot %d: %w", w.Slot, err)
-	}
-	mine, theirs, err := s.metricsPair()
-	if err != nil {
-		sr.Close()
-		sw.Close()
-		tw.Close()
-		tap.r.Close()
-		if ln != nil {
-			ln.Close()
-		}
 		return nil, err
 	}
 	marker := proto.WorkerEnv{SupervisorPID: os.Getpid(), Slot: w.Slot, Generation: w.Generation,
 		Migration: string(s.lis.migration()), Inherited: s.lis.inherited(), Addr: s.lis.addr()}
 	// proto.StatusFD, LifelineFD, ListenerFD, ControlFD, StderrFD, ImageFD, MetricsFD (nil: none)
-	files := []*os.File{sw, s.lifeline, ln, control, os.Stderr, image, theirs}
+	files := []*os.File{cf.statusW, s.lifeline, cf.ln, control, os.Stderr, image, cf.metricsW}
 	env := append(s.env[:len(s.env):len(s.env)], proto.EnvWorker+"="+marker.Encode())
-	if theirs != nil {
+	if cf.metricsW != nil {
 		env = append(env, proto.EnvMetrics+"=1")
 	}
 	command := func(path string) *exec.Cmd {
@@ -196,8 +171,8 @@ func (s *spawner) start(w supervisor.Worker, control *os.File) (*process, error)
 			Args:        s.args,
 			Env:         env,
 			Stdout:      os.Stdout,
-			Stderr:      tw,    // until ready
-			ExtraFiles:  files, // slot i is fd 3+i
+			Stderr:      cf.tapW, // until ready
+			ExtraFiles:  files,   // slot i is fd 3+i
 			SysProcAttr: workerSysProcAttr(),
 		}
 	}
@@ -210,32 +185,70 @@ func (s *spawner) start(w supervisor.Worker, control *os.File) (*process, error)
 		cmd = command(s.images.path)
 		err = s.own.start(cmd)
 	}
-	sw.Close()
-	tw.Close()
-	if ln != nil {
-		ln.Close() // the worker has its own
-	}
-	if theirs != nil {
-		theirs.Close()
-	}
+	cf.closeChildEnds() // the worker has its own
 	if err != nil {
-		sr.Close()
-		tap.r.Close()
-		if mine != nil {
-			mine.Close()
-		}
+		cf.closeOurs()
 		return nil, err
 	}
-	if mine != nil {
-		s.metrics.Attach(cmd.Process.Pid, mine)
+	if cf.metrics != nil {
+		s.metrics.Attach(cmd.Process.Pid, cf.metrics)
 	}
-	go tap.run(os.Stderr)
-	p := &process{cmd: cmd, own: s.own, status: sr, tap: tap, linger: s.timing.Linger, hasListener: ln != nil,
+	go cf.tap.run(os.Stderr)
+	p := &process{cmd: cmd, own: s.own, status: cf.status, tap: cf.tap, linger: s.timing.Linger, hasListener: cf.ln != nil,
 		standby: w.Slot == proto.StandbySlot, maxRate: maxMessageRate(s.timing),
 		msgs: make(chan supervisor.Message, 4), exited: make(chan struct{}), waited: make(chan struct{}), readDone: make(chan struct{}), standing: make(chan struct{})}
 	go p.read()
 	go p.wait()
 	return p, nil
+}
+
+// childFiles are the descriptors made for one worker: the ends it
+// inherits, and the supervisor's.
+type childFiles struct {
+	status, statusW   *os.File // the status pipe
+	tap               *stderrTap
+	tapW              *os.File // its stderr until ready
+	ln                *os.File // the slot's listener, or nil
+	metrics, metricsW *os.File // the metrics channel, or nil
+}
+
+// openChildFiles makes a worker's descriptors for slot, or none.
+func (s *spawner) openChildFiles(slot int) (*childFiles, error) {
+	cf := &childFiles{}
+	var err error
+	if cf.status, cf.statusW, err = os.Pipe(); err != nil {
+		return nil, fmt.Errorf("status pipe: %w", err)
+	}
+	if cf.tap, cf.tapW, err = newStderrTap(); err != nil {
+		cf.closeChildEnds()
+		cf.closeOurs()
+		return nil, fmt.Errorf("stderr pipe: %w", err)
+	}
+	if cf.ln, err = s.lis.listener(slot); err != nil {
+		cf.closeChildEnds()
+		cf.closeOurs()
+		return nil, fmt.Errorf("listener for slot %d: %w", slot, err)
+	}
+	if cf.metrics, cf.metricsW, err = s.metricsPair(); err != nil {
+		cf.closeChildEnds()
+		cf.closeOurs()
+		return nil, err
+	}
+	return cf, nil
+}
+
+// closeChildEnds closes what the worker inherits (once it has, or if it
+// is not started).
+func (cf *childFiles) closeChildEnds() {
+	closeFiles([]*os.File{cf.statusW, cf.tapW, cf.ln, cf.metricsW})
+}
+
+// closeOurs closes the supervisor's ends, for a worker that did not start.
+func (cf *childFiles) closeOurs() {
+	closeFiles([]*os.File{cf.status, cf.metrics})
+	if cf.tap != nil {
+		cf.tap.r.Close()
+	}
 }
 
 // metricsPair is a worker's metrics channel (nil without Options.Metrics):
