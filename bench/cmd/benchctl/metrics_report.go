@@ -63,24 +63,25 @@ func (rep *report) metricsThroughput(sb *strings.Builder) {
 	if hasAA {
 		w("; **A/A** is `pool1 / pool` in the same rounds: on a machine where the library's default GOMAXPROCS per worker is already 1, the two are the same configuration, so its spread is the noise floor of a ratio here")
 	}
+	w("; *quiet rounds only* keeps the rounds in which other processes used at most %d %% of the CPUs during both runs", busyPct)
 	w(". **Overhead (wall)** is 1/rps(poolM) − 1/rps(pool) per round, in µs: how much longer each request takes at saturation, with the server and wrk sharing the machine (negative = poolM was faster in that round). **CPU/req** is the server tree's CPU time (user+sys, all processes) per request, median over rounds.\n\n")
 	for _, h := range rep.handlers {
 		if !rep.hasServer(h, "poolM") || !rep.hasServer(h, "pool") {
 			continue
 		}
 		w("**%s handler**\n\n", h)
-		w("| placement | mode | rounds | poolM / pool rps |")
+		w("| placement | mode | rounds | poolM / pool rps | same, quiet rounds only (n) |")
 		if hasAA {
 			w(" A/A: pool1 / pool rps |")
 		}
-		w(" poolM / pool p99 | pool rps (median) | poolM rps (median) | overhead (wall) µs/req | CPU/req µs pool → poolM | errs pool / poolM (total) |\n|---|---|---|---|")
+		w(" poolM / pool p99 | pool rps (median) | poolM rps (median) | overhead (wall) µs/req | CPU/req µs pool → poolM | errs pool / poolM (total) |\n|---|---|---|---|---|")
 		if hasAA {
 			w("---|")
 		}
 		w("---|---|---|---|---|---|\n")
 		for _, p := range rep.placements {
 			for _, m := range rep.modes {
-				var ratio, aa, p99r, over, cpuP, cpuM []float64
+				var ratio, quiet, aa, p99r, over, cpuP, cpuM []float64
 				n := 0
 				for k, rm := range poolM {
 					if k.handler != h || k.placement != p || k.mode != m {
@@ -92,6 +93,9 @@ func (rep *report) metricsThroughput(sb *strings.Builder) {
 					}
 					n++
 					ratio = append(ratio, rm.rps/rp.rps)
+					if rm.foreign <= busyPct && rp.foreign <= busyPct {
+						quiet = append(quiet, rm.rps/rp.rps)
+					}
 					over = append(over, 1e6/rm.rps-1e6/rp.rps)
 					if rp.p99 > 0 {
 						p99r = append(p99r, rm.p99/rp.p99)
@@ -108,7 +112,7 @@ func (rep *report) metricsThroughput(sb *strings.Builder) {
 					continue
 				}
 				cp, cm := rep.cells[cellKey{h, p, m, "pool"}], rep.cells[cellKey{h, p, m, "poolM"}]
-				w("| %s | %s | %d | **%s** |", p, modeName[m], n, ratioStr(ratio))
+				w("| %s | %s | %d | **%s** | %s (%d) |", p, modeName[m], n, ratioStr(ratio), ratioStr(quiet), len(quiet))
 				if hasAA {
 					w(" %s |", ratioStr(aa))
 				}
