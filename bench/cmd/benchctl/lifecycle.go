@@ -22,6 +22,20 @@ func (c *config) lifecycleAll(specs []serverSpec) error {
 		return err
 	}
 	defer w.close()
+	c.poolSteps(specs, w)
+	if slices.Contains(c.steps, "scrape") {
+		// Needs only the pool to build, not poolM in -servers.
+		if !c.poolBuilt {
+			w.row("scrape", 0, "skipped", "the clusterflock library did not build")
+		} else {
+			c.scrapeAll(w)
+		}
+	}
+	return nil
+}
+
+// poolSteps runs the lifecycle steps on the "pool" server.
+func (c *config) poolSteps(specs []serverSpec, w *csvWriter) {
 	var pool *serverSpec
 	for i := range specs {
 		if specs[i].name == "pool" {
@@ -29,8 +43,10 @@ func (c *config) lifecycleAll(specs []serverSpec) error {
 		}
 	}
 	if pool == nil {
-		c.notes = append(c.notes, "lifecycle figures skipped: the pool server is not part of this run")
-		return nil
+		if slices.ContainsFunc(c.steps, func(s string) bool { return s != "scrape" }) {
+			c.notes = append(c.notes, "lifecycle figures skipped: the pool server is not part of this run")
+		}
+		return
 	}
 	if !c.rolling {
 		w.row("rolling", 0, "skipped", c.rollingNote)
@@ -96,7 +112,6 @@ func (c *config) lifecycleAll(specs []serverSpec) error {
 		}
 		srv.stop()
 	}
-	return nil
 }
 
 // settle waits until the pool has its full count of live workers and each

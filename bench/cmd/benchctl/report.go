@@ -21,6 +21,7 @@ type run struct {
 	placement, handler, mode, srv string
 	ok                            bool // the server started and wrk produced a result
 	rps, p50, p99                 float64
+	srvCPU                        float64 // server tree CPU, % of all CPUs
 	errs                          int64
 	foreign                       float64
 	gmp, note                     string
@@ -118,6 +119,7 @@ func readRuns(path string) ([]run, error) {
 		r.round, _ = strconv.Atoi(get("round"))
 		r.ok = get("rps") != "" && get("requests") != "0"
 		r.rps, r.p50, r.p99, r.foreign = f("rps"), f("p50_ms"), f("p99_ms"), f("foreign_pct")
+		r.srvCPU = f("server_cpu_pct")
 		r.errs, _ = strconv.ParseInt(get("errors"), 10, 64)
 		out = append(out, r)
 	}
@@ -164,13 +166,14 @@ type report struct {
 	servers    []string
 	life       [][]string
 	notes      []string
+	runs       []run
 }
 
 var (
 	knownHandlers   = []string{"ok", "alloc", "sleep"}
 	knownPlacements = []string{"shared", "pinned"}
 	knownModes      = []string{"ka", "close"}
-	knownServers    = []string{"single", "pool", "pool1", "poolN", "poolC", "nginx", "node"}
+	knownServers    = []string{"single", "pool", "poolM", "pool1", "poolN", "poolC", "nginx", "node"}
 )
 
 func ordered(known []string, present map[string]bool) []string {
@@ -189,7 +192,7 @@ func ordered(known []string, present map[string]bool) []string {
 }
 
 func newReport(meta map[string]any, runs []run, life [][]string) *report {
-	rep := &report{meta: meta, cells: map[cellKey]*cell{}, life: life}
+	rep := &report{meta: meta, cells: map[cellKey]*cell{}, life: life, runs: runs}
 	hs, ps, ms, ss := map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}
 	type roundKey struct {
 		round                    int
@@ -277,6 +280,7 @@ var serverDesc = map[string]string{
 	"pool1":  "clusterflock.Run, Workers = CPU count, Options.GOMAXPROCS = 1",
 	"poolN":  "clusterflock.Run, Workers = CPU count, Options.GOMAXPROCS = CPU count (naive)",
 	"poolC":  "clusterflock.Run, Workers = CPU count, Options.Migration = \"cbpf\" (supervisor-held sockets, classic BPF steering)",
+	"poolM":  "clusterflock.Run, Workers = CPU count, Options.Metrics = &metrics.Exporter{Addr: …} (the supervisor serves /metrics; every request counted by promhttp's wrappers)",
 	"nginx":  "nginx, one worker per CPU, `listen … reuseport`, `return 200 'ok'` (the ceiling)",
 	"node":   "node `cluster`, one worker per CPU, default round-robin: the primary accepts and hands off (the Node original's model)",
 }
@@ -419,6 +423,7 @@ func (rep *report) markdown(sb *strings.Builder, svgName string) {
 	}
 
 	rep.lifecycleMarkdown(sb)
+	rep.metricsMarkdown(sb)
 
 	w("## Servers and handlers\n\n")
 	for _, s := range rep.servers {
@@ -495,7 +500,7 @@ func (rep *report) lifecycleMarkdown(sb *strings.Builder) {
 	w := func(format string, a ...any) { fmt.Fprintf(sb, format, a...) }
 	lv := rep.lifeVals()
 	w("## Lifecycle costs (`pool`, trivial handler, shared placement)\n\n")
-	if len(lv) == 0 {
+	if len(lv) == 0 || (len(lv) == 1 && lv["scrape"] != nil) {
 		w("Not measured in this run.\n\n")
 		return
 	}
@@ -571,6 +576,9 @@ func (rep *report) lifecycleMarkdown(sb *strings.Builder) {
 	}
 	var errs []string
 	for kind, kv := range lv {
+		if kind == "scrape" {
+			continue // in the metrics section
+		}
 		for _, e := range kv["error"] {
 			errs = append(errs, kind+": "+e)
 		}

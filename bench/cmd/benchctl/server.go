@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,27 +35,25 @@ func (s serverSpec) serves(handler string) bool {
 // with the reason.
 func (c *config) servers() (specs []serverSpec, skipped []string) {
 	all := []string{"ok", "alloc", "sleep"}
-	goEnv := func(mode, handler string, port int) []string {
-		return []string{
-			"BENCH_MODE=" + mode,
-			"BENCH_HANDLER=" + handler,
-			"BENCH_ADDR=127.0.0.1:" + strconv.Itoa(port),
-			"BENCH_WORKERS=" + strconv.Itoa(c.workers),
-		}
-	}
 	goServer := func(name, mode string, procs int) serverSpec {
 		return serverSpec{name: name, handlers: all, procs: procs, isGo: true,
 			command: func(port int, handler, dir string) ([]string, []string, error) {
-				return []string{c.goserver}, goEnv(mode, handler, port), nil
+				return []string{c.goserver}, c.goEnv(mode, handler, port, c.workers), nil
 			}}
 	}
 	for _, name := range c.serverNames {
 		switch name {
 		case "single":
 			specs = append(specs, goServer("single", "single", 1))
-		case "pool", "pool1", "poolN", "poolC":
+		case "pool", "pool1", "poolN", "poolC", "poolM":
 			if !c.poolBuilt {
 				skipped = append(skipped, name+": the clusterflock library did not build ("+c.poolBuildErr+")")
+				continue
+			}
+			if name == "poolM" {
+				s := c.poolMSpec(c.workers)
+				s.handlers = c.poolMHandlers
+				specs = append(specs, s)
 				continue
 			}
 			specs = append(specs, goServer(name, name, c.workers))
@@ -105,16 +104,53 @@ func (c *config) servers() (specs []serverSpec, skipped []string) {
 	return specs, skipped
 }
 
+// goEnv is the environment that gives goserver its shape.
+func (c *config) goEnv(mode, handler string, port, workers int) []string {
+	return []string{
+		"BENCH_MODE=" + mode,
+		"BENCH_HANDLER=" + handler,
+		"BENCH_ADDR=127.0.0.1:" + strconv.Itoa(port),
+		"BENCH_WORKERS=" + strconv.Itoa(workers),
+	}
+}
+
+// poolMSpec is the pool with Options.Metrics (goserver's poolM) and the
+// given worker count: the supervisor serves /metrics on a free port that
+// the harness picks at each start (running.metricsAddr).
+func (c *config) poolMSpec(workers int) serverSpec {
+	return serverSpec{name: "poolM", handlers: []string{"ok", "alloc", "sleep"}, procs: workers, isGo: true,
+		command: func(port int, handler, dir string) ([]string, []string, error) {
+			mport, err := freePort()
+			if err != nil {
+				return nil, nil, fmt.Errorf("no free port for /metrics: %w", err)
+			}
+			env := append(c.goEnv("poolM", handler, port, workers), "BENCH_METRICS_ADDR=127.0.0.1:"+strconv.Itoa(mport))
+			return []string{c.goserver}, env, nil
+		}}
+}
+
+// freePort asks the kernel for a free TCP port on 127.0.0.1.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
 // running is a started server tree.
 type running struct {
-	spec  serverSpec
-	cmd   *exec.Cmd
-	pid   int
-	addr  string
-	log   string
-	done  chan struct{}
-	procs []int // answering PIDs seen at start
-	gmp   string
+	spec serverSpec
+	cmd  *exec.Cmd
+	pid  int
+	addr string
+	// metricsAddr is where the supervisor serves /metrics (poolM), or "".
+	metricsAddr string
+	log         string
+	done        chan struct{}
+	procs       []int // answering PIDs seen at start
+	gmp         string
 }
 
 // start launches spec with handler, pinned to CPU 0 when pin is set, and
@@ -150,6 +186,11 @@ func (c *config) start(spec serverSpec, handler string, pin bool) (*running, err
 		return nil, err
 	}
 	r := &running{spec: spec, cmd: cmd, pid: cmd.Process.Pid, addr: fmt.Sprintf("127.0.0.1:%d", port), log: logPath, done: make(chan struct{})}
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "BENCH_METRICS_ADDR="); ok {
+			r.metricsAddr = v
+		}
+	}
 	c.track(r.pid)
 	go func() { cmd.Wait(); close(r.done) }()
 	pids, err := waitReady(r.addr, spec.procs, 10*time.Second)

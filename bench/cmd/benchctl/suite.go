@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,34 +22,38 @@ import (
 
 // config is one run of the suite.
 type config struct {
-	quick        bool
-	rounds       int
-	durOK        int // wrk seconds per mode, trivial handler
-	dur          int // wrk seconds per mode, other handlers
-	warmup       int
-	conns        int
-	workers      int
-	placements   []string
-	handlers     []string
-	serverNames  []string
-	reforkReps   int
-	killReps     int
-	rollingReps  int
-	supDur       time.Duration
-	rolling      bool
-	rollingNote  string
-	poolBuilt    bool
-	poolBuildErr string
-	lifecycle    bool
-	steps        []string
-	victimAge    time.Duration
-	quietMax     float64
-	quietWait    time.Duration
-	retries      int
-	deadline     time.Time
-	remeasured   int
-	busyStarts   int
-	command      string
+	quick         bool
+	rounds        int
+	durOK         int // wrk seconds per mode, trivial handler
+	dur           int // wrk seconds per mode, other handlers
+	warmup        int
+	conns         int
+	workers       int
+	placements    []string
+	handlers      []string
+	serverNames   []string
+	poolMHandlers []string
+	scrapeWorkers []int
+	scrapeN       int
+	scrapeDur     time.Duration
+	reforkReps    int
+	killReps      int
+	rollingReps   int
+	supDur        time.Duration
+	rolling       bool
+	rollingNote   string
+	poolBuilt     bool
+	poolBuildErr  string
+	lifecycle     bool
+	steps         []string
+	victimAge     time.Duration
+	quietMax      float64
+	quietWait     time.Duration
+	retries       int
+	deadline      time.Time
+	remeasured    int
+	busyStarts    int
+	command       string
 
 	benchDir, work, out, goserver, wrkScript string
 	serverCPU, wrkCPU                        string
@@ -98,7 +103,11 @@ func suiteMain(args []string) error {
 	fs.IntVar(&c.workers, "workers", c.workers, "pool size (and nginx/node workers); default the machine's CPU count")
 	placements := fs.String("placements", "shared,pinned", "placements: shared (no pinning), pinned (server on -server-cpu, wrk on -wrk-cpu)")
 	handlers := fs.String("handlers", "ok,alloc,sleep", "handlers")
-	serverList := fs.String("servers", "single,pool,pool1,nginx,node", "servers (also: poolN = pool with GOMAXPROCS=workers per worker, poolC = pool with Migration cbpf)")
+	serverList := fs.String("servers", "single,pool,poolM,pool1,nginx,node", "servers (also: poolN = pool with GOMAXPROCS=workers per worker, poolC = pool with Migration cbpf)")
+	poolMHandlers := fs.String("poolM-handlers", "ok", "handlers poolM (the pool with Options.Metrics) runs in the throughput rounds")
+	scrapeWorkers := fs.String("scrape-workers", "2,16", "scrape step: poolM worker counts (Options.Workers)")
+	fs.IntVar(&c.scrapeN, "scrape-n", 200, "scrape step: sequential GET /metrics per worker count (latency)")
+	fs.DurationVar(&c.scrapeDur, "scrape-dur", 20*time.Second, "scrape step: supervisor CPU sampling time, scraped once per second, no load")
 	fs.IntVar(&c.reforkReps, "refork-reps", 20, "refork repetitions")
 	fs.IntVar(&c.killReps, "kill-reps", 3, "SIGKILL-under-load repetitions per mode")
 	fs.IntVar(&c.rollingReps, "rolling-reps", 3, "rolling restart repetitions per mode")
@@ -108,13 +117,13 @@ func suiteMain(args []string) error {
 	fs.BoolVar(&c.poolBuilt, "pool-built", true, "the goserver binary includes the clusterflock pool")
 	fs.StringVar(&c.poolBuildErr, "pool-build-err", "", "why the pool is missing")
 	fs.BoolVar(&c.lifecycle, "lifecycle", true, "measure lifecycle costs")
-	steps := fs.String("steps", "supervisor,refork,kill,rolling", "lifecycle steps to run")
+	steps := fs.String("steps", "supervisor,refork,kill,rolling,scrape", "lifecycle steps to run (scrape: the cost of GET /metrics, on poolM)")
 	fs.DurationVar(&c.victimAge, "victim-age", 1500*time.Millisecond,
 		"a worker is killed only once it is this old (the library backs off reforks of workers that die younger than 1s)")
 	fs.Float64Var(&c.quietMax, "quiet-max", 25, "before each server start, wait while other processes use more than this % of all CPUs")
 	fs.DurationVar(&c.quietWait, "quiet-wait", 10*time.Second, "longest such wait per server start")
 	fs.IntVar(&c.retries, "retries", 2, "re-measure a server's turn up to this many times when other processes used more than 15% of the CPUs during it")
-	budget := fs.Duration("budget", 13*time.Minute+30*time.Second, "time budget of the suite: waits and re-measurements stop when the rest of the run needs the remaining time")
+	budget := fs.Duration("budget", 15*time.Minute+30*time.Second, "time budget of the suite: waits and re-measurements stop when the rest of the run needs the remaining time")
 	fs.StringVar(&c.command, "command", "bench/run", "command line to quote in the results")
 	fs.StringVar(&c.benchDir, "bench", ".", "the bench/ directory")
 	fs.StringVar(&c.work, "work", "", "scratch directory (logs, nginx prefix)")
@@ -142,13 +151,23 @@ func suiteMain(args []string) error {
 		def("kill-reps", func() { c.killReps = 1 })
 		def("rolling-reps", func() { c.rollingReps = 1 })
 		def("sup-dur", func() { c.supDur = 2 * time.Second })
-		def("budget", func() { *budget = 60 * time.Second })
+		def("scrape-n", func() { c.scrapeN = 50 })
+		def("scrape-dur", func() { c.scrapeDur = 3 * time.Second })
+		def("budget", func() { *budget = 75 * time.Second })
 	}
 	c.deadline = time.Now().Add(*budget)
 	c.placements = splitList(*placements)
 	c.handlers = splitList(*handlers)
 	c.serverNames = splitList(*serverList)
 	c.steps = splitList(*steps)
+	c.poolMHandlers = splitList(*poolMHandlers)
+	for _, f := range splitList(*scrapeWorkers) {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			return fmt.Errorf("bad -scrape-workers entry %q", f)
+		}
+		c.scrapeWorkers = append(c.scrapeWorkers, n)
+	}
 	if c.out == "" || c.work == "" || c.goserver == "" {
 		return errors.New("-out, -work and -goserver are required")
 	}
@@ -482,6 +501,11 @@ func (c *config) lifecycleEstimate() time.Duration {
 		return 0
 	}
 	d := 3*c.supDur + time.Duration(c.reforkReps)*1500*time.Millisecond + 10*time.Second
+	if slices.Contains(c.steps, "scrape") {
+		for _, n := range c.scrapeWorkers {
+			d += c.scrapeDur + time.Duration(c.scrapeN)*10*time.Millisecond + 3*time.Second + time.Duration(n)*50*time.Millisecond
+		}
+	}
 	if !c.quick {
 		d += 5*4500*time.Millisecond + 5*3*time.Second
 	} else {
@@ -538,28 +562,33 @@ func (c *config) meta() map[string]any {
 		rev = "no commit yet"
 	}
 	return map[string]any{
-		"command":      c.command,
-		"quick":        c.quick,
-		"rounds":       c.rounds,
-		"dur_ok":       c.durOK,
-		"dur":          c.dur,
-		"warmup":       c.warmup,
-		"conns":        c.conns,
-		"workers":      c.workers,
-		"placements":   c.placements,
-		"handlers":     c.handlers,
-		"servers":      c.serverNames,
-		"server_cpu":   c.serverCPU,
-		"wrk_cpu":      c.wrkCPU,
-		"kernel":       readSysctl("kernel.osrelease"),
-		"cpu":          cpuModel,
-		"ncpu":         runtime.NumCPU(),
-		"mem":          memTotal,
-		"versions":     versions,
-		"sysctls":      sysctls,
-		"revision":     rev,
-		"rolling":      c.rolling,
-		"rolling_note": c.rollingNote,
+		"command":        c.command,
+		"quick":          c.quick,
+		"rounds":         c.rounds,
+		"dur_ok":         c.durOK,
+		"dur":            c.dur,
+		"warmup":         c.warmup,
+		"conns":          c.conns,
+		"workers":        c.workers,
+		"placements":     c.placements,
+		"handlers":       c.handlers,
+		"servers":        c.serverNames,
+		"poolM_handlers": c.poolMHandlers,
+		"scrape_workers": c.scrapeWorkers,
+		"scrape_n":       c.scrapeN,
+		"scrape_dur_s":   c.scrapeDur.Seconds(),
+		"server_cpu":     c.serverCPU,
+		"wrk_cpu":        c.wrkCPU,
+		"kernel":         readSysctl("kernel.osrelease"),
+		"cpu":            cpuModel,
+		"ncpu":           runtime.NumCPU(),
+		"mem":            memTotal,
+		"versions":       versions,
+		"sysctls":        sysctls,
+		"revision":       rev,
+		"rolling":        c.rolling,
+		"rolling_note":   c.rollingNote,
+		"retries":        c.retries,
 	}
 }
 

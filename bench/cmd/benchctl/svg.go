@@ -8,6 +8,7 @@ import (
 
 var serverColor = map[string]string{
 	"pool":  "#1f77b4",
+	"poolM": "#17becf",
 	"pool1": "#6baed6",
 	"poolN": "#9467bd",
 	"poolC": "#ff7f0e",

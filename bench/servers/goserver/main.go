@@ -8,6 +8,8 @@
 //	               poolN   the same pool with Options.GOMAXPROCS = BENCH_WORKERS per worker
 //	                       (the naive "every worker sees every CPU" setting; not in the default run)
 //	               poolC   the pool with Options.Migration = "cbpf" (not in the default run)
+//	               poolM   the same as pool with Options.Metrics set: the supervisor serves
+//	                       GET /metrics on BENCH_METRICS_ADDR, and Run counts every request
 //	BENCH_HANDLER  ok      writes "ok"
 //	               alloc   allocates and discards about 320 KB (GC pressure), then writes "ok"
 //	               sleep   sleeps 1 ms (I/O-bound), then writes "ok"
@@ -15,6 +17,8 @@
 //	BENCH_WORKERS  pool size, default runtime.NumCPU() (the run script passes the
 //	               machine's CPU count so that pinning the server to one core does
 //	               not shrink the pool)
+//	BENCH_METRICS_ADDR  poolM only: where the supervisor serves /metrics (required;
+//	               the harness picks a free port)
 //
 // Every response carries an X-Pid header with the answering process's PID.
 // GET /info answers "pid=… gomaxprocs=… numcpu=…" so the harness can record
@@ -63,8 +67,8 @@ func run() error {
 	switch mode {
 	case "single":
 		return single(addr, h)
-	case "pool", "pool1", "poolN", "poolC":
-		gomaxprocs, migration := 0, "" // library defaults
+	case "pool", "pool1", "poolN", "poolC", "poolM":
+		gomaxprocs, migration, metricsAddr := 0, "", "" // library defaults
 		switch mode {
 		case "pool1":
 			gomaxprocs = 1
@@ -72,10 +76,14 @@ func run() error {
 			gomaxprocs = workers
 		case "poolC":
 			migration = "cbpf"
+		case "poolM":
+			if metricsAddr = os.Getenv("BENCH_METRICS_ADDR"); metricsAddr == "" {
+				return errors.New("BENCH_MODE=poolM needs BENCH_METRICS_ADDR (host:port for /metrics)")
+			}
 		}
-		return runPool(addr, h, workers, gomaxprocs, migration, logger)
+		return runPool(addr, h, workers, gomaxprocs, migration, metricsAddr, logger)
 	default:
-		return fmt.Errorf("unknown BENCH_MODE %q (want single, pool, pool1, poolN or poolC)", mode)
+		return fmt.Errorf("unknown BENCH_MODE %q (want single, pool, pool1, poolN, poolC or poolM)", mode)
 	}
 }
 

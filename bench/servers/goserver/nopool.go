@@ -12,6 +12,6 @@ import (
 // then measures the other servers and reports the pool as skipped.
 const poolAvailable = false
 
-func runPool(string, http.Handler, int, int, string, *slog.Logger) error {
+func runPool(string, http.Handler, int, int, string, string, *slog.Logger) error {
 	return errors.New("built with -tags nopool: the clusterflock pool is not available")
 }

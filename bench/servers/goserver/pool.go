@@ -10,17 +10,21 @@ import (
 	"time"
 
 	"github.com/clusterflock/clusterflock"
+	"github.com/clusterflock/clusterflock/metrics"
 )
 
 const poolAvailable = true
 
-func runPool(addr string, h http.Handler, workers, gomaxprocs int, migration string, logger *slog.Logger) error {
+// runPool runs the pool; metricsAddr non-empty (poolM) sets Options.Metrics
+// with the exporter's defaults (GatherInterval 1s, the default registry in
+// each worker, Run's HTTP metrics).
+func runPool(addr string, h http.Handler, workers, gomaxprocs int, migration, metricsAddr string, logger *slog.Logger) error {
 	if migration == "" {
 		// BENCH_MIGRATION=cbpf (or ebpf, sysctl, shared, none) runs every
 		// pool, and so the lifecycle steps, with that Options.Migration.
 		migration = os.Getenv("BENCH_MIGRATION")
 	}
-	return clusterflock.Run(context.Background(), h, clusterflock.Options{
+	opts := clusterflock.Options{
 		Workers:         workers,
 		Addr:            addr,
 		ShutdownTimeout: time.Second,
@@ -29,5 +33,9 @@ func runPool(addr string, h http.Handler, workers, gomaxprocs int, migration str
 		Migration:       clusterflock.Migration(migration),
 		// BENCH_SPARE=1 measures Options.Spare (a standby worker).
 		Spare: os.Getenv("BENCH_SPARE") != "",
-	})
+	}
+	if metricsAddr != "" {
+		opts.Metrics = &metrics.Exporter{Addr: metricsAddr}
+	}
+	return clusterflock.Run(context.Background(), h, opts)
 }
