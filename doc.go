@@ -12,7 +12,8 @@
 //	TTIN       fork one more worker
 //	TTOU       retire the oldest worker gracefully (never below one)
 //	TERM, QUIT graceful stop: stop accepting, finish in-flight requests, exit
-//	INT        immediate stop: every worker killed at once
+//	INT        immediate stop: every worker killed at once (graceful when the
+//	           program's context ends with it: signal.NotifyContext)
 //	HUP        rolling restart: replace every worker, new before old
 //	USR2       binary upgrade: start a new supervisor, then drain this one
 //	USR1       log the worker table
@@ -31,9 +32,21 @@
 // # Notes
 //
 //   - Workers share no memory: each is a separate process with its own heap,
-//     caches and connection pools. Code before Run runs in every worker;
-//     [IsWorker] tells the roles apart, [WorkerFromContext] which worker a
+//     caches and connection pools. Code before Run runs in the supervisor
+//     and in every worker: open per-worker resources (database pools,
+//     caches) behind [IsWorker]. [WorkerFromContext] tells which worker a
 //     request is in.
+//   - The program's own signal.NotifyContext(ctx, os.Interrupt,
+//     syscall.SIGTERM) works as it reads: Ctrl-C and TERM are one graceful
+//     stop (a second Ctrl-C stops at once), and a worker does not stop on
+//     its own when the signal reaches it too. The README's "Usage" has a
+//     complete main.
+//   - Beyond the heartbeat: Options.StuckTimeout replaces a worker whose
+//     requests make no progress, naming them from a goroutine dump;
+//     Options.MemoryLimit recycles a worker that stays above its memory
+//     budget; Options.DrainDelay gives load balancers a lame-duck period
+//     ([Draining]) before a graceful stop; Options.Metrics serves one
+//     merged /metrics (package metrics).
 //   - Every socket in a SO_REUSEPORT group must belong to the same user, so
 //     the supervisor and all workers run as one user. While the pool runs the
 //     supervisor holds the port with a bound, non-listening socket, so another

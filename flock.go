@@ -185,11 +185,15 @@ var ErrInterrupted = errors.New("clusterflock: interrupted by SIGINT: workers ki
 // re-executed worker it serves h on the worker's own SO_REUSEPORT listener.
 //
 // Every worker is this program re-executed with the same arguments and
-// environment, so code before Run runs in every worker too, and code after
-// Run runs when a worker's Run returns (after it stopped serving). Use
-// [IsWorker] to tell the two apart.
+// environment, so code before Run runs in the supervisor and in every
+// worker, and code after Run runs when a worker's Run returns (after it
+// stopped serving). Use [IsWorker] to tell the two apart. In a worker, a ctx
+// ended by a signal (signal.NotifyContext seeing a signal sent to the whole
+// process group) does not stop it: the supervisor decides.
 //
-// In the supervisor, cancelling ctx stops the pool gracefully. Run returns
+// In the supervisor, cancelling ctx stops the pool gracefully (after
+// Options.DrainDelay); SIGINT stops it at once unless ctx ends because of
+// that SIGINT (signal.NotifyContext with os.Interrupt), which is graceful. Run returns
 // nil after a graceful stop in which every worker finished in time, and an
 // error prefixed "clusterflock:" otherwise: bad options (before anything is
 // started), workers that cannot start, workers killed at the shutdown
