@@ -39,8 +39,8 @@ func signalCause(ctx context.Context, sig syscall.Signal) bool {
 // interruptByContext reports whether the program's context ends, within
 // interruptWait, because of the SIGINT just received.
 func (d *dispatcher) interruptByContext() bool {
-	if d.ctx == nil {
-		return false
+	if d.ctx == nil || d.ctx.Done() == nil {
+		return false // a context that never ends (context.Background)
 	}
 	select {
 	case <-d.ctx.Done():
