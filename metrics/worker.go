@@ -1,17 +1,20 @@
 package metrics
 
 import (
+	"bufio"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/clusterflock/clusterflock/internal/plug"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // finalWrite bounds the worker's last frame: a supervisor that does not
@@ -99,11 +102,17 @@ func (w *worker) Close() error {
 	return err
 }
 
-// httpMetrics are Run's request metrics, counted in each worker.
+// httpMetrics are Run's request metrics, counted in each worker by one
+// wrapper (wrap): an in-flight gauge, one duration observation and one
+// counter increment per request, the counter's child for each status code
+// looked up once.
 type httpMetrics struct {
 	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec // no labels: no wrapped ResponseWriter
+	duration prometheus.Histogram
 	inFlight prometheus.Gauge
+	// codes[c] is requests' child for status c (100..599), filled on
+	// first use; other codes are looked up by label each time.
+	codes [600]atomic.Pointer[prometheus.Counter]
 }
 
 func newHTTPMetrics(reg *prometheus.Registry) *httpMetrics {
@@ -112,11 +121,11 @@ func newHTTPMetrics(reg *prometheus.Registry) *httpMetrics {
 			Name: "clusterflock_http_requests_total",
 			Help: "HTTP requests served by the pool's workers, by status code.",
 		}, []string{"code"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "clusterflock_http_request_duration_seconds",
 			Help:    "Time from a request's arrival in the handler to its handler's return.",
 			Buckets: prometheus.DefBuckets,
-		}, nil),
+		}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "clusterflock_http_requests_in_flight",
 			Help: "HTTP requests being served by the pool's workers.",
@@ -126,8 +135,90 @@ func newHTTPMetrics(reg *prometheus.Registry) *httpMetrics {
 	return m
 }
 
+// wrap counts h's requests, as promhttp's InstrumentHandlerInFlight,
+// Duration and Counter did, in one wrapper: the gauge is held while h runs
+// (also when it panics); a request is timed and counted when h returns,
+// under the status it answered with (200 if h never wrote a header: a
+// hijacked connection, an empty response). Unlike promhttp, a superfluous
+// WriteHeader after the response's status does not change the code.
 func (m *httpMetrics) wrap(h http.Handler) http.Handler {
-	return promhttp.InstrumentHandlerInFlight(m.inFlight,
-		promhttp.InstrumentHandlerDuration(m.duration,
-			promhttp.InstrumentHandlerCounter(m.requests, h)))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m.inFlight.Inc()
+		defer m.inFlight.Dec()
+		sw := statusWriter{ResponseWriter: w}
+		start := time.Now()
+		h.ServeHTTP(&sw, r)
+		m.duration.Observe(time.Since(start).Seconds())
+		m.counter(sw.status).Inc()
+	})
 }
+
+// counter is requests' child for status code (0: 200).
+func (m *httpMetrics) counter(code int) prometheus.Counter {
+	if code == 0 {
+		code = http.StatusOK
+	}
+	if code < 100 || code >= len(m.codes) {
+		return m.requests.WithLabelValues(strconv.Itoa(code))
+	}
+	if c := m.codes[code].Load(); c != nil {
+		return *c
+	}
+	c := m.requests.WithLabelValues(strconv.Itoa(code))
+	m.codes[code].Store(&c) // a racing first use stores the same child
+	return c
+}
+
+// statusWriter records the status a handler answers with: the first
+// final WriteHeader (an informational 1xx other than 101 may precede
+// it), or 200 at the first Write, ReadFrom or Flush. It offers Flush,
+// Hijack and ReadFrom (sendfile) whether or not the writer it wraps does,
+// and Unwrap for http.ResponseController.
+type statusWriter struct {
+	http.ResponseWriter
+	status int  // 0 until a header is written
+	final  bool // status is the response's, not informational
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.final {
+		w.status = code
+		w.final = code >= 200 || code == http.StatusSwitchingProtocols || code < 100
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) implicit() {
+	if !w.final {
+		w.status, w.final = http.StatusOK, true
+	}
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.implicit()
+	return w.ResponseWriter.Write(b)
+}
+
+// ReadFrom keeps io.Copy to the response on net/http's sendfile path.
+func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
+	w.implicit()
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(writerOnly{w.ResponseWriter}, r)
+}
+
+// writerOnly hides a writer's ReadFrom (io.Copy must not call back).
+type writerOnly struct{ io.Writer }
+
+func (w *statusWriter) Flush() {
+	w.implicit()
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
+
+// Unwrap lets http.ResponseController reach the server's writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

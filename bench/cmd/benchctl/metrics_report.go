@@ -53,37 +53,59 @@ func rangeStr(v []float64, f func(float64) string) string {
 	return fmt.Sprintf("%s [%s..%s]", f(median(v)), f(lo), f(hi))
 }
 
-func (rep *report) metricsThroughput(sb *strings.Builder) {
+func (rep *report) metricsThroughput(sb *strings.Builder) { rep.variantThroughput(sb, "poolM") }
+
+// stuckMarkdown writes the "Stuck-guard cost" section: poolS against pool
+// in the same rounds.
+func (rep *report) stuckMarkdown(sb *strings.Builder) {
+	hasS := false
+	for k := range rep.cells {
+		if k.srv == "poolS" {
+			hasS = true
+		}
+	}
+	if !hasS {
+		return
+	}
+	fmt.Fprintf(sb, "## Stuck-guard cost (`poolS` = `pool` + `Options.StuckTimeout` = 30 s)\n\n")
+	fmt.Fprintf(sb, "With StuckTimeout, every request's goroutine carries pprof labels (method, path, start time) while its handler runs and its ResponseWriter counts writes and flushes as progress; no request here comes near the timeout, so this is that per-request cost alone.\n\n")
+	rep.variantThroughput(sb, "poolS")
+}
+
+// variantThroughput writes the throughput comparison of srv (a pool with
+// one option set) against pool in the same rounds, with the A/A pool1 /
+// pool beside it.
+func (rep *report) variantThroughput(sb *strings.Builder, srv string) {
 	w := func(format string, a ...any) { fmt.Fprintf(sb, format, a...) }
 	ncpu, _ := strconv.ParseFloat(rep.metaStr("ncpu"), 64)
-	pool, poolM, pool1 := rep.byRound("pool"), rep.byRound("poolM"), rep.byRound("pool1")
+	pool, variant, pool1 := rep.byRound("pool"), rep.byRound(srv), rep.byRound("pool1")
 	hasAA := len(pool1) > 0
-	w("Throughput: `poolM` and `pool` ran in the same interleaved rounds (fresh server each turn, same handler, same wrk). ")
-	w("**poolM / pool** is the per-round ratio of requests/s, median [min..max]")
+	w("Throughput: `%s` and `pool` ran in the same interleaved rounds (fresh server each turn, same handler, same wrk). ", srv)
+	w("**%s / pool** is the per-round ratio of requests/s, median [min..max]", srv)
 	if hasAA {
 		w("; **A/A** is `pool1 / pool` in the same rounds: on a machine where the library's default GOMAXPROCS per worker is already 1, the two are the same configuration, so its spread is the noise floor of a ratio here")
 	}
 	w("; *quiet rounds only* keeps the rounds in which other processes used at most %d %% of the CPUs during both runs", busyPct)
-	w(". **Overhead (wall)** is 1/rps(poolM) − 1/rps(pool) per round, in µs: how much longer each request takes at saturation, with the server and wrk sharing the machine (negative = poolM was faster in that round). **CPU/req** is the server tree's CPU time (user+sys, all processes) per request, median over rounds.\n\n")
+	w(". **Overhead (wall)** is 1/rps(%s) − 1/rps(pool) per round, in µs: how much longer each request takes at saturation, with the server and wrk sharing the machine (negative = %s was faster in that round). **CPU/req** is the server tree's CPU time (user+sys, all processes) per request, median over rounds.\n\n", srv, srv)
 	for _, h := range rep.handlers {
-		if !rep.hasServer(h, "poolM") || !rep.hasServer(h, "pool") {
+		if !rep.hasServer(h, srv) || !rep.hasServer(h, "pool") {
 			continue
 		}
 		w("**%s handler**\n\n", h)
-		w("| placement | mode | rounds | poolM / pool rps | same, quiet rounds only (n) |")
+		w("| placement | mode | rounds | %s / pool rps | same, quiet rounds only (n) |", srv)
 		if hasAA {
 			w(" A/A: pool1 / pool rps |")
 		}
-		w(" poolM / pool p99 | pool rps (median) | poolM rps (median) | overhead (wall) µs/req | CPU/req µs pool → poolM | errs pool / poolM (total) |\n|---|---|---|---|---|")
+		w(" %s / pool p99 | pool rps (median) | %s rps (median) | overhead (wall) µs/req | CPU/req µs pool → %s | errs pool / %s (total) |\n|---|---|---|---|---|", srv, srv, srv, srv)
 		if hasAA {
 			w("---|")
 		}
 		w("---|---|---|---|---|---|\n")
 		for _, p := range rep.placements {
 			for _, m := range rep.modes {
-				var ratio, quiet, aa, p99r, over, cpuP, cpuM []float64
+				var ratio, quiet, aa, p99r, over, cpuP, cpuV []float64
 				n := 0
-				for k, rm := range poolM {
+				for k, rv := range variant {
 					if k.handler != h || k.placement != p || k.mode != m {
 						continue
 					}
@@ -92,17 +114,17 @@ func (rep *report) metricsThroughput(sb *strings.Builder) {
 						continue
 					}
 					n++
-					ratio = append(ratio, rm.rps/rp.rps)
-					if rm.foreign <= busyPct && rp.foreign <= busyPct {
-						quiet = append(quiet, rm.rps/rp.rps)
+					ratio = append(ratio, rv.rps/rp.rps)
+					if rv.foreign <= busyPct && rp.foreign <= busyPct {
+						quiet = append(quiet, rv.rps/rp.rps)
 					}
-					over = append(over, 1e6/rm.rps-1e6/rp.rps)
+					over = append(over, 1e6/rv.rps-1e6/rp.rps)
 					if rp.p99 > 0 {
-						p99r = append(p99r, rm.p99/rp.p99)
+						p99r = append(p99r, rv.p99/rp.p99)
 					}
-					if ncpu > 0 && rp.srvCPU > 0 && rm.srvCPU > 0 {
+					if ncpu > 0 && rp.srvCPU > 0 && rv.srvCPU > 0 {
 						cpuP = append(cpuP, rp.srvCPU/100*ncpu*1e6/rp.rps)
-						cpuM = append(cpuM, rm.srvCPU/100*ncpu*1e6/rm.rps)
+						cpuV = append(cpuV, rv.srvCPU/100*ncpu*1e6/rv.rps)
 					}
 					if r1, ok := pool1[k]; ok {
 						aa = append(aa, r1.rps/rp.rps)
@@ -111,13 +133,13 @@ func (rep *report) metricsThroughput(sb *strings.Builder) {
 				if n == 0 {
 					continue
 				}
-				cp, cm := rep.cells[cellKey{h, p, m, "pool"}], rep.cells[cellKey{h, p, m, "poolM"}]
+				cp, cv := rep.cells[cellKey{h, p, m, "pool"}], rep.cells[cellKey{h, p, m, srv}]
 				w("| %s | %s | %d | **%s** | %s (%d) |", p, modeName[m], n, ratioStr(ratio), ratioStr(quiet), len(quiet))
 				if hasAA {
 					w(" %s |", ratioStr(aa))
 				}
-				w(" %s | %s | %s | **%s** | %s → %s | %d / %d |\n", ratioStr(p99r), f0(median(cp.rps)), f0(median(cm.rps)),
-					rangeStr(over, f1), f1(median(cpuP)), f1(median(cpuM)), cp.errTotal, cm.errTotal)
+				w(" %s | %s | %s | **%s** | %s → %s | %d / %d |\n", ratioStr(p99r), f0(median(cp.rps)), f0(median(cv.rps)),
+					rangeStr(over, f1), f1(median(cpuP)), f1(median(cpuV)), cp.errTotal, cv.errTotal)
 			}
 		}
 		w("\n")

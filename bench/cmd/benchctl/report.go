@@ -173,7 +173,7 @@ var (
 	knownHandlers   = []string{"ok", "alloc", "sleep"}
 	knownPlacements = []string{"shared", "pinned"}
 	knownModes      = []string{"ka", "close"}
-	knownServers    = []string{"single", "pool", "poolM", "pool1", "poolN", "poolC", "nginx", "node"}
+	knownServers    = []string{"single", "pool", "poolM", "poolS", "pool1", "poolN", "poolC", "nginx", "node"}
 )
 
 func ordered(known []string, present map[string]bool) []string {
@@ -280,7 +280,8 @@ var serverDesc = map[string]string{
 	"pool1":  "clusterflock.Run, Workers = CPU count, Options.GOMAXPROCS = 1",
 	"poolN":  "clusterflock.Run, Workers = CPU count, Options.GOMAXPROCS = CPU count (naive)",
 	"poolC":  "clusterflock.Run, Workers = CPU count, Options.Migration = \"cbpf\" (supervisor-held sockets, classic BPF steering)",
-	"poolM":  "clusterflock.Run, Workers = CPU count, Options.Metrics = &metrics.Exporter{Addr: …} (the supervisor serves /metrics; every request counted by promhttp's wrappers)",
+	"poolM":  "clusterflock.Run, Workers = CPU count, Options.Metrics = &metrics.Exporter{Addr: …} (the supervisor serves /metrics; every request counted: in-flight gauge, duration histogram, counter by code)",
+	"poolS":  "clusterflock.Run, Workers = CPU count, Options.StuckTimeout = 30s (every request carries pprof goroutine labels and a progress-counting ResponseWriter)",
 	"nginx":  "nginx, one worker per CPU, `listen … reuseport`, `return 200 'ok'` (the ceiling)",
 	"node":   "node `cluster`, one worker per CPU, default round-robin: the primary accepts and hands off (the Node original's model)",
 }
@@ -424,6 +425,7 @@ func (rep *report) markdown(sb *strings.Builder, svgName string) {
 
 	rep.lifecycleMarkdown(sb)
 	rep.metricsMarkdown(sb)
+	rep.stuckMarkdown(sb)
 
 	w("## Servers and handlers\n\n")
 	for _, s := range rep.servers {

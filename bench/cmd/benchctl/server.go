@@ -45,7 +45,7 @@ func (c *config) servers() (specs []serverSpec, skipped []string) {
 		switch name {
 		case "single":
 			specs = append(specs, goServer("single", "single", 1))
-		case "pool", "pool1", "poolN", "poolC", "poolM":
+		case "pool", "pool1", "poolN", "poolC", "poolM", "poolS":
 			if !c.poolBuilt {
 				skipped = append(skipped, name+": the clusterflock library did not build ("+c.poolBuildErr+")")
 				continue
@@ -56,7 +56,11 @@ func (c *config) servers() (specs []serverSpec, skipped []string) {
 				specs = append(specs, s)
 				continue
 			}
-			specs = append(specs, goServer(name, name, c.workers))
+			s := goServer(name, name, c.workers)
+			if name == "poolS" {
+				s.handlers = c.poolSHandlers
+			}
+			specs = append(specs, s)
 		case "nginx":
 			bin, err := exec.LookPath("nginx")
 			if err != nil {

@@ -33,6 +33,7 @@ type config struct {
 	handlers      []string
 	serverNames   []string
 	poolMHandlers []string
+	poolSHandlers []string
 	scrapeWorkers []int
 	scrapeN       int
 	scrapeDur     time.Duration
@@ -103,8 +104,9 @@ func suiteMain(args []string) error {
 	fs.IntVar(&c.workers, "workers", c.workers, "pool size (and nginx/node workers); default the machine's CPU count")
 	placements := fs.String("placements", "shared,pinned", "placements: shared (no pinning), pinned (server on -server-cpu, wrk on -wrk-cpu)")
 	handlers := fs.String("handlers", "ok,alloc,sleep", "handlers")
-	serverList := fs.String("servers", "single,pool,poolM,pool1,nginx,node", "servers (also: poolN = pool with GOMAXPROCS=workers per worker, poolC = pool with Migration cbpf)")
+	serverList := fs.String("servers", "single,pool,poolM,poolS,pool1,nginx,node", "servers (also: poolN = pool with GOMAXPROCS=workers per worker, poolC = pool with Migration cbpf)")
 	poolMHandlers := fs.String("poolM-handlers", "ok", "handlers poolM (the pool with Options.Metrics) runs in the throughput rounds")
+	poolSHandlers := fs.String("poolS-handlers", "ok", "handlers poolS (the pool with Options.StuckTimeout) runs in the throughput rounds")
 	scrapeWorkers := fs.String("scrape-workers", "2,16", "scrape step: poolM worker counts (Options.Workers)")
 	fs.IntVar(&c.scrapeN, "scrape-n", 200, "scrape step: sequential GET /metrics per worker count (latency)")
 	fs.DurationVar(&c.scrapeDur, "scrape-dur", 20*time.Second, "scrape step: supervisor CPU sampling time, scraped once per second, no load")
@@ -161,6 +163,7 @@ func suiteMain(args []string) error {
 	c.serverNames = splitList(*serverList)
 	c.steps = splitList(*steps)
 	c.poolMHandlers = splitList(*poolMHandlers)
+	c.poolSHandlers = splitList(*poolSHandlers)
 	for _, f := range splitList(*scrapeWorkers) {
 		n, err := strconv.Atoi(f)
 		if err != nil || n < 1 {
@@ -574,6 +577,7 @@ func (c *config) meta() map[string]any {
 		"handlers":       c.handlers,
 		"servers":        c.serverNames,
 		"poolM_handlers": c.poolMHandlers,
+		"poolS_handlers": c.poolSHandlers,
 		"scrape_workers": c.scrapeWorkers,
 		"scrape_n":       c.scrapeN,
 		"scrape_dur_s":   c.scrapeDur.Seconds(),

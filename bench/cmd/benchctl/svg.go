@@ -9,6 +9,7 @@ import (
 var serverColor = map[string]string{
 	"pool":  "#1f77b4",
 	"poolM": "#17becf",
+	"poolS": "#bcbd22",
 	"pool1": "#6baed6",
 	"poolN": "#9467bd",
 	"poolC": "#ff7f0e",

@@ -10,6 +10,8 @@
 //	               poolC   the pool with Options.Migration = "cbpf" (not in the default run)
 //	               poolM   the same as pool with Options.Metrics set: the supervisor serves
 //	                       GET /metrics on BENCH_METRICS_ADDR, and Run counts every request
+//	               poolS   the same as pool with Options.StuckTimeout = 30s: every request
+//	                       carries pprof labels and a progress-counting ResponseWriter
 //	BENCH_HANDLER  ok      writes "ok"
 //	               alloc   allocates and discards about 320 KB (GC pressure), then writes "ok"
 //	               sleep   sleeps 1 ms (I/O-bound), then writes "ok"
@@ -67,8 +69,9 @@ func run() error {
 	switch mode {
 	case "single":
 		return single(addr, h)
-	case "pool", "pool1", "poolN", "poolC", "poolM":
+	case "pool", "pool1", "poolN", "poolC", "poolM", "poolS":
 		gomaxprocs, migration, metricsAddr := 0, "", "" // library defaults
+		var stuck time.Duration
 		switch mode {
 		case "pool1":
 			gomaxprocs = 1
@@ -80,10 +83,12 @@ func run() error {
 			if metricsAddr = os.Getenv("BENCH_METRICS_ADDR"); metricsAddr == "" {
 				return errors.New("BENCH_MODE=poolM needs BENCH_METRICS_ADDR (host:port for /metrics)")
 			}
+		case "poolS":
+			stuck = stuckTimeout
 		}
-		return runPool(addr, h, workers, gomaxprocs, migration, metricsAddr, logger)
+		return runPool(addr, h, workers, gomaxprocs, migration, metricsAddr, stuck, logger)
 	default:
-		return fmt.Errorf("unknown BENCH_MODE %q (want single, pool, pool1, poolN, poolC or poolM)", mode)
+		return fmt.Errorf("unknown BENCH_MODE %q (want single, pool, pool1, poolN, poolC, poolM or poolS)", mode)
 	}
 }
 
@@ -119,6 +124,11 @@ func newServer(addr string, h http.Handler) *http.Server {
 		IdleTimeout:       120 * time.Second,
 	}
 }
+
+// stuckTimeout is poolS's Options.StuckTimeout: long enough that no
+// request of the benchmark ever trips it, so only the per-request
+// labelling is measured.
+const stuckTimeout = 30 * time.Second
 
 func envOr(k, def string) string {
 	if v := os.Getenv(k); v != "" {
