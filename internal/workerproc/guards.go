@@ -49,6 +49,8 @@ func (g *guards) check(now time.Time) []proto.Message {
 		inFlight, progress := g.cfg.Stuck()
 		if d, ok := g.stuck.Observe(now, inFlight, progress); ok {
 			out = append(out, proto.Message{Kind: proto.Stuck, Text: g.stuckReport(now, d, inFlight)})
+		} else {
+			g.report = "" // progress again: a later stall gets a dump of its own
 		}
 	}
 	if g.memory != nil {
