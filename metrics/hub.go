@@ -41,6 +41,7 @@ type hub struct {
 	ln       *net.TCPListener // srv's
 	handover net.Conn         // a heir's channel from the old supervisor, while it waits
 	closed   bool
+	logged   map[string]bool // families whose conflict was logged
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -67,7 +68,7 @@ func (e *Exporter) Supervisor(cfg plug.SupervisorConfig) (plug.Supervisor, error
 		return nil, fmt.Errorf("clusterflock/metrics: negative Exporter.GatherInterval (%v) or ScrapeTimeout (%v)", e.GatherInterval, e.ScrapeTimeout)
 	}
 	h := &hub{log: cfg.Logger, perSlot: e.perSlot(), kept: set{}, carried: set{},
-		members: map[int]*member{}, stop: make(chan struct{})}
+		members: map[int]*member{}, logged: map[string]bool{}, stop: make(chan struct{})}
 	h.gatherInterval, h.scrapeTimeout = e.intervals()
 	h.registry = prometheus.NewRegistry()
 	h.errs = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -270,13 +271,27 @@ func (h *hub) workerFamilies() ([]*dto.MetricFamily, error) {
 		}
 	}
 	out, refused := h.merged()
-	for range refused {
-		h.errs.WithLabelValues("conflict").Inc()
-	}
-	if len(refused) > 0 {
-		return out.families(), fmt.Errorf("refused from some worker: %s (a type differing from another worker's, a per-slot gauge with a %q label, or a name under clusterflock_ other than clusterflock_http_)", strings.Join(refused, ", "), slotLabel)
-	}
+	h.conflicts(refused)
 	return out.families(), nil
+}
+
+// conflicts counts the families refused at a merge, and logs each name
+// the first time (not at every scrape).
+func (h *hub) conflicts(refused []string) {
+	var fresh []string
+	h.mu.Lock()
+	for _, name := range refused {
+		h.errs.WithLabelValues("conflict").Inc()
+		if !h.logged[name] {
+			h.logged[name] = true
+			fresh = append(fresh, name)
+		}
+	}
+	h.mu.Unlock()
+	if len(fresh) > 0 {
+		h.log.Warn("metrics: families refused from some worker (a type differing from another worker's, a per-slot gauge with a \"slot\" label, or a name under clusterflock_ other than clusterflock_http_); logged once, counted in clusterflock_metrics_worker_errors_total{reason=\"conflict\"}",
+			"families", strings.Join(fresh, ", "))
+	}
 }
 
 // merged merges kept and the live members' snapshots.

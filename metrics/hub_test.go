@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"syscall"
@@ -218,5 +219,29 @@ func TestHubRefusesBadAddr(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "Exporter.Addr") {
 			t.Errorf("Addr %q: error %v, want one naming Exporter.Addr", addr, err)
 		}
+	}
+}
+
+// TestHubConflictServed: a family a worker may not send is left out and
+// counted; the scrape still succeeds with the rest.
+func TestHubConflictServed(t *testing.T) {
+	h := startHub(t, &Exporter{})
+	reg, _ := counterReg(2)
+	reg.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: "clusterflock_workers", Help: "not yours"}))
+	attachWorker(t, h, 101, reg)
+	var resp *http.Response
+	var body []byte
+	for range 2 { // the pool's own families are gathered first: the second scrape shows the first's count
+		var err error
+		if resp, err = http.Get("http://" + h.ln.Addr().String() + "/metrics"); err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "app_total 2") ||
+		!strings.Contains(string(body), `clusterflock_metrics_worker_errors_total{reason="conflict"} 1`) ||
+		strings.Contains(string(body), "not yours") {
+		t.Errorf("status %d, body:\n%s", resp.StatusCode, body)
 	}
 }
