@@ -554,6 +554,10 @@ func startPool(t *testing.T, c poolConfig) *pool {
 		others := p.others
 		p.mu.Unlock()
 		waitGone(t, others, 10*time.Second)
+		// A supervisor killed here cannot remove its control socket.
+		for _, r := range p.all("control socket") {
+			os.Remove(r.str("path"))
+		}
 		if t.Failed() {
 			p.dump()
 		}
