@@ -13,7 +13,7 @@ import (
 // that merges, keeps and is served (prometheus.Gatherers accepts it), and
 // never panic.
 func FuzzSnapshot(f *testing.F) {
-	w := newFakeWorker(&testing.T{}, []float64{0.1, 1})
+	w := newFakeWorker(f, []float64{0.1, 1})
 	w.hits.WithLabelValues("/").Add(3)
 	w.latency.Observe(0.5)
 	w.sizes.Observe(1)

@@ -143,20 +143,17 @@ func (h *hub) tick() {
 // each member's changed channel.
 func (h *hub) request() []chan struct{} {
 	h.mu.Lock()
-	ms := make([]*member, 0, len(h.members))
+	conns := make([]net.Conn, 0, len(h.members))
+	waits := make([]chan struct{}, 0, len(h.members))
 	for _, m := range h.members {
-		ms = append(ms, m)
+		conns, waits = append(conns, m.conn), append(waits, m.changed)
 	}
 	h.mu.Unlock()
-	waits := make([]chan struct{}, 0, len(ms))
-	for _, m := range ms {
-		h.mu.Lock()
-		waits = append(waits, m.changed)
-		h.mu.Unlock()
+	for _, c := range conns {
 		// A worker that does not read leaves its socket buffer full: the
 		// write fails at once rather than waiting for it.
-		m.conn.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
-		_, _ = m.conn.Write([]byte{gatherByte})
+		c.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
+		_, _ = c.Write([]byte{gatherByte})
 	}
 	return waits
 }

@@ -77,20 +77,20 @@ func hasValue(m *dto.Metric, t dto.MetricType) bool {
 	return false
 }
 
-// labelKey is the identity of a series in its family: its labels, sorted.
+// labelKey is the identity of a series in its family: its labels, sorted
+// by name.
 func labelKey(ls []*dto.LabelPair) (string, error) {
-	pairs := make([]string, 0, len(ls))
-	for _, l := range ls {
-		if l == nil {
-			return "", fmt.Errorf("an empty label")
-		}
-		pairs = append(pairs, l.GetName()+"="+fmt.Sprintf("%q", l.GetValue()))
+	sorted := slices.Clone(ls)
+	if slices.Contains(sorted, nil) {
+		return "", fmt.Errorf("an empty label")
 	}
-	slices.Sort(pairs)
-	for i := 1; i < len(pairs); i++ {
-		if strings.SplitN(pairs[i], "=", 2)[0] == strings.SplitN(pairs[i-1], "=", 2)[0] {
-			return "", fmt.Errorf("label %q appears twice", strings.SplitN(pairs[i], "=", 2)[0])
+	slices.SortFunc(sorted, func(a, b *dto.LabelPair) int { return strings.Compare(a.GetName(), b.GetName()) })
+	pairs := make([]string, len(sorted))
+	for i, l := range sorted {
+		if i > 0 && l.GetName() == sorted[i-1].GetName() {
+			return "", fmt.Errorf("label %q appears twice", l.GetName())
 		}
+		pairs[i] = fmt.Sprintf("%s=%q", l.GetName(), l.GetValue())
 	}
 	return strings.Join(pairs, ","), nil
 }

@@ -23,7 +23,7 @@ type fakeWorker struct {
 	started  prometheus.Gauge
 }
 
-func newFakeWorker(t *testing.T, buckets []float64) *fakeWorker {
+func newFakeWorker(t testing.TB, buckets []float64) *fakeWorker {
 	t.Helper()
 	w := &fakeWorker{
 		reg:      prometheus.NewRegistry(),

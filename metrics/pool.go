@@ -1,12 +1,12 @@
 package metrics
 
 import (
-	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/clusterflock/clusterflock/internal/guard"
 	"github.com/clusterflock/clusterflock/internal/plug"
 	"github.com/clusterflock/clusterflock/supervisor"
 	"github.com/prometheus/client_golang/prometheus"
@@ -113,7 +113,7 @@ func (p *poolMetrics) Collect(ch chan<- prometheus.Metric) {
 	states := map[supervisor.State]int{supervisor.Starting: 0, supervisor.Ready: 0, supervisor.Draining: 0, supervisor.Stopping: 0}
 	for _, w := range snap.Workers {
 		states[w.State]++
-		if rss, ok := residentBytes(w.Pid); ok {
+		if rss, err := guard.Resident(w.Pid); err == nil {
 			ch <- prometheus.MustNewConstMetric(p.rss, prometheus.GaugeValue, float64(rss), strconv.Itoa(w.Slot), strconv.Itoa(w.Pid))
 		}
 	}
@@ -129,20 +129,6 @@ func (p *poolMetrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(p.queue, prometheus.GaugeValue, float64(n))
 		ch <- prometheus.MustNewConstMetric(p.backlog, prometheus.GaugeValue, float64(max))
 	}
-}
-
-// residentBytes is process pid's resident set, from /proc/<pid>/statm.
-func residentBytes(pid int) (int64, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
-	if err != nil {
-		return 0, false
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 2 {
-		return 0, false
-	}
-	pages, err := strconv.ParseInt(f[1], 10, 64)
-	return pages * int64(os.Getpagesize()), err == nil
 }
 
 // slotOf is the slot and generation of worker pid, or -1 if unknown.

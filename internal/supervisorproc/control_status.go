@@ -3,15 +3,11 @@
 package supervisorproc
 
 import (
-	"bufio"
 	"context"
 	"errors"
-	"fmt"
-	"os"
-	"strconv"
-	"strings"
 
 	"github.com/clusterflock/clusterflock/control"
+	"github.com/clusterflock/clusterflock/internal/guard"
 	"github.com/clusterflock/clusterflock/supervisor"
 )
 
@@ -50,19 +46,8 @@ func (s *controlServer) status(ctx context.Context) (*control.Status, error) {
 
 // rss returns pid's resident set size in bytes, or 0.
 func rss(pid int) int64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
+	n, _ := guard.Resident(pid)
+	return n
 }
 
 func isKilled(err error) bool { return errors.Is(err, supervisor.ErrKilled) }

@@ -3,9 +3,6 @@
 package supervisorproc
 
 import (
-	"context"
-	"errors"
-	"strings"
 	"syscall"
 	"time"
 
@@ -29,13 +26,6 @@ import (
 // to end with it: both are delivered at once, in either order.
 const interruptWait = 100 * time.Millisecond
 
-// signalCause reports whether ctx ended because signal.NotifyContext
-// received sig ("interrupt", "terminated", …: its String()).
-func signalCause(ctx context.Context, sig syscall.Signal) bool {
-	cause := context.Cause(ctx)
-	return cause != nil && errors.Is(cause, context.Canceled) && cause.Error() == sig.String()+" signal received"
-}
-
 // interruptByContext reports whether the program's context ends, within
 // interruptWait, because of the SIGINT just received.
 func (d *dispatcher) interruptByContext() bool {
@@ -47,7 +37,8 @@ func (d *dispatcher) interruptByContext() bool {
 	case <-time.After(interruptWait):
 		return false
 	}
-	return signalCause(d.ctx, syscall.SIGINT)
+	sig, ok := proto.SignalCause(d.ctx)
+	return ok && sig == syscall.SIGINT.String()
 }
 
 // interrupt handles SIGINT.
@@ -102,8 +93,8 @@ func tellDraining(pid int) {
 func (d *dispatcher) contextDone() {
 	d.ctxDone = nil
 	why := "context done"
-	if c := context.Cause(d.ctx); c != nil && strings.HasSuffix(c.Error(), " signal received") {
-		why = "context done: " + c.Error()
+	if sig, ok := proto.SignalCause(d.ctx); ok {
+		why = "context done: " + sig + " signal received"
 	}
 	d.gracefulStop(why)
 }

@@ -5,9 +5,6 @@ package workerproc
 import (
 	"fmt"
 	"log/slog"
-	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/clusterflock/clusterflock/internal/guard"
@@ -54,7 +51,7 @@ func (g *guards) check(now time.Time) []proto.Message {
 		}
 	}
 	if g.memory != nil {
-		if rss, err := residentBytes(); err == nil {
+		if rss, err := guard.Resident(0); err == nil {
 			if d, ok := g.memory.Observe(now, rss); ok {
 				out = append(out, proto.Message{Kind: proto.Memory, Text: fmt.Sprintf(
 					"RSS %d bytes above MemoryLimit %d for %v", rss, g.cfg.MemoryLimit, d.Round(time.Millisecond))})
@@ -75,18 +72,4 @@ func (g *guards) stuckReport(now time.Time, d time.Duration, inFlight int64) str
 		g.log.Error("worker stuck", "report", g.report)
 	}
 	return g.report
-}
-
-// residentBytes is this process's resident set (Linux /proc).
-func residentBytes() (int64, error) {
-	b, err := os.ReadFile("/proc/self/statm")
-	if err != nil {
-		return 0, err
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 2 {
-		return 0, fmt.Errorf("malformed /proc/self/statm")
-	}
-	pages, err := strconv.ParseInt(f[1], 10, 64)
-	return pages * int64(os.Getpagesize()), err
 }

@@ -17,7 +17,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -178,7 +177,7 @@ func (w *worker) serving(ctx context.Context, served <-chan error, log *slog.Log
 			log.Warn("supervisor is gone; worker stopping")
 			return nil
 		case <-done:
-			if signalCause(ctx) {
+			if _, ok := proto.SignalCause(ctx); ok {
 				// signal.NotifyContext in a worker saw a signal sent to the
 				// whole process group (Ctrl-C): the supervisor got it too
 				// and decides; this worker serves until told.
@@ -194,13 +193,6 @@ func (w *worker) serving(ctx context.Context, served <-chan error, log *slog.Log
 			return err
 		}
 	}
-}
-
-// signalCause reports whether ctx ended because signal.NotifyContext
-// received a signal (Go 1.26: its cause says "<signal> signal received").
-func signalCause(ctx context.Context) bool {
-	c := context.Cause(ctx)
-	return c != nil && errors.Is(c, context.Canceled) && strings.HasSuffix(c.Error(), " signal received")
 }
 
 // heartbeat is the heartbeat message, with the worker's load if known.
