@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -229,8 +230,17 @@ func TestHTTPMetricsWriter(t *testing.T) {
 			t.Errorf("%s: %s %q from the hijacked connection", c.path, resp.Status, body)
 		}
 	}
-	srv.Close() // every handler has returned
-	got := codeCounts(t, gathered(t, reg))
+	srv.Close()
+	// Close does not wait for the handlers of hijacked connections, which
+	// count their request when they return: wait (bounded) for all four.
+	var got map[string]float64
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		got = codeCounts(t, gathered(t, reg))
+		if got["200"]+got["201"] >= 4 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond) // polling interval, bounded by the deadline
+	}
 	// A hijacked request that never called WriteHeader counts as 200, as
 	// promhttp counted it.
 	if got["200"] != 3 || got["201"] != 1 || len(got) != 2 {
