@@ -122,6 +122,19 @@ type Options struct {
 	// leaves this unset does not link). A bad or taken address is an error
 	// at start, before any worker is forked.
 	Metrics MetricsExporter
+	// KeepSysmonAwake runs every worker with GODEBUG=schedtrace=2147483647
+	// (added to any GODEBUG the environment sets, unless it already sets
+	// schedtrace), which keeps the Go runtime's sysmon thread out of its
+	// deep sleep. A worker that carries part of the load goes idle between
+	// requests far more often than one process carrying all of it; each
+	// time it wakes, sysmon is woken by the first syscall and polls every
+	// 20 µs: on a 2-CPU machine that made the pool use 40 % more CPU per
+	// Connection: close request than with this set (bench/SYSMON.md). The
+	// cost: sysmon wakes every 10 ms in an idle worker, and the runtime
+	// prints one SCHED line to stderr every 24.8 days (at start on a host
+	// up longer than that). It is a workaround for the runtime's behaviour
+	// (golang/go#18236), off by default.
+	KeepSysmonAwake bool
 	// Migration chooses how connections queued on a retiring worker's
 	// listener reach the others instead of being reset. "" (MigrationAuto)
 	// picks the best available and logs it at start; naming one that this

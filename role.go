@@ -95,6 +95,7 @@ func (o options) supervisorConfig() supervisorproc.Config {
 		ControlSocket:    o.ControlSocket,
 		Metrics:          o.Metrics,
 		MemoryLimit:      o.MemoryLimit,
+		KeepSysmonAwake:  o.KeepSysmonAwake,
 		DrainDelay:       o.DrainDelay,
 		CPUs:             o.cpus,
 		CPUsSource:       string(o.cpusSource),

@@ -70,8 +70,9 @@ const (
 	envMemory  = "CF_MEMLIMIT" // Options.MemoryLimit, bytes
 	// envWedge makes every request of a worker take a read lock that
 	// /wedge, once requested there, holds forever (a global lock, wedged).
-	envWedge = "CF_WEDGE"
-	envDrain = "CF_DRAIN" // Options.DrainDelay
+	envWedge  = "CF_WEDGE"
+	envDrain  = "CF_DRAIN"  // Options.DrainDelay
+	envSysmon = "CF_SYSMON" // Options.KeepSysmonAwake
 	// envNotifyContext makes the helper's context the usual Go idiom:
 	// signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM).
 	envNotifyContext = "CF_NOTIFY_CONTEXT"
@@ -159,6 +160,7 @@ func helper(mode string) int {
 		opts.MemoryLimit = n
 	}
 	opts.Spare = os.Getenv(envSpare) != ""
+	opts.KeepSysmonAwake = os.Getenv(envSysmon) != ""
 	opts.ControlSocket = os.Getenv(envControl)
 	opts.OnEvent = logEvent(logger)
 	hits := helperMetrics(&opts)

@@ -47,6 +47,7 @@ type Config struct {
 	ControlSocket    string        // Options.ControlSocket
 	Metrics          plug.Exporter // Options.Metrics, or nil
 	MemoryLimit      int64         // Options.MemoryLimit: each worker's GOMEMLIMIT, unless the environment sets one
+	KeepSysmonAwake  bool          // Options.KeepSysmonAwake: workers run with GODEBUG schedtrace set
 	DrainDelay       time.Duration // Options.DrainDelay: the lame-duck period of a graceful stop
 	CPUs             int           // the CPUs this process may use (affinity, cgroup quota); 0: runtime.NumCPU()
 	CPUsSource       string        // where CPUs came from, for the start log

@@ -53,7 +53,7 @@ func newSpawner(cfg Config, lis listeners, own *children, metrics plug.Superviso
 	s := &spawner{
 		images:   im,
 		args:     os.Args,
-		env:      withMemoryLimit(workerEnviron(os.Environ(), cfg.GOMAXPROCS, cfg.Workers, cfg.CPUs), cfg.MemoryLimit),
+		env:      workerRuntime(workerEnviron(os.Environ(), cfg.GOMAXPROCS, cfg.Workers, cfg.CPUs), cfg),
 		lis:      lis,
 		own:      own,
 		timing:   cfg.Timing,
@@ -97,6 +97,47 @@ func workerEnviron(env []string, gomaxprocs, workers, cpus int) []string {
 		out = append(out, "GOMAXPROCS="+strconv.Itoa(gomaxprocs))
 	case !explicit:
 		out = append(out, "GOMAXPROCS="+strconv.Itoa(max(1, cpus/workers)))
+	}
+	return out
+}
+
+// workerRuntime adds to env the runtime settings the options ask for.
+func workerRuntime(env []string, cfg Config) []string {
+	env = withMemoryLimit(env, cfg.MemoryLimit)
+	if cfg.KeepSysmonAwake {
+		env = withSysmonAwake(env)
+	}
+	return env
+}
+
+// sysmonAwake is the GODEBUG setting of Options.KeepSysmonAwake: any
+// schedtrace period keeps sysmon from deep sleep; this one, the largest
+// (milliseconds in an int32: 24.8 days), prints a trace as rarely as it can.
+const sysmonAwake = "schedtrace=2147483647"
+
+// withSysmonAwake adds sysmonAwake to env's GODEBUG (creating it), unless
+// GODEBUG already sets schedtrace: an operator's explicit choice stands.
+func withSysmonAwake(env []string) []string {
+	out := make([]string, 0, len(env)+1)
+	found := false
+	for _, kv := range env {
+		v, ok := strings.CutPrefix(kv, "GODEBUG=")
+		if !ok {
+			out = append(out, kv)
+			continue
+		}
+		found = true
+		switch {
+		case strings.Contains(","+v, ",schedtrace="):
+		case v == "":
+			kv = "GODEBUG=" + sysmonAwake
+		default:
+			kv += "," + sysmonAwake
+		}
+		out = append(out, kv)
+	}
+	if !found {
+		out = append(out, "GODEBUG="+sysmonAwake)
 	}
 	return out
 }

@@ -41,3 +41,33 @@ func TestWithMemoryLimit(t *testing.T) {
 		t.Errorf("MemoryLimit 0 added %v", got)
 	}
 }
+
+// TestWithSysmonAwake: Options.KeepSysmonAwake adds schedtrace to GODEBUG,
+// keeping the operator's other settings, and leaves a schedtrace the
+// environment sets alone.
+func TestWithSysmonAwake(t *testing.T) {
+	for _, tc := range []struct {
+		env  []string
+		want string
+	}{
+		{[]string{"A=1"}, "GODEBUG=schedtrace=2147483647"},
+		{[]string{"GODEBUG="}, "GODEBUG=schedtrace=2147483647"},
+		{[]string{"GODEBUG=madvdontneed=1"}, "GODEBUG=madvdontneed=1,schedtrace=2147483647"},
+		{[]string{"GODEBUG=schedtrace=1000"}, "GODEBUG=schedtrace=1000"},
+		{[]string{"GODEBUG=gctrace=1,schedtrace=5"}, "GODEBUG=gctrace=1,schedtrace=5"},
+	} {
+		got := withSysmonAwake(tc.env)
+		var godebug []string
+		for _, kv := range got {
+			if strings.HasPrefix(kv, "GODEBUG=") {
+				godebug = append(godebug, kv)
+			}
+		}
+		if len(godebug) != 1 || godebug[0] != tc.want {
+			t.Errorf("withSysmonAwake(%q) = %q, want one %q", tc.env, got, tc.want)
+		}
+	}
+	if got := workerRuntime([]string{"A=1"}, Config{}); len(got) != 1 {
+		t.Errorf("KeepSysmonAwake off added %v", got)
+	}
+}

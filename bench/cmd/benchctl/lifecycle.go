@@ -393,7 +393,7 @@ func (c *config) supervisorCost(r *running, w *csvWriter) error {
 			go func() { time.Sleep(c.supDur); done <- nil }()
 		} else {
 			go func() {
-				_, err := c.runWrk(false, r.addr, int(c.supDur/time.Second), state == "close")
+				_, err := c.runWrk(placement{threads: 1}, r.addr, int(c.supDur/time.Second), state == "close")
 				done <- err
 			}()
 		}

@@ -25,6 +25,8 @@ type run struct {
 	errs                          int64
 	foreign                       float64
 	gmp, note                     string
+	ctxsw, syscalls, cpuUs        float64 // per request; NaN when not measured
+	handshakes                    string  // % of handshakes per CPU, "52/48"
 }
 
 // busyPct: a run in which other processes used more than this share of the
@@ -121,6 +123,14 @@ func readRuns(path string) ([]run, error) {
 		r.rps, r.p50, r.p99, r.foreign = f("rps"), f("p50_ms"), f("p99_ms"), f("foreign_pct")
 		r.srvCPU = f("server_cpu_pct")
 		r.errs, _ = strconv.ParseInt(get("errors"), 10, 64)
+		opt := func(k string) float64 {
+			if v, err := strconv.ParseFloat(get(k), 64); err == nil {
+				return v
+			}
+			return math.NaN()
+		}
+		r.ctxsw, r.syscalls, r.cpuUs = opt("ctxsw_per_req"), opt("syscalls_per_req"), opt("cpu_us_per_req")
+		r.handshakes = get("handshake_cpu_pct")
 		out = append(out, r)
 	}
 	return out, nil
@@ -152,12 +162,15 @@ type cell struct {
 	rps, p50, p99, foreign []float64
 	ratio, p99ratio        []float64 // per round, vs single in the same round
 	errs                   []float64
+	ctxsw, syscalls, cpuUs []float64
+	handshakes             []string
 	errTotal               int64
 	busy                   int // runs with foreign_pct above busyPct
 	gmp                    map[string]bool
 }
 
 type report struct {
+	baseline   map[string]string // server → the server its ratios are to, when not single
 	meta       map[string]any
 	cells      map[cellKey]*cell
 	handlers   []string
@@ -171,10 +184,22 @@ type report struct {
 
 var (
 	knownHandlers   = []string{"ok", "alloc", "sleep"}
-	knownPlacements = []string{"shared", "pinned"}
+	knownPlacements = []string{"shared-t1", "shared-t2", "pinned", "shared"}
 	knownModes      = []string{"ka", "close"}
-	knownServers    = []string{"single", "pool", "poolM", "poolS", "pool1", "poolN", "poolC", "nginx", "node"}
+	knownServers    = []string{"single", "singleAA", "singleK", "singleD", "pool", "poolK", "poolSh", "poolM", "poolS", "pool1", "poolN", "poolC", "nginx", "node"}
 )
+
+// pairedBaselines: a server with a runtime setting is compared with the
+// single process that has the same setting, when the run has it.
+var pairedBaselines = map[string]string{"poolK": "singleK"}
+
+// baselineOf is the server whose runs srv's ratios are to.
+func (rep *report) baselineOf(srv string) string {
+	if b, ok := rep.baseline[srv]; ok {
+		return b
+	}
+	return "single"
+}
 
 func ordered(known []string, present map[string]bool) []string {
 	var out []string
@@ -195,13 +220,20 @@ func newReport(meta map[string]any, runs []run, life [][]string) *report {
 	rep := &report{meta: meta, cells: map[cellKey]*cell{}, life: life, runs: runs}
 	hs, ps, ms, ss := map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}
 	type roundKey struct {
-		round                    int
-		handler, placement, mode string
+		round                         int
+		handler, placement, mode, srv string
 	}
 	base := map[roundKey]run{}
 	for _, r := range runs {
-		if r.srv == "single" && r.ok {
-			base[roundKey{r.round, r.handler, r.placement, r.mode}] = r
+		if r.ok {
+			base[roundKey{r.round, r.handler, r.placement, r.mode, r.srv}] = r
+		}
+		ss[r.srv] = true
+	}
+	rep.baseline = map[string]string{}
+	for srv, b := range pairedBaselines {
+		if ss[b] {
+			rep.baseline[srv] = b
 		}
 	}
 	for _, r := range runs {
@@ -226,10 +258,11 @@ func newReport(meta map[string]any, runs []run, life [][]string) *report {
 		}
 		c.errs = append(c.errs, float64(r.errs))
 		c.errTotal += r.errs
+		c.addCosts(r)
 		if r.gmp != "" {
 			c.gmp[r.gmp] = true
 		}
-		if b, ok := base[roundKey{r.round, r.handler, r.placement, r.mode}]; ok && b.rps > 0 {
+		if b, ok := base[roundKey{r.round, r.handler, r.placement, r.mode, rep.baselineOf(r.srv)}]; ok && b.rps > 0 {
 			c.ratio = append(c.ratio, r.rps/b.rps)
 			if b.p99 > 0 {
 				c.p99ratio = append(c.p99ratio, r.p99/b.p99)
@@ -241,6 +274,34 @@ func newReport(meta map[string]any, runs []run, life [][]string) *report {
 	rep.modes = ordered(knownModes, ms)
 	rep.servers = ordered(knownServers, ss)
 	return rep
+}
+
+// addCosts records a run's per-request costs, those that were measured.
+func (c *cell) addCosts(r run) {
+	for _, x := range []struct {
+		v   float64
+		dst *[]float64
+	}{{r.ctxsw, &c.ctxsw}, {r.syscalls, &c.syscalls}, {r.cpuUs, &c.cpuUs}} {
+		if !math.IsNaN(x.v) {
+			*x.dst = append(*x.dst, x.v)
+		}
+	}
+	if r.handshakes != "" {
+		c.handshakes = append(c.handshakes, r.handshakes)
+	}
+}
+
+// handshakeStr is the per-CPU handshake shares of a cell's runs: the one
+// value when every run agrees, else each run's.
+func (c *cell) handshakeStr() string {
+	if len(c.handshakes) == 0 {
+		return "–"
+	}
+	u := slices.Compact(slices.Sorted(slices.Values(c.handshakes)))
+	if len(u) == 1 {
+		return u[0]
+	}
+	return strings.Join(c.handshakes, " ")
 }
 
 func f0(v float64) string {
@@ -275,15 +336,20 @@ func ratioStr(v []float64) string {
 var modeName = map[string]string{"ka": "keep-alive", "close": "Connection: close"}
 
 var serverDesc = map[string]string{
-	"single": "one net/http process, default GOMAXPROCS (the baseline)",
-	"pool":   "clusterflock.Run, Workers = CPU count, library default GOMAXPROCS per worker",
-	"pool1":  "clusterflock.Run, Workers = CPU count, Options.GOMAXPROCS = 1",
-	"poolN":  "clusterflock.Run, Workers = CPU count, Options.GOMAXPROCS = CPU count (naive)",
-	"poolC":  "clusterflock.Run, Workers = CPU count, Options.Migration = \"cbpf\" (supervisor-held sockets, classic BPF steering)",
-	"poolM":  "clusterflock.Run, Workers = CPU count, Options.Metrics = &metrics.Exporter{Addr: …} (the supervisor serves /metrics; every request counted: in-flight gauge, duration histogram, counter by code)",
-	"poolS":  "clusterflock.Run, Workers = CPU count, Options.StuckTimeout = 30s (every request carries pprof goroutine labels and a progress-counting ResponseWriter)",
-	"nginx":  "nginx, one worker per CPU, `listen … reuseport`, `return 200 'ok'` (the ceiling)",
-	"node":   "node `cluster`, one worker per CPU, default round-robin: the primary accepts and hands off (the Node original's model)",
+	"single":   "one net/http process, default GOMAXPROCS (the baseline)",
+	"singleAA": "`single` started again in every round: the A/A control, whose ratio to `single` is the noise of the run",
+	"singleK":  "`single` with `GODEBUG=schedtrace=2147483647` (sysmon never deep-sleeps; see bench/SYSMON.md)",
+	"singleD":  "`single` with `TCP_DEFER_ACCEPT` on its listener",
+	"poolK":    "`pool` with `Options.KeepSysmonAwake` (every worker runs with `GODEBUG=schedtrace=2147483647`: sysmon never deep-sleeps); its ratios are to `singleK`, the single process with the same setting, when the run has it",
+	"poolSh":   "`pool` with `Options.Migration = \"shared\"`: one listening socket, every worker accepts from it",
+	"pool":     "clusterflock.Run, Workers = CPU count, library default GOMAXPROCS per worker",
+	"pool1":    "clusterflock.Run, Workers = CPU count, Options.GOMAXPROCS = 1",
+	"poolN":    "clusterflock.Run, Workers = CPU count, Options.GOMAXPROCS = CPU count (naive)",
+	"poolC":    "clusterflock.Run, Workers = CPU count, Options.Migration = \"cbpf\" (supervisor-held sockets, classic BPF steering)",
+	"poolM":    "clusterflock.Run, Workers = CPU count, Options.Metrics = &metrics.Exporter{Addr: …} (the supervisor serves /metrics; every request counted: in-flight gauge, duration histogram, counter by code)",
+	"poolS":    "clusterflock.Run, Workers = CPU count, Options.StuckTimeout = 30s (every request carries pprof goroutine labels and a progress-counting ResponseWriter)",
+	"nginx":    "nginx, one worker per CPU, `listen … reuseport`, `return 200 'ok'` (the ceiling)",
+	"node":     "node `cluster`, one worker per CPU, default round-robin: the primary accepts and hands off (the Node original's model)",
 }
 
 var handlerDesc = map[string]string{
@@ -343,13 +409,13 @@ func (rep *report) markdown(sb *strings.Builder, svgName string) {
 		v["go"], wrkV, strings.TrimPrefix(v["nginx"], "nginx version: "), v["node"])
 	w("sysctl: tcp_migrate_req=%s, somaxconn=%s, tcp_max_syn_backlog=%s, ip_local_port_range=%s, tcp_tw_reuse=%s.\n\n",
 		sc["net.ipv4.tcp_migrate_req"], sc["net.core.somaxconn"], sc["net.ipv4.tcp_max_syn_backlog"], sc["net.ipv4.ip_local_port_range"], sc["net.ipv4.tcp_tw_reuse"])
-	w("**Method** (`shared/BENCH.md`): %s interleaved rounds; in each round the server order rotates and every server starts fresh, gets a %s s keep-alive warm-up, then `wrk -t1 -c%s -d%ss` keep-alive and then with `-H 'Connection: close'` (%s s for the alloc and sleep handlers). Placements: **shared** = no pinning; **pinned** = server tree on CPU %s (`taskset`), wrk on CPU %s. Workers = %s for every multi-process server. Before each turn the harness waits (bounded) while other processes keep the CPUs busy; a turn during which they used more than %d %% of the CPUs is measured again with a fresh server, up to %s times, while the time budget allows. In the pinned placement the multi-process servers keep all their workers on the one CPU. `bench/README.md` interprets the figures.\n\n",
+	w("**Method** (`shared/BENCH.md`): %s interleaved rounds; in each round the server order rotates and every server starts fresh, gets a %s s keep-alive warm-up, then `wrk -c%s -d%ss` keep-alive and then with `-H 'Connection: close'` (%s s for the alloc and sleep handlers). Placements: **shared-t1** = no pinning, `wrk -t1` (one client thread: every SYN lands on its CPU); **shared-t2** = no pinning, `wrk -t2`; **pinned** = server tree on CPU %s (`taskset`), `wrk -t1` on CPU %s. Workers = %s for every multi-process server. Before each turn the harness waits (bounded) while other processes keep the CPUs busy; a turn during which they used more than %d %% of the CPUs is measured again with a fresh server, up to %s times, while the time budget allows. In the pinned placement the multi-process servers keep all their workers on the one CPU. `bench/README.md` interprets the figures.\n\n",
 		rep.metaStr("rounds"), rep.metaStr("warmup"), rep.metaStr("conns"), rep.metaStr("dur_ok"), rep.metaStr("dur"),
 		rep.metaStr("server_cpu"), rep.metaStr("wrk_cpu"), rep.metaStr("workers"), busyPct, rep.metaStr("retries"))
 
 	// Headline: trivial handler ratios.
 	w("## Headline: throughput relative to the single process\n\n")
-	w("Per-round ratio of requests/s to `single` in the same round: median [min..max]. p99 ratio likewise (below 1 = lower latency than `single`).\n\n")
+	w("Per-round ratio of requests/s to `single` in the same round: median [min..max]. p99 ratio likewise (below 1 = lower latency than `single`). `singleAA` is the A/A control, `single` started again in the same rounds: its spread is the noise of this run, and a ratio inside it is no difference.\n\n")
 	for _, h := range rep.handlers {
 		var srvs []string
 		for _, s := range rep.servers {
@@ -362,6 +428,10 @@ func (rep *report) markdown(sb *strings.Builder, svgName string) {
 		}
 		w("**%s handler** (%s)\n\n| placement | mode |", h, handlerDesc[h])
 		for _, s := range srvs {
+			if b := rep.baselineOf(s); b != "single" {
+				w(" %s rps vs %s | %s p99 vs %s |", s, b, s, b)
+				continue
+			}
 			w(" %s rps | %s p99 |", s, s)
 		}
 		w("\n|---|---|")
@@ -393,11 +463,11 @@ func (rep *report) markdown(sb *strings.Builder, svgName string) {
 	}
 
 	w("## Throughput and latency, all cells\n\n")
-	w("n = rounds measured (failed starts are listed under Errors). rps: median and min–max over rounds. p50/p99: medians over rounds, ms. errs: socket errors + non-2xx per run, median (total). foreign: CPU used by neither the server tree nor wrk (nor, in practice, the harness), %% of all CPUs, median over rounds; in brackets the runs above %d %%, where something else on the machine competed for the CPUs. GOMAXPROCS as each answering process reported it.\n\n", busyPct)
+	w("n = rounds measured (failed starts are listed under Errors). rps: median and min–max over rounds. p50/p99: medians over rounds, ms. errs: socket errors + non-2xx per run, median (total). foreign: CPU used by neither the server tree nor wrk (nor, in practice, the harness), %% of all CPUs, median over rounds; in brackets the runs above %d %%, where something else on the machine competed for the CPUs. GOMAXPROCS as each answering process reported it. Per-request costs of the server tree (all its threads), medians over rounds, from the same runs: context switches and CPU time from /proc; syscalls (perf `raw_syscalls:sys_enter` on the server's threads) and where the passive TCP handshakes completed, %% per CPU (perf `sock:inet_sock_set_state`, system-wide; on loopback that is the CPU of the client thread that sent the SYN) — \"–\" when perf is not installed. Counting syscalls puts every syscall on the machine on its slow path, for every server alike.\n\n", busyPct)
 	for _, h := range rep.handlers {
 		w("### %s handler\n\n", h)
-		w("| placement | mode | server | n | vs single, per round | median rps | min–max rps | p50 ms | p99 ms | errs med (total) | foreign %% med (busy runs) | GOMAXPROCS |\n")
-		w("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		w("| placement | mode | server | n | vs single, per round | median rps | min–max rps | p50 ms | p99 ms | errs med (total) | foreign %% med (busy runs) | GOMAXPROCS | ctxsw/req | syscalls/req | CPU µs/req | handshakes by CPU %% |\n")
+		w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, p := range rep.placements {
 			for _, m := range rep.modes {
 				for _, s := range rep.servers {
@@ -414,9 +484,10 @@ func (rep *report) markdown(sb *strings.Builder, svgName string) {
 					if c.failed > 0 {
 						n += fmt.Sprintf(" (+%d failed)", c.failed)
 					}
-					w("| %s | %s | %s | %s | %s | %s | %s–%s | %s | %s | %s (%d) | %s (%d) | %s |\n",
-						p, m, s, n, ratioStr(c.ratio), f0(median(c.rps)), f0(lo), f0(hi), f2(median(c.p50)), f1(median(c.p99)),
-						f0(median(c.errs)), c.errTotal, f0(median(c.foreign)), c.busy, gm)
+					w("| %s | %s | %s | %s | %s | %s | %s–%s | %s | %s | %s (%d) | %s (%d) | %s | %s | %s | %s | %s |\n",
+						p, m, s, n, rep.ratioVs(s, c.ratio), f0(median(c.rps)), f0(lo), f0(hi), f2(median(c.p50)), f1(median(c.p99)),
+						f0(median(c.errs)), c.errTotal, f0(median(c.foreign)), c.busy, gm,
+						f2(median(c.ctxsw)), f1(median(c.syscalls)), f0(median(c.cpuUs)), c.handshakeStr())
 				}
 			}
 		}
@@ -454,6 +525,14 @@ func (rep *report) markdown(sb *strings.Builder, svgName string) {
 	if failed == 0 && total == 0 {
 		w("- No run had an error.\n")
 	}
+}
+
+// ratioVs is ratioStr, naming the baseline when it is not single.
+func (rep *report) ratioVs(srv string, v []float64) string {
+	if b := rep.baselineOf(srv); b != "single" {
+		return ratioStr(v) + " vs " + b
+	}
+	return ratioStr(v)
 }
 
 func (rep *report) hasServer(h, s string) bool {

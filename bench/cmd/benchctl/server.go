@@ -35,16 +35,28 @@ func (s serverSpec) serves(handler string) bool {
 // with the reason.
 func (c *config) servers() (specs []serverSpec, skipped []string) {
 	all := []string{"ok", "alloc", "sleep"}
-	goServer := func(name, mode string, procs int) serverSpec {
+	goServer := func(name, mode string, procs int, extra ...string) serverSpec {
 		return serverSpec{name: name, handlers: all, procs: procs, isGo: true,
 			command: func(port int, handler, dir string) ([]string, []string, error) {
-				return []string{c.goserver}, c.goEnv(mode, handler, port, c.workers), nil
+				return []string{c.goserver}, append(c.goEnv(mode, handler, port, c.workers), extra...), nil
 			}}
 	}
 	for _, name := range c.serverNames {
 		switch name {
-		case "single":
-			specs = append(specs, goServer("single", "single", 1))
+		case "single", "singleAA":
+			// singleAA is the A/A control: the baseline started again, so
+			// its ratio to single is the noise of the run.
+			specs = append(specs, goServer(name, "single", 1))
+		case "singleK":
+			specs = append(specs, goServer(name, "single", 1, sysmonAwake))
+		case "singleD":
+			specs = append(specs, goServer(name, "single", 1, "BENCH_DEFER_ACCEPT=1"))
+		case "poolK", "poolSh":
+			if !c.poolBuilt {
+				skipped = append(skipped, name+": the clusterflock library did not build ("+c.poolBuildErr+")")
+				continue
+			}
+			specs = append(specs, goServer(name, name, c.workers))
 		case "pool", "pool1", "poolN", "poolC", "poolM", "poolS":
 			if !c.poolBuilt {
 				skipped = append(skipped, name+": the clusterflock library did not build ("+c.poolBuildErr+")")
@@ -107,6 +119,11 @@ func (c *config) servers() (specs []serverSpec, skipped []string) {
 	}
 	return specs, skipped
 }
+
+// sysmonAwake is singleK's runtime setting, the one that
+// Options.KeepSysmonAwake gives poolK's workers: sysmon never deep-sleeps
+// (bench/SYSMON.md).
+const sysmonAwake = "GODEBUG=schedtrace=2147483647"
 
 // goEnv is the environment that gives goserver its shape.
 func (c *config) goEnv(mode, handler string, port, workers int) []string {

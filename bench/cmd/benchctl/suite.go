@@ -102,9 +102,10 @@ func suiteMain(args []string) error {
 	fs.IntVar(&c.warmup, "warmup", 1, "keep-alive warm-up seconds before each server's measurements")
 	fs.IntVar(&c.conns, "conns", 64, "wrk connections")
 	fs.IntVar(&c.workers, "workers", c.workers, "pool size (and nginx/node workers); default the machine's CPU count")
-	placements := fs.String("placements", "shared,pinned", "placements: shared (no pinning), pinned (server on -server-cpu, wrk on -wrk-cpu)")
-	handlers := fs.String("handlers", "ok,alloc,sleep", "handlers")
-	serverList := fs.String("servers", "single,pool,poolM,poolS,pool1,nginx,node", "servers (also: poolN = pool with GOMAXPROCS=workers per worker, poolC = pool with Migration cbpf)")
+	placements := fs.String("placements", "shared-t1,shared-t2", "placements: shared-t1, shared-t2 (no pinning; wrk with 1 or 2 threads), pinned (server on -server-cpu, wrk -t1 on -wrk-cpu)")
+	handlers := fs.String("handlers", "ok,alloc", "handlers (also: sleep)")
+	serverList := fs.String("servers", "single,singleAA,pool,singleK,poolK,nginx",
+		"servers (also: poolM, poolS, pool1, node; poolN = pool with GOMAXPROCS=workers per worker, poolC = pool with Migration cbpf, poolSh = Migration shared, singleD = single with TCP_DEFER_ACCEPT)")
 	poolMHandlers := fs.String("poolM-handlers", "ok", "handlers poolM (the pool with Options.Metrics) runs in the throughput rounds")
 	poolSHandlers := fs.String("poolS-handlers", "ok", "handlers poolS (the pool with Options.StuckTimeout) runs in the throughput rounds")
 	scrapeWorkers := fs.String("scrape-workers", "2,16", "scrape step: poolM worker counts (Options.Workers)")
@@ -125,7 +126,7 @@ func suiteMain(args []string) error {
 	fs.Float64Var(&c.quietMax, "quiet-max", 25, "before each server start, wait while other processes use more than this % of all CPUs")
 	fs.DurationVar(&c.quietWait, "quiet-wait", 10*time.Second, "longest such wait per server start")
 	fs.IntVar(&c.retries, "retries", 2, "re-measure a server's turn up to this many times when other processes used more than 15% of the CPUs during it")
-	budget := fs.Duration("budget", 15*time.Minute+30*time.Second, "time budget of the suite: waits and re-measurements stop when the rest of the run needs the remaining time")
+	budget := fs.Duration("budget", 18*time.Minute, "time budget of the suite: waits and re-measurements stop when the rest of the run needs the remaining time")
 	fs.StringVar(&c.command, "command", "bench/run", "command line to quote in the results")
 	fs.StringVar(&c.benchDir, "bench", ".", "the bench/ directory")
 	fs.StringVar(&c.work, "work", "", "scratch directory (logs, nginx prefix)")
@@ -147,8 +148,9 @@ func suiteMain(args []string) error {
 		def("rounds", func() { c.rounds = 1 })
 		def("dur-ok", func() { c.durOK = 1 })
 		def("dur", func() { c.dur = 1 })
-		def("placements", func() { *placements = "shared" })
+		def("placements", func() { *placements = "shared-t1" })
 		def("handlers", func() { *handlers = "ok" })
+		def("servers", func() { *serverList = "single,singleAA,pool,poolK,poolM,poolS,nginx" })
 		def("refork-reps", func() { c.reforkReps = 5 })
 		def("kill-reps", func() { c.killReps = 1 })
 		def("rolling-reps", func() { c.rollingReps = 1 })
@@ -159,6 +161,11 @@ func suiteMain(args []string) error {
 	}
 	c.deadline = time.Now().Add(*budget)
 	c.placements = splitList(*placements)
+	for _, p := range c.placements {
+		if _, err := placementOf(p); err != nil {
+			return err
+		}
+	}
 	c.handlers = splitList(*handlers)
 	c.serverNames = splitList(*serverList)
 	c.steps = splitList(*steps)
@@ -282,7 +289,8 @@ func (c *csvWriter) close() error {
 
 var throughputHeader = []string{"round", "placement", "handler", "mode", "server", "pos", "rps", "requests",
 	"p50_ms", "p99_ms", "max_ms", "connect_err", "read_err", "write_err", "timeout_err", "non2xx", "errors",
-	"server_cpu_pct", "wrk_cpu_pct", "foreign_pct", "gomaxprocs", "note", "superseded"}
+	"server_cpu_pct", "wrk_cpu_pct", "foreign_pct", "gomaxprocs",
+	"ctxsw_per_req", "syscalls_per_req", "cpu_us_per_req", "handshake_cpu_pct", "note", "superseded"}
 
 // wrkResult is one wrk run, parsed from the WRKRESULT line report.lua prints.
 type wrkResult struct {
@@ -299,14 +307,33 @@ func (w wrkResult) rps() float64 {
 
 func (w wrkResult) errors() int64 { return w.connect + w.read + w.write + w.timeout + w.status }
 
-// runWrk runs wrk -t1 against addr for dur seconds.
-func (c *config) runWrk(pin bool, addr string, dur int, closeConn bool) (wrkResult, error) {
-	argv := []string{"wrk", "-t1", "-c" + strconv.Itoa(c.conns), "-d" + strconv.Itoa(dur) + "s", "-s", c.wrkScript}
+// placement is where the server tree and the load generator run.
+type placement struct {
+	pin     bool // server tree on -server-cpu, wrk on -wrk-cpu
+	threads int  // wrk -t: with one thread every SYN arrives on that thread's CPU
+}
+
+// placementOf maps a placement name to what it means.
+func placementOf(name string) (placement, error) {
+	switch name {
+	case "shared-t1":
+		return placement{threads: 1}, nil
+	case "shared-t2":
+		return placement{threads: 2}, nil
+	case "pinned":
+		return placement{pin: true, threads: 1}, nil
+	}
+	return placement{}, fmt.Errorf("unknown placement %q (want shared-t1, shared-t2 or pinned)", name)
+}
+
+// runWrk runs wrk against addr for dur seconds, placed as pl says.
+func (c *config) runWrk(pl placement, addr string, dur int, closeConn bool) (wrkResult, error) {
+	argv := []string{"wrk", "-t" + strconv.Itoa(pl.threads), "-c" + strconv.Itoa(c.conns), "-d" + strconv.Itoa(dur) + "s", "-s", c.wrkScript}
 	if closeConn {
 		argv = append(argv, "-H", "Connection: close")
 	}
 	argv = append(argv, "http://"+addr+"/")
-	if pin {
+	if pl.pin {
 		argv = append([]string{"taskset", "-c", c.wrkCPU}, argv...)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(dur+15)*time.Second)
@@ -369,13 +396,13 @@ type unit struct {
 }
 
 // unitTime is the nominal time of a turn: warm-up, two runs, and about
-// 0.5 s to start, check and stop the server.
+// 1 s to start, check and stop the server.
 func (c *config) unitTime(u unit) time.Duration {
 	d := c.dur
 	if u.hdl == "ok" {
 		d = c.durOK
 	}
-	return time.Duration(c.warmup+2*d)*time.Second + 500*time.Millisecond
+	return time.Duration(c.warmup+2*d)*time.Second + time.Second
 }
 
 // slack is how much time the run can still spend waiting for a quiet
@@ -446,56 +473,78 @@ func (c *config) measureUnit(u unit, prefix string) ([][]any, float64) {
 	if u.hdl == "ok" {
 		d = c.durOK
 	}
-	pin := u.placement == "pinned"
-	srv, err := c.start(u.spec, u.hdl, pin)
+	pl, _ := placementOf(u.placement) // validated at start
+	srv, err := c.start(u.spec, u.hdl, pl.pin)
 	if err != nil {
 		fmt.Printf("%s: START FAILED: %v\n", prefix, err)
 		c.notes = append(c.notes, fmt.Sprintf("round %d %s %s %s: start failed: %v", u.round, u.placement, u.hdl, u.spec.name, err))
 		var rows [][]any
 		for _, mode := range []string{"ka", "close"} {
-			rows = append(rows, []any{u.round, u.placement, u.hdl, mode, u.spec.name, u.pos, "", "", "", "", "", "", "", "", "", "", "", "", "", "", "", "start failed", ""})
+			row := make([]any, len(throughputHeader))
+			for i := range row {
+				row[i] = ""
+			}
+			copy(row, []any{u.round, u.placement, u.hdl, mode, u.spec.name, u.pos})
+			row[len(row)-2] = "start failed"
+			rows = append(rows, row)
 		}
 		return rows, 0
 	}
 	defer srv.stop()
 	line := prefix + ":"
-	if _, err := c.runWrk(pin, srv.addr, c.warmup, false); err != nil {
+	if _, err := c.runWrk(pl, srv.addr, c.warmup, false); err != nil {
 		line += " warm-up error: " + err.Error()
 	}
 	var rows [][]any
 	maxForeign := 0.0
 	for _, mode := range []string{"ka", "close"} {
-		before := snap(srv.pid)
-		res, err := c.runWrk(pin, srv.addr, d, mode == "close")
-		after := snap(srv.pid)
-		note := ""
-		if err != nil {
-			note = strings.ReplaceAll(err.Error(), "\n", " ")
-			fmt.Printf("%s %s: %v\n", prefix, mode, err)
-			c.notes = append(c.notes, fmt.Sprintf("round %d %s %s %s %s: %s", u.round, u.placement, u.hdl, u.spec.name, mode, note))
-		}
-		select {
-		case <-srv.done:
-			note = strings.TrimSpace(note + " server exited during the run")
-		default:
-		}
-		dt := float64(after.total - before.total)
-		srvPct, wrkPct, foreign := 0.0, 0.0, 0.0
-		if dt > 0 {
-			tick := 1e9 / 100.0 // USER_HZ is 100 on Linux
-			wrkJ := float64(res.cpu) / tick
-			srvPct = 100 * float64(after.tree-before.tree) / dt
-			wrkPct = 100 * wrkJ / dt
-			foreign = 100*float64(after.busy-before.busy)/dt - srvPct - wrkPct
-		}
+		row, res, foreign := c.measureMode(u, pl, srv, d, mode)
+		rows = append(rows, row)
 		maxForeign = max(maxForeign, foreign)
-		rows = append(rows, []any{u.round, u.placement, u.hdl, mode, u.spec.name, u.pos, fmt.Sprintf("%.0f", res.rps()), res.requests,
-			ms(res.p50), ms(res.p99), ms(res.max), res.connect, res.read, res.write, res.timeout, res.status, res.errors(),
-			fmt.Sprintf("%.0f", srvPct), fmt.Sprintf("%.0f", wrkPct), fmt.Sprintf("%.0f", foreign), srv.gmp, note, ""})
-		line += fmt.Sprintf(" %s %6.0f rps p99 %5.1f ms err %d foreign %3.0f%%;", mode, res.rps(), float64(res.p99)/1000, res.errors(), foreign)
+		line += fmt.Sprintf(" %s %6.0f rps p99 %5.1f ms err %d cs/req %s foreign %3.0f%%;", mode, res.rps(), float64(res.p99)/1000, res.errors(), row[len(row)-6], foreign)
 	}
 	fmt.Printf("%s (time left %s)\n", line, time.Until(c.deadline).Round(time.Second))
 	return rows, maxForeign
+}
+
+// measureMode is one wrk run of a unit, with the server's counters around
+// it: the CSV row, wrk's result and the foreign CPU share.
+func (c *config) measureMode(u unit, pl placement, srv *running, d int, mode string) ([]any, wrkResult, float64) {
+	before, tasks := snap(srv.pid), treeCounters(srv.pid)
+	perf := startPerf(srv.pid, time.Duration(d+2)*time.Second)
+	res, err := c.runWrk(pl, srv.addr, d, mode == "close")
+	counted := perf.stop()
+	after, tasksAfter := snap(srv.pid), treeCounters(srv.pid)
+	note := ""
+	if err != nil {
+		note = strings.ReplaceAll(err.Error(), "\n", " ")
+		fmt.Printf("%s %s %s %s: %v\n", u.placement, u.hdl, u.spec.name, mode, err)
+		c.notes = append(c.notes, fmt.Sprintf("round %d %s %s %s %s: %s", u.round, u.placement, u.hdl, u.spec.name, mode, note))
+	}
+	select {
+	case <-srv.done:
+		note = strings.TrimSpace(note + " server exited during the run")
+	default:
+	}
+	dt := float64(after.total - before.total)
+	srvPct, wrkPct, foreign := 0.0, 0.0, 0.0
+	if dt > 0 {
+		tick := 1e9 / 100.0 // USER_HZ is 100 on Linux
+		wrkJ := float64(res.cpu) / tick
+		srvPct = 100 * float64(after.tree-before.tree) / dt
+		wrkPct = 100 * wrkJ / dt
+		foreign = 100*float64(after.busy-before.busy)/dt - srvPct - wrkPct
+	}
+	sys, syn := "", ""
+	if counted.ok {
+		sys, syn = perReq(counted.syscalls, res.requests, 2), shares(counted.handshakes)
+	}
+	row := []any{u.round, u.placement, u.hdl, mode, u.spec.name, u.pos, fmt.Sprintf("%.0f", res.rps()), res.requests,
+		ms(res.p50), ms(res.p99), ms(res.max), res.connect, res.read, res.write, res.timeout, res.status, res.errors(),
+		fmt.Sprintf("%.0f", srvPct), fmt.Sprintf("%.0f", wrkPct), fmt.Sprintf("%.0f", foreign), srv.gmp,
+		perReq(tasksAfter.ctxsw-tasks.ctxsw, res.requests, 2), sys, perReq((tasksAfter.cpuNs-tasks.cpuNs)/1000, res.requests, 1),
+		syn, note, ""}
+	return row, res, foreign
 }
 
 // lifecycleEstimate is the nominal time of the lifecycle part.

@@ -79,7 +79,7 @@ func (rep *report) plot() string {
 	w(`<text x="%d" y="22" font-size="15" font-weight="bold">%s</text>`+"\n", left, esc(title))
 	w(`<text x="%d" y="40" fill="#555">bar: median of the per-round ratios, whisker: min–max; %s rounds, wrk -t1 -c%s, %s CPUs;</text>`+"\n",
 		left, rep.metaStr("rounds"), rep.metaStr("conns"), rep.metaStr("ncpu"))
-	w(`<text x="%d" y="56" fill="#555">shared = no pinning; pinned = server tree on one CPU, wrk on the other. Dashed line: the single process.</text>`+"\n", left)
+	w(`<text x="%d" y="56" fill="#555">shared-t1/-t2 = no pinning, wrk with 1/2 threads; pinned = server tree on one CPU, wrk on the other. Dashed line: the single process.</text>`+"\n", left)
 	for pi, p := range panels {
 		y0 := top + pi*(panelH+gap) + 20
 		yOf := func(v float64) float64 { return float64(y0+plotH) - v/ymax*plotH }

@@ -12,6 +12,9 @@
 //	                       GET /metrics on BENCH_METRICS_ADDR, and Run counts every request
 //	               poolS   the same as pool with Options.StuckTimeout = 30s: every request
 //	                       carries pprof labels and a progress-counting ResponseWriter
+//	               poolSh  the same as pool with Options.Migration = "shared" (one socket)
+//	               poolK   the same as pool with Options.KeepSysmonAwake
+//	BENCH_DEFER_ACCEPT  single only: set TCP_DEFER_ACCEPT on the listener
 //	BENCH_HANDLER  ok      writes "ok"
 //	               alloc   allocates and discards about 320 KB (GC pressure), then writes "ok"
 //	               sleep   sleeps 1 ms (I/O-bound), then writes "ok"
@@ -32,6 +35,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -69,7 +73,7 @@ func run() error {
 	switch mode {
 	case "single":
 		return single(addr, h)
-	case "pool", "pool1", "poolN", "poolC", "poolM", "poolS":
+	case "pool", "pool1", "poolN", "poolC", "poolM", "poolS", "poolSh", "poolK":
 		gomaxprocs, migration, metricsAddr := 0, "", "" // library defaults
 		var stuck time.Duration
 		switch mode {
@@ -79,6 +83,8 @@ func run() error {
 			gomaxprocs = workers
 		case "poolC":
 			migration = "cbpf"
+		case "poolSh":
+			migration = "shared"
 		case "poolM":
 			if metricsAddr = os.Getenv("BENCH_METRICS_ADDR"); metricsAddr == "" {
 				return errors.New("BENCH_MODE=poolM needs BENCH_METRICS_ADDR (host:port for /metrics)")
@@ -86,9 +92,10 @@ func run() error {
 		case "poolS":
 			stuck = stuckTimeout
 		}
-		return runPool(addr, h, workers, gomaxprocs, migration, metricsAddr, stuck, logger)
+		return runPool(addr, h, poolShape{workers: workers, gomaxprocs: gomaxprocs, migration: migration,
+			metricsAddr: metricsAddr, stuck: stuck, sysmonAwake: mode == "poolK"}, logger)
 	default:
-		return fmt.Errorf("unknown BENCH_MODE %q (want single, pool, pool1, poolN, poolC, poolM or poolS)", mode)
+		return fmt.Errorf("unknown BENCH_MODE %q (want single, pool, pool1, poolN, poolC, poolM, poolS, poolSh or poolK)", mode)
 	}
 }
 
@@ -98,8 +105,16 @@ func single(addr string, h http.Handler) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
 	defer stop()
 	srv := newServer(addr, h)
+	lc := net.ListenConfig{}
+	if os.Getenv("BENCH_DEFER_ACCEPT") != "" {
+		lc.Control = deferAccept
+	}
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
+	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
 		return err
@@ -123,6 +138,15 @@ func newServer(addr string, h http.Handler) *http.Server {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 	}
+}
+
+// poolShape is what the pool modes vary.
+type poolShape struct {
+	workers, gomaxprocs int
+	migration           string
+	metricsAddr         string        // poolM: Options.Metrics' address
+	stuck               time.Duration // poolS: Options.StuckTimeout
+	sysmonAwake         bool          // poolK: Options.KeepSysmonAwake
 }
 
 // stuckTimeout is poolS's Options.StuckTimeout: long enough that no
@@ -186,4 +210,17 @@ func handler(name string) (http.Handler, error) {
 		w.Header().Set("Content-Type", "text/plain")
 		w.Write(body)
 	}), nil
+}
+
+// deferAccept sets TCP_DEFER_ACCEPT (1 s) on a listening socket: the kernel
+// completes accept only once the client's first bytes have arrived.
+func deferAccept(network, address string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
 }

@@ -15,28 +15,28 @@ import (
 
 const poolAvailable = true
 
-// runPool runs the pool; metricsAddr non-empty (poolM) sets Options.Metrics
-// with the exporter's defaults (GatherInterval 1s, the default registry in
-// each worker, Run's HTTP metrics); stuck (poolS) is Options.StuckTimeout.
-func runPool(addr string, h http.Handler, workers, gomaxprocs int, migration, metricsAddr string, stuck time.Duration, logger *slog.Logger) error {
+// runPool runs the pool shaped as sh says.
+func runPool(addr string, h http.Handler, sh poolShape, logger *slog.Logger) error {
+	migration := sh.migration
 	if migration == "" {
 		// BENCH_MIGRATION=cbpf (or ebpf, sysctl, shared, none) runs every
 		// pool, and so the lifecycle steps, with that Options.Migration.
 		migration = os.Getenv("BENCH_MIGRATION")
 	}
 	opts := clusterflock.Options{
-		Workers:         workers,
+		Workers:         sh.workers,
 		Addr:            addr,
 		ShutdownTimeout: time.Second,
 		Logger:          logger,
-		GOMAXPROCS:      gomaxprocs,
+		GOMAXPROCS:      sh.gomaxprocs,
 		Migration:       clusterflock.Migration(migration),
 		// BENCH_SPARE=1 measures Options.Spare (a standby worker).
-		Spare:        os.Getenv("BENCH_SPARE") != "",
-		StuckTimeout: stuck,
+		Spare:           os.Getenv("BENCH_SPARE") != "",
+		StuckTimeout:    sh.stuck,
+		KeepSysmonAwake: sh.sysmonAwake,
 	}
-	if metricsAddr != "" {
-		opts.Metrics = &metrics.Exporter{Addr: metricsAddr}
+	if sh.metricsAddr != "" {
+		opts.Metrics = &metrics.Exporter{Addr: sh.metricsAddr}
 	}
 	return clusterflock.Run(context.Background(), h, opts)
 }
