@@ -128,12 +128,13 @@ type Options struct {
 	// deep sleep. A worker that carries part of the load goes idle between
 	// requests far more often than one process carrying all of it; each
 	// time it wakes, sysmon is woken by the first syscall and polls every
-	// 20 µs: on a 2-CPU machine that made the pool use 40 % more CPU per
-	// Connection: close request than with this set (bench/SYSMON.md). The
-	// cost: sysmon wakes every 10 ms in an idle worker, and the runtime
-	// prints one SCHED line to stderr every 24.8 days (at start on a host
-	// up longer than that). It is a workaround for the runtime's behaviour
-	// (golang/go#18236), off by default.
+	// 20 µs, taking CPU from the other workers and the clients
+	// (bench/SYSMON.md has the measurements and a reproduction). The
+	// costs: sysmon wakes every 10 ms in an idle worker (100 wake-ups a
+	// second, 0.3 % of a core on a 2-vCPU VM, against 0.02 %), and the
+	// runtime prints one SCHED line to stderr every 24.8 days (at start on
+	// a host up longer than that). A workaround for the runtime's
+	// behaviour (golang/go#18236), off by default.
 	KeepSysmonAwake bool
 	// Migration chooses how connections queued on a retiring worker's
 	// listener reach the others instead of being reset. "" (MigrationAuto)
