@@ -2,7 +2,10 @@ module github.com/clusterflock/clusterflock/bench
 
 go 1.26.0
 
-require github.com/clusterflock/clusterflock v0.0.0
+require (
+	github.com/clusterflock/clusterflock v0.0.0
+	golang.org/x/sys v0.50.0
+)
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
@@ -14,7 +17,6 @@ require (
 	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.73.1 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
-	golang.org/x/sys v0.50.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
 

@@ -1,7 +1,22 @@
-// Command refork-probe breaks a re-fork down: SIGKILL of a ready worker →
-// its exit reaped → the re-fork spawned → the new worker's main running →
-// ready. It runs a pool of 2 (the probe is the supervisor), kills a worker
-// N times, and prints the medians of each phase.
+// Command refork-probe breaks a re-fork down. It runs a pool of 2 (the probe
+// is the supervisor), SIGKILLs a ready worker N times and prints the median
+// and p90 of each phase, on CLOCK_MONOTONIC:
+//
+//	kill → victim exited      the kernel's exit event of the victim (proc connector)
+//	→ fork                    the kernel's fork event of the replacement: the
+//	                          victim's teardown, the supervisor's reaping and
+//	                          its preparation of the re-fork
+//	→ exec done               its execve completed (os/exec's child side + execve)
+//	→ worker's main           dynamic loader, Go runtime start, package init
+//	→ accepting               the library's start-up in the worker, up to Serve
+//	→ supervisor sees ready   the ready handshake
+//
+// and the totals kill → accepting (from then on the new socket takes and
+// answers connections) and kill → ready, and apart when the supervisor
+// reported the exit (EventExit, logged). With -init it also runs its own
+// binary with GODEBUG=inittrace=1 to split the Go start into runtime start
+// and package init. The kernel's events need root (CAP_NET_ADMIN); without
+// them those phases are left out.
 //
 //	go run ./cmd/refork-probe -n 50
 package main
@@ -11,9 +26,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -21,21 +36,25 @@ import (
 
 	"github.com/clusterflock/clusterflock"
 	"github.com/clusterflock/clusterflock/supervisor"
+	"golang.org/x/sys/unix"
 )
 
-const envFile = "REFORK_PROBE_FILE"
+const (
+	envFile = "REFORK_PROBE_FILE" // where workers write their stamps
+	envInit = "REFORK_PROBE_INIT" // set: exit at once in main (the -init runs)
+)
 
 func main() {
-	mainAt := time.Now()
+	mainAt := now()
+	if os.Getenv(envInit) != "" {
+		return
+	}
 	n := flag.Int("n", 50, "re-forks to measure")
 	spare := flag.Bool("spare", false, "Options.Spare")
+	initRuns := flag.Int("init", 20, "runs of this binary with GODEBUG=inittrace=1 to split the Go start (0: none)")
 	flag.Parse()
 	if clusterflock.IsWorker() {
-		f, err := os.OpenFile(os.Getenv(envFile), os.O_APPEND|os.O_WRONLY, 0)
-		if err == nil {
-			fmt.Fprintf(f, "%d %d\n", os.Getpid(), mainAt.UnixNano())
-			f.Close()
-		}
+		stamp("main", mainAt)
 	} else {
 		f, err := os.CreateTemp("", "refork-probe-*")
 		if err != nil {
@@ -45,98 +64,130 @@ func main() {
 		os.Setenv(envFile, f.Name())
 		defer os.Remove(f.Name())
 	}
-	p := &probe{ev: make(chan stamp, 64)}
+	p := &probe{ev: make(chan event, 64)}
 	ctx, cancel := context.WithCancel(context.Background())
-	opts := clusterflock.Options{Workers: 2, Addr: "127.0.0.1:0", Spare: *spare, ControlSocket: "-", OnEvent: p.onEvent}
+	srv := &http.Server{BaseContext: func(net.Listener) context.Context {
+		stamp("serve", now())
+		return context.Background()
+	}}
+	opts := clusterflock.Options{Workers: 2, Addr: "127.0.0.1:0", Spare: *spare, ControlSocket: "-", OnEvent: p.onEvent, Server: srv}
 	done := make(chan error, 1)
 	go func() { done <- clusterflock.Run(ctx, http.NotFoundHandler(), opts) }()
 	if !clusterflock.IsWorker() {
-		p.measure(*n)
+		pe, err := listenProcEvents()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "refork-probe: no kernel process events (%v): fork, exec and exit phases left out\n", err)
+		}
+		p.proc = pe
+		r := p.measure(*n)
 		cancel()
+		<-done
+		r.print(os.Stdout)
+		if *initRuns > 0 {
+			goStart(*initRuns).print(os.Stdout)
+		}
+		return
 	}
 	<-done
 }
 
-type stamp struct {
+// now is CLOCK_MONOTONIC in ns: comparable across processes and with the
+// kernel's event stamps.
+func now() int64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
+}
+
+// stamp appends "pid what ns" to the probe file (in a worker).
+func stamp(what string, ns int64) {
+	f, err := os.OpenFile(os.Getenv(envFile), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return
+	}
+	fmt.Fprintf(f, "%d %s %d\n", os.Getpid(), what, ns)
+	f.Close()
+}
+
+// stamps returns what worker pid wrote to the probe file.
+func stamps(pid int) map[string]int64 {
+	m := map[string]int64{}
+	f, err := os.Open(os.Getenv(envFile))
+	if err != nil {
+		return m
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if len(fs) == 3 && fs[0] == strconv.Itoa(pid) {
+			m[fs[1]], _ = strconv.ParseInt(fs[2], 10, 64)
+		}
+	}
+	return m
+}
+
+type event struct {
 	kind supervisor.EventKind
 	pid  int
-	at   time.Time
+	at   int64
 }
 
 type probe struct {
-	ev chan stamp
+	ev   chan event
+	proc *procEvents // nil without the kernel's events
 }
 
 func (p *probe) onEvent(e supervisor.Event) {
-	p.ev <- stamp{e.Kind, e.Worker.Pid, time.Now()}
+	p.ev <- event{e.Kind, e.Worker.Pid, now()}
 }
 
-// measure kills a ready worker n times and prints the phases' medians.
-func (p *probe) measure(n int) {
+// measure kills a ready worker n times and returns each re-fork's phases.
+func (p *probe) measure(n int) *report {
 	var ready []int
 	for len(ready) < 2 {
 		if s := <-p.ev; s.kind == supervisor.EventReady {
 			ready = append(ready, s.pid)
 		}
 	}
-	phases := map[string][]time.Duration{}
+	r := newReport()
 	for range n {
 		victim := ready[0]
-		t0 := time.Now()
+		t0 := now()
 		syscall.Kill(victim, syscall.SIGKILL)
-		var exit, spawn, rdy time.Time
-		var newPid int
-		for rdy.IsZero() {
+		var exit, rdy int64
+		newPid := 0
+		for rdy == 0 {
 			s := <-p.ev
 			switch {
 			case s.kind == supervisor.EventExit && s.pid == victim:
 				exit = s.at
-			case s.kind == supervisor.EventSpawn && !exit.IsZero() && newPid == 0:
-				spawn, newPid = s.at, s.pid
+			case s.kind == supervisor.EventSpawn && exit != 0 && newPid == 0:
+				newPid = s.pid
 			case s.kind == supervisor.EventReady && s.pid == newPid:
 				rdy = s.at
 			}
 		}
-		mainAt := workerMain(newPid)
 		ready = []int{ready[1], newPid}
-		phases["1 kill → exit reaped"] = append(phases["1 kill → exit reaped"], exit.Sub(t0))
-		phases["2 exit → re-fork spawned"] = append(phases["2 exit → re-fork spawned"], spawn.Sub(exit))
-		if !mainAt.IsZero() {
-			phases["3 spawned → worker's main"] = append(phases["3 spawned → worker's main"], mainAt.Sub(spawn))
-			phases["4 worker's main → ready"] = append(phases["4 worker's main → ready"], rdy.Sub(mainAt))
-		}
-		phases["5 total: kill → ready"] = append(phases["5 total: kill → ready"], rdy.Sub(t0))
-		time.Sleep(1100 * time.Millisecond) // let the re-fork age past the young-death backoff
+		// Let the re-fork age past the young-death backoff; the worker
+		// has written its stamps by then.
+		time.Sleep(1100 * time.Millisecond)
+		r.add(p.phases(t0, exit, rdy, victim, newPid))
 	}
-	for _, k := range slices.Sorted(func(yield func(string) bool) {
-		for k := range phases {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
-		d := phases[k]
-		slices.Sort(d)
-		fmt.Printf("%-28s median %8.2f ms  p90 %8.2f ms  (n=%d)\n", k, ms(d[len(d)/2]), ms(d[len(d)*9/10]), len(d))
-	}
+	return r
 }
 
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-// workerMain reads when worker pid's main began, from the probe file.
-func workerMain(pid int) time.Time {
-	f, err := os.Open(os.Getenv(envFile))
-	if err != nil {
-		return time.Time{}
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) == 2 && fs[0] == strconv.Itoa(pid) {
-			ns, _ := strconv.ParseInt(fs[1], 10, 64)
-			return time.Unix(0, ns)
+// phases lays one re-fork's stamps out in order (a stamp not seen is 0),
+// and returns apart when the supervisor reported the exit (EventExit).
+func (p *probe) phases(kill, exit, ready int64, victim, pid int) (order []int64, reported int64) {
+	var died, fork, exec int64
+	if p.proc != nil {
+		died = p.proc.times(victim).exit
+		t := p.proc.times(pid)
+		if t.parent == os.Getpid() {
+			fork, exec = t.fork, t.exec
 		}
 	}
-	return time.Time{}
+	w := stamps(pid)
+	return []int64{kill, died, fork, exec, w["main"], w["serve"], ready}, exit
 }

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// report collects each phase's durations over the re-forks.
+type report struct {
+	names []string
+	d     map[string][]int64 // ns
+}
+
+func newReport() *report { return &report{d: map[string][]int64{}} }
+
+func (r *report) put(name string, ns int64) {
+	if !slices.Contains(r.names, name) {
+		r.names = append(r.names, name)
+	}
+	r.d[name] = append(r.d[name], ns)
+}
+
+// add records one re-fork: each phase from the previous stamp seen, and
+// the totals.
+func (r *report) add(st []int64, reported int64) {
+	// The stamps in order, as probe.phases lays them out.
+	names := []string{"kill", "victim exited", "fork", "exec done", "worker's main", "accepting", "supervisor sees ready"}
+	prev := 0
+	for i := 1; i < len(st); i++ {
+		if st[i] == 0 {
+			continue
+		}
+		r.put(fmt.Sprintf("%-21s → %s", names[prev], names[i]), st[i]-st[prev])
+		prev = i
+	}
+	if st[5] != 0 {
+		r.put("total: kill → accepting", st[5]-st[0])
+	}
+	r.put("total: kill → ready", st[6]-st[0])
+	if st[1] != 0 {
+		r.put("victim exited → EventExit (logged)", reported-st[1])
+	}
+}
+
+func (r *report) print(w io.Writer) {
+	for _, k := range r.names {
+		d := slices.Sorted(slices.Values(r.d[k]))
+		fmt.Fprintf(w, "%-47s median %6.2f ms  p90 %6.2f ms  (n=%d)\n", k, ms(d[len(d)/2]), ms(d[len(d)*9/10]), len(d))
+	}
+}
+
+func ms(ns int64) float64 { return float64(ns) / 1e6 }
+
+// goStart runs this binary n times with GODEBUG=inittrace=1, exiting at
+// once in main, and reports the package inits from the trace: each line is
+// "init pkg @t ms, c ms clock, …", t from the start of runtime.main (after
+// the dynamic loader and the runtime's bootstrap).
+func goStart(n int) *report {
+	r := newReport()
+	exe, err := os.Executable()
+	if err != nil {
+		return r
+	}
+	for range n {
+		var stderr bytes.Buffer
+		cmd := exec.Command(exe)
+		cmd.Env = append(os.Environ(), envInit+"=1", "GODEBUG=inittrace=1")
+		cmd.Stderr = &stderr
+		if cmd.Run() != nil {
+			continue
+		}
+		var last, sum float64
+		for _, line := range strings.Split(stderr.String(), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 6 || f[0] != "init" {
+				continue
+			}
+			at, _ := strconv.ParseFloat(strings.TrimPrefix(f[2], "@"), 64)
+			c, _ := strconv.ParseFloat(f[4], 64)
+			last, sum = at+c, sum+c
+		}
+		r.put("Go start: package inits (sum)", int64(sum*1e6))
+		r.put("Go start: runtime.main → end of package inits", int64(last*1e6))
+	}
+	return r
+}
