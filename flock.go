@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/clusterflock/clusterflock/internal/cpus"
 	"github.com/clusterflock/clusterflock/internal/plug"
 	"github.com/clusterflock/clusterflock/internal/proto"
 	"github.com/clusterflock/clusterflock/supervisor"
@@ -267,11 +266,12 @@ func IsWorker() bool {
 	return ok && err == nil
 }
 
-// options are Options with defaults applied and validated.
+// options are Options with defaults applied and validated. Workers stays 0
+// for "one per CPU": only the supervisor counts the CPUs (supervisorConfig),
+// so that a worker, which is told its GOMAXPROCS, does not read the cgroup
+// files at every start.
 type options struct {
 	Options
-	cpus       int         // the CPUs this process may use (cpus.Available)
-	cpusSource cpus.Source // where that came from
 }
 
 // timing returns the deadlines that follow from o's timeouts.
@@ -283,10 +283,6 @@ func (o Options) withDefaults(getenv func(string) string) (options, error) {
 		return options{}, err
 	}
 	r := options{Options: o}
-	r.cpus, r.cpusSource = cpus.Available()
-	if r.Workers == 0 {
-		r.Workers = r.cpus
-	}
 	if r.ShutdownTimeout == 0 {
 		r.ShutdownTimeout = time.Second
 	}

@@ -17,8 +17,11 @@ func TestOptionsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.Workers < 1 || o.Addr != ":5000" || o.ShutdownTimeout != time.Second || o.Logger == nil {
-		t.Errorf("defaults = %+v, want Workers ≥ 1, Addr :5000, ShutdownTimeout 1s, a Logger", o.Options)
+	if o.Workers != 0 || o.Addr != ":5000" || o.ShutdownTimeout != time.Second || o.Logger == nil {
+		t.Errorf("defaults = %+v, want Workers 0 (counted by the supervisor), Addr :5000, ShutdownTimeout 1s, a Logger", o.Options)
+	}
+	if c := o.supervisorConfig(); c.Workers < 1 || c.CPUs < 1 || c.Workers != c.CPUs {
+		t.Errorf("supervisor config: Workers %d, CPUs %d; want one worker per CPU", c.Workers, c.CPUs)
 	}
 	env["PORT"] = "8123"
 	if o, err = (Options{}).withDefaults(getenv); err != nil || o.Addr != ":8123" {

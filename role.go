@@ -10,6 +10,7 @@ import (
 	"os"
 
 	"github.com/clusterflock/clusterflock/control"
+	"github.com/clusterflock/clusterflock/internal/cpus"
 	"github.com/clusterflock/clusterflock/internal/plug"
 	"github.com/clusterflock/clusterflock/internal/proto"
 	"github.com/clusterflock/clusterflock/internal/sockets"
@@ -79,10 +80,16 @@ func workerMetrics(o options, http bool) (plug.Worker, error) {
 	return m, nil
 }
 
-// supervisorConfig is what the supervisor role needs of o.
+// supervisorConfig is what the supervisor role needs of o: Workers 0 becomes
+// the CPUs this process may use.
 func (o options) supervisorConfig() supervisorproc.Config {
+	n, source := cpus.Available()
+	workers := o.Workers
+	if workers == 0 {
+		workers = n
+	}
 	return supervisorproc.Config{
-		Workers:          o.Workers,
+		Workers:          workers,
 		Addr:             o.Addr,
 		Migration:        sockets.Migration(o.Migration),
 		Timing:           o.timing(),
@@ -97,7 +104,7 @@ func (o options) supervisorConfig() supervisorproc.Config {
 		MemoryLimit:      o.MemoryLimit,
 		KeepSysmonAwake:  o.KeepSysmonAwake,
 		DrainDelay:       o.DrainDelay,
-		CPUs:             o.cpus,
-		CPUsSource:       string(o.cpusSource),
+		CPUs:             n,
+		CPUsSource:       string(source),
 	}
 }

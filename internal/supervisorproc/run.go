@@ -275,12 +275,12 @@ func logStart(cfg Config, lis listeners, c choice, h *heir) {
 
 // inBuildCache reports whether exe is where go run builds: a go-build
 // directory under the temporary directory ($TMPDIR/go-build…/b001/exe/).
+// The pattern is compiled here, once per supervisor, not at package init,
+// which every worker's start would pay for.
 func inBuildCache(exe string) bool {
+	goRunDir := regexp.MustCompile(`/go-build[0-9]+/b[0-9]+/exe$`)
 	return goRunDir.MatchString(filepath.ToSlash(filepath.Dir(exe)))
 }
-
-// goRunDir is the directory go run builds a program in.
-var goRunDir = regexp.MustCompile(`/go-build[0-9]+/b[0-9]+/exe$`)
 
 // result maps the supervisor's result to the one Run returns.
 func result(err error, log *slog.Logger, addr string) error {
