@@ -16,18 +16,10 @@ import (
 
 // listen returns this worker's listener: the socket the supervisor holds for
 // it (inherited at proto.ListenerFD, or received on activation as
-// inherited), or else its own SO_REUSEPORT one, prepared for the pool's
-// migration.
-func listen(env proto.WorkerEnv, inherited *os.File, log *slog.Logger) (net.Listener, error) {
+// inherited), or else its own SO_REUSEPORT one (see enableMigration).
+func listen(env proto.WorkerEnv, inherited *os.File) (net.Listener, error) {
 	if !env.Inherited {
-		ln, err := reuseport.Listen(context.Background(), "tcp", env.Addr)
-		if err != nil {
-			return nil, err
-		}
-		if err := sockets.EnableMigration(ln, sockets.Migration(env.Migration)); err != nil {
-			log.Warn("cannot enable connection migration on this worker's listener", "migration", env.Migration, "err", err.Error())
-		}
-		return ln, nil
+		return reuseport.Listen(context.Background(), "tcp", env.Addr)
 	}
 	f := inherited
 	if f == nil {
@@ -40,4 +32,16 @@ func listen(env proto.WorkerEnv, inherited *os.File, log *slog.Logger) (net.List
 		return nil, err
 	}
 	return ln, nil
+}
+
+// enableMigration prepares the worker's own listener for the pool's
+// migration (eBPF: it attaches the program to the socket's group); an
+// inherited socket is the supervisor's to prepare.
+func enableMigration(ln net.Listener, env proto.WorkerEnv, log *slog.Logger) {
+	if env.Inherited {
+		return
+	}
+	if err := sockets.EnableMigration(ln, sockets.Migration(env.Migration)); err != nil {
+		log.Warn("cannot enable connection migration on this worker's listener", "migration", env.Migration, "err", err.Error())
+	}
 }

@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -75,12 +76,7 @@ func Run(ctx context.Context, cfg Config, env proto.WorkerEnv, serve ServeFunc) 
 		signal.Notify(sigs, proto.DrainSignal)
 	}
 	defer signal.Stop(sigs)
-	orphaned := make(chan struct{})
-	go func() {
-		_, _ = io.Copy(io.Discard, lifeline) // returns at EOF: the supervisor is gone
-		close(orphaned)
-	}()
-	w := &worker{cfg: cfg, env: env, status: status, sigs: sigs, orphaned: orphaned}
+	w := &worker{cfg: cfg, env: env, status: status, sigs: sigs, lifeline: lifeline, orphaned: make(chan struct{})}
 	return w.run(ctx, serve)
 }
 
@@ -90,7 +86,17 @@ type worker struct {
 	env      proto.WorkerEnv
 	status   *statusWriter
 	sigs     <-chan os.Signal
-	orphaned <-chan struct{}
+	lifeline *os.File
+	orphaned chan struct{} // closed by watchLifeline
+}
+
+// watchLifeline closes w.orphaned once the lifeline reaches EOF: the
+// supervisor is gone. Called once.
+func (w *worker) watchLifeline() {
+	go func() {
+		_, _ = io.Copy(io.Discard, w.lifeline) // returns at EOF (or once Run closes it)
+		close(w.orphaned)
+	}()
 }
 
 func (w *worker) run(ctx context.Context, serve ServeFunc) error {
@@ -98,7 +104,9 @@ func (w *worker) run(ctx context.Context, serve ServeFunc) error {
 		defer w.cfg.Metrics.Close()
 	}
 	var inherited *os.File // a standby's listener, received on activation
-	if w.env.Slot == proto.StandbySlot {
+	standby := w.env.Slot == proto.StandbySlot
+	if standby {
+		w.watchLifeline()
 		var ok bool
 		var err error
 		w.env, inherited, ok, err = awaitActivation(w.env, w.status, w.sigs, w.orphaned)
@@ -110,7 +118,7 @@ func (w *worker) run(ctx context.Context, serve ServeFunc) error {
 		}
 	}
 	log := w.cfg.Logger.With("pid", os.Getpid(), "slot", w.env.Slot, "generation", w.env.Generation)
-	ln, err := listen(w.env, inherited, log)
+	ln, err := listen(w.env, inherited)
 	if err != nil {
 		return w.fail("worker", err)
 	}
@@ -123,8 +131,18 @@ func (w *worker) run(ctx context.Context, serve ServeFunc) error {
 	defer stop()
 	served := make(chan error, 1)
 	go func() { served <- serve(sctx, ln, w.env) }()
+	// The socket takes its share of new connections from listen on: let the
+	// serve function reach its accept loop before the rest of the start-up
+	// (its own goroutines would otherwise wait for this one to block). The
+	// migration program goes on before ready: the supervisor stops other
+	// workers only once this one is ready.
+	runtime.Gosched()
+	enableMigration(ln, w.env, log)
 	w.status.send(proto.Message{Kind: proto.Ready})
 	directStderr()
+	if !standby {
+		w.watchLifeline()
+	}
 	if err := w.serving(ctx, served, log); err != nil {
 		return w.fail("worker", err)
 	}
