@@ -5,7 +5,11 @@ import (
 	"time"
 )
 
+// exited handles w's exit: a re-fork, if any, starts before the events are
+// emitted (see holdEvents).
 func (l *loop) exited(w *worker, e Exit) {
+	l.holdEvents()
+	defer l.releaseEvents()
 	delete(l.workers, w.ID)
 	l.children--
 	if w.stopTimer != nil {

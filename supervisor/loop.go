@@ -8,11 +8,34 @@ import (
 	"time"
 )
 
+// emit logs ev and passes it to Config.OnEvent, or, while the loop holds
+// its events (see holdEvents), queues it.
 func (l *loop) emit(ev Event) {
+	if l.holding {
+		l.held = append(l.held, ev)
+		return
+	}
 	level, msg, attrs := describe(ev)
 	l.log.Log(context.Background(), level, msg, attrs...)
 	if l.s.cfg.OnEvent != nil {
 		l.s.cfg.OnEvent(ev)
+	}
+}
+
+// holdEvents queues the events emitted until releaseEvents, which emits
+// them in order. A worker's exit holds them until its re-fork has been
+// started: logging (a write to stderr, which may be a slow pipe) and
+// Config.OnEvent are then not on the path from a death to serving again.
+// Hooks are not held: each still runs before its event is emitted.
+func (l *loop) holdEvents() { l.holding = true }
+
+// releaseEvents emits the held events, if any, and stops holding.
+func (l *loop) releaseEvents() {
+	l.holding = false
+	held := l.held
+	l.held = nil
+	for _, ev := range held {
+		l.emit(ev)
 	}
 }
 

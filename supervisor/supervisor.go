@@ -246,6 +246,9 @@ type loop struct {
 	stopping bool
 	result   error
 	timeouts []int // pids killed at the stop deadline
+
+	holding bool    // emit queues events (see holdEvents)
+	held    []Event // queued events, in order
 }
 
 // Run starts the workers and supervises them until ctx is done (a graceful

@@ -148,6 +148,36 @@ func TestReforkAtOnceAfterOldWorkerDies(t *testing.T) {
 	})
 }
 
+// A dead worker's re-fork is started before its exit is logged and passed
+// to OnEvent (a slow stderr or OnEvent must not delay serving again); the
+// events keep their order.
+func TestReforkStartsBeforeExitIsReported(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var h *harness
+		var atFork []ev // the events reported when worker 3 was forked
+		setup := func(w supervisor.Worker, _ *fakeProc) error {
+			if w.ID == 3 {
+				h.mu.Lock()
+				atFork = append([]ev(nil), h.events...)
+				h.mu.Unlock()
+			}
+			return nil
+		}
+		h = start(t, supervisor.Config{Workers: 2, YoungAge: time.Second}, setup)
+		h.readyAll(1, 2)
+		h.take()
+
+		time.Sleep(time.Second)
+		h.proc(1).ExitSignal(syscall.SIGKILL)
+		h.expect(eExit(1, 0, 0, killed(), "unexpected exit"), eRefork(0, 0), eSpawn(3, 0, 0))
+		for _, e := range atFork {
+			if e.Kind == supervisor.EventExit || e.Kind == supervisor.EventRefork {
+				t.Errorf("at the re-fork, %v was already reported; want it reported after", e)
+			}
+		}
+	})
+}
+
 func TestBackoffGrowsForYoungDeathsAndResets(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const (
