@@ -2,10 +2,11 @@
 // is the supervisor), SIGKILLs a ready worker N times and prints the median
 // and p90 of each phase, on CLOCK_MONOTONIC:
 //
-//	kill → victim exited      the kernel's exit event of the victim (proc connector)
-//	→ fork                    the kernel's fork event of the replacement: the
-//	                          victim's teardown, the supervisor's reaping and
-//	                          its preparation of the re-fork
+//	kill → victim gone        the victim's pidfd is readable: every thread has
+//	                          exited and the kernel has torn it down
+//	→ fork                    the kernel's fork event of the replacement (proc
+//	                          connector): the supervisor's reaping and its
+//	                          preparation of the re-fork
 //	→ exec done               its execve completed (os/exec's child side + execve)
 //	→ worker's main           dynamic loader, Go runtime start, package init
 //	→ accepting               the library's start-up in the worker, up to Serve
@@ -13,7 +14,7 @@
 //
 // and the totals kill → accepting (from then on the new socket takes and
 // answers connections) and kill → ready, and apart when the supervisor
-// reported the exit (EventExit, logged). With -init it also runs its own
+// reported the exit (EventExit, logged) after the victim was gone. With -init it also runs its own
 // binary with GODEBUG=inittrace=1 to split the Go start into runtime start
 // and package init. The kernel's events need root (CAP_NET_ADMIN); without
 // them those phases are left out.
@@ -76,7 +77,7 @@ func main() {
 	if !clusterflock.IsWorker() {
 		pe, err := listenProcEvents()
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "refork-probe: no kernel process events (%v): fork, exec and exit phases left out\n", err)
+			fmt.Fprintf(os.Stderr, "refork-probe: no kernel process events (%v): the fork and exec phases are left out\n", err)
 		}
 		p.proc = pe
 		r := p.measure(*n)
@@ -153,6 +154,7 @@ func (p *probe) measure(n int) *report {
 	r := newReport()
 	for range n {
 		victim := ready[0]
+		gone := watchExit(victim)
 		t0 := now()
 		syscall.Kill(victim, syscall.SIGKILL)
 		var exit, rdy int64
@@ -172,22 +174,48 @@ func (p *probe) measure(n int) *report {
 		// Let the re-fork age past the young-death backoff; the worker
 		// has written its stamps by then.
 		time.Sleep(1100 * time.Millisecond)
-		r.add(p.phases(t0, exit, rdy, victim, newPid))
+		r.add(p.phases(t0, <-gone, exit, rdy, newPid))
 	}
 	return r
 }
 
 // phases lays one re-fork's stamps out in order (a stamp not seen is 0),
 // and returns apart when the supervisor reported the exit (EventExit).
-func (p *probe) phases(kill, exit, ready int64, victim, pid int) (order []int64, reported int64) {
-	var died, fork, exec int64
+func (p *probe) phases(kill, gone, exit, ready int64, pid int) (order []int64, reported int64) {
+	var fork, exec int64
 	if p.proc != nil {
-		died = p.proc.times(victim).exit
 		t := p.proc.times(pid)
 		if t.parent == os.Getpid() {
 			fork, exec = t.fork, t.exec
 		}
 	}
 	w := stamps(pid)
-	return []int64{kill, died, fork, exec, w["main"], w["serve"], ready}, exit
+	return []int64{kill, gone, fork, exec, w["main"], w["serve"], ready}, exit
+}
+
+// watchExit returns when pid has exited (its pidfd is readable), or 0.
+func watchExit(pid int) <-chan int64 {
+	c := make(chan int64, 1)
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		c <- 0
+		return c
+	}
+	go func() {
+		defer unix.Close(fd)
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		for {
+			n, err := unix.Poll(fds, 10_000)
+			if err == unix.EINTR {
+				continue
+			}
+			if n == 1 {
+				c <- now()
+			} else {
+				c <- 0
+			}
+			return
+		}
+	}()
+	return c
 }

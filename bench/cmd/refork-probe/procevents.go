@@ -10,27 +10,26 @@ import (
 )
 
 // The kernel's process events connector (linux/cn_proc.h): with it the probe
-// sees, stamped by the kernel on CLOCK_MONOTONIC, when the victim exits, when
-// the supervisor forks and when the child's execve completes, without
-// tracing anything. It needs CAP_NET_ADMIN (root).
+// sees, stamped by the kernel on CLOCK_MONOTONIC, when the supervisor forks
+// and when the child's execve completes, without tracing anything. It needs
+// CAP_NET_ADMIN (root).
 const (
 	cnIdxProc         = 1 // CN_IDX_PROC
 	cnValProc         = 1 // CN_VAL_PROC
 	procCnMcastListen = 1 // PROC_CN_MCAST_LISTEN
 	procEventFork     = 0x00000001
 	procEventExec     = 0x00000002
-	procEventExit     = 0x80000000
 	nlmsgHdrLen       = 16
 	cnMsgHdrLen       = 20
 )
 
 // procTimes are the kernel's stamps for one process (0: not seen).
 type procTimes struct {
-	fork, exec, exit int64 // CLOCK_MONOTONIC ns
-	parent           int   // the forking process
+	fork, exec int64 // CLOCK_MONOTONIC ns
+	parent     int   // the forking process
 }
 
-// procEvents records fork, exec and exit of processes (not threads).
+// procEvents records fork and exec of processes (not threads).
 type procEvents struct {
 	fd int
 	mu sync.Mutex
@@ -106,10 +105,6 @@ func (p *procEvents) event(ev []byte) {
 	case procEventExec: // process_pid, process_tgid
 		if pid := int(le.Uint32(d[0:])); pid == int(le.Uint32(d[4:])) {
 			p.get(pid).exec = ts
-		}
-	case procEventExit: // process_pid, process_tgid, …
-		if pid := int(le.Uint32(d[0:])); pid == int(le.Uint32(d[4:])) {
-			p.get(pid).exit = ts
 		}
 	}
 }
