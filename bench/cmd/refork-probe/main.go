@@ -20,6 +20,12 @@
 // them those phases are left out.
 //
 //	go run ./cmd/refork-probe -n 50
+//
+// To compare two builds under the same conditions, run them in turns with
+// -raw FILE each and pool the lines: -pool FILE prints the medians and p90
+// of what a raw file holds.
+//
+//	go run ./cmd/refork-probe -pool FILE
 package main
 
 import (
@@ -53,8 +59,14 @@ func main() {
 	n := flag.Int("n", 50, "re-forks to measure")
 	spare := flag.Bool("spare", false, "Options.Spare")
 	initRuns := flag.Int("init", 20, "runs of this binary with GODEBUG=inittrace=1 to split the Go start (0: none)")
+	raw := flag.String("raw", "", "also append each re-fork's phases to this file, a line each: phase<TAB>ns (to pool interleaved runs)")
+	pool := flag.String("pool", "", "print the phases a -raw file holds, and exit")
 	flag.Parse()
-	if clusterflock.IsWorker() {
+	if *pool != "" {
+		os.Exit(printRaw(*pool))
+	}
+	worker := clusterflock.IsWorker() // asked once: Run removes the marker
+	if worker {
 		stamp("main", mainAt)
 	} else {
 		f, err := os.CreateTemp("", "refork-probe-*")
@@ -67,29 +79,54 @@ func main() {
 	}
 	p := &probe{ev: make(chan event, 64)}
 	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- clusterflock.Run(ctx, http.NotFoundHandler(), p.options(*spare)) }()
+	if worker {
+		<-done
+		return
+	}
+	r := p.run(*n)
+	cancel()
+	<-done
+	r.print(os.Stdout)
+	if *raw != "" {
+		if err := r.appendRaw(*raw); err != nil {
+			fmt.Fprintln(os.Stderr, "refork-probe:", err)
+		}
+	}
+	if *initRuns > 0 {
+		goStart(*initRuns).print(os.Stdout)
+	}
+}
+
+// options are the pool's: 2 workers, whose Serve start is stamped.
+func (p *probe) options(spare bool) clusterflock.Options {
 	srv := &http.Server{BaseContext: func(net.Listener) context.Context {
 		stamp("serve", now())
 		return context.Background()
 	}}
-	opts := clusterflock.Options{Workers: 2, Addr: "127.0.0.1:0", Spare: *spare, ControlSocket: "-", OnEvent: p.onEvent, Server: srv}
-	done := make(chan error, 1)
-	go func() { done <- clusterflock.Run(ctx, http.NotFoundHandler(), opts) }()
-	if !clusterflock.IsWorker() {
-		pe, err := listenProcEvents()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "refork-probe: no kernel process events (%v): the fork and exec phases are left out\n", err)
-		}
-		p.proc = pe
-		r := p.measure(*n)
-		cancel()
-		<-done
-		r.print(os.Stdout)
-		if *initRuns > 0 {
-			goStart(*initRuns).print(os.Stdout)
-		}
-		return
+	return clusterflock.Options{Workers: 2, Addr: "127.0.0.1:0", Spare: spare, ControlSocket: "-", OnEvent: p.onEvent, Server: srv}
+}
+
+// run measures n re-forks, with the kernel's events if it may.
+func (p *probe) run(n int) *report {
+	pe, err := listenProcEvents()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "refork-probe: no kernel process events (%v): the fork and exec phases are left out\n", err)
 	}
-	<-done
+	p.proc = pe
+	return p.measure(n)
+}
+
+// printRaw prints what a -raw file holds; it returns the exit status.
+func printRaw(file string) int {
+	r, err := readRaw(file)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "refork-probe:", err)
+		return 1
+	}
+	r.print(os.Stdout)
+	return 0
 }
 
 // now is CLOCK_MONOTONIC in ns: comparable across processes and with the

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -56,6 +57,45 @@ func (r *report) print(w io.Writer) {
 }
 
 func ms(ns int64) float64 { return float64(ns) / 1e6 }
+
+// appendRaw appends each duration to file, a line each: name<TAB>ns.
+func (r *report) appendRaw(file string) error {
+	f, err := os.OpenFile(file, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	for _, k := range r.names {
+		for _, ns := range r.d[k] {
+			fmt.Fprintf(w, "%s\t%d\n", k, ns)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// readRaw reads what appendRaw wrote, maybe by several runs.
+func readRaw(file string) (*report, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	r := newReport()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		name, v, ok := strings.Cut(sc.Text(), "\t")
+		ns, err := strconv.ParseInt(v, 10, 64)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("%s: not a phase<TAB>ns line: %q", file, sc.Text())
+		}
+		r.put(name, ns)
+	}
+	return r, sc.Err()
+}
 
 // goStart runs this binary n times with GODEBUG=inittrace=1, exiting at
 // once in main, and reports the time its package inits take, from the
