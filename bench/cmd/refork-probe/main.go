@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command refork-probe breaks a re-fork down. It runs a pool of 2 (the probe
 // is the supervisor), SIGKILLs a ready worker N times and prints the median
 // and p90 of each phase, on CLOCK_MONOTONIC:
