@@ -16,7 +16,9 @@
 //
 // and the totals kill → accepting (from then on the new socket takes and
 // answers connections) and kill → ready, and apart when the supervisor
-// reported the exit (EventExit, logged) after the victim was gone. With -init it also runs its own
+// reported the exit (EventExit, logged) after the victim was gone. With
+// -spare the replacement is the standby, forked and started before the
+// kill: those phases are left out (kill → victim gone → accepting → ready). With -init it also runs its own
 // binary with GODEBUG=inittrace=1 to split the Go start into runtime start
 // and package init. The kernel's events need root (CAP_NET_ADMIN); without
 // them those phases are left out.

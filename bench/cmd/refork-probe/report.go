@@ -29,15 +29,15 @@ func (r *report) put(name string, ns int64) {
 	r.d[name] = append(r.d[name], ns)
 }
 
-// add records one re-fork: each phase from the previous stamp seen, and
-// the totals.
+// add records one re-fork: each phase from the previous stamp seen after
+// the kill, and the totals.
 func (r *report) add(st []int64, reported int64) {
 	// The stamps in order, as probe.phases lays them out.
 	names := []string{"kill", "victim gone", "fork", "exec done", "worker's main", "accepting", "supervisor sees ready"}
 	prev := 0
 	for i := 1; i < len(st); i++ {
-		if st[i] == 0 {
-			continue
+		if st[i] < st[0] {
+			continue // not seen, or before the kill (Spare: the standby started then)
 		}
 		r.put(fmt.Sprintf("%-21s → %s", names[prev], names[i]), st[i]-st[prev])
 		prev = i
