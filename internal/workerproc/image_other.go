@@ -4,3 +4,6 @@ package workerproc
 
 // closeImage: off Linux no image is passed.
 func closeImage() {}
+
+// nameImage: off Linux the worker runs under its own name.
+func nameImage() {}

@@ -20,6 +20,7 @@ func init() {
 		for fd := proto.StatusFD; fd <= proto.StderrFD; fd++ {
 			syscall.CloseOnExec(fd)
 		}
+		nameImage()
 		closeImage()
 		if os.Getenv(proto.EnvMetrics) == "1" {
 			syscall.CloseOnExec(proto.MetricsFD)
