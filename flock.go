@@ -130,10 +130,14 @@ type Options struct {
 	// 20 µs, taking CPU from the other workers and the clients
 	// (bench/SYSMON.md has the measurements and a reproduction). The
 	// costs: sysmon wakes every 10 ms in an idle worker (100 wake-ups a
-	// second, 0.3 % of a core on a 2-vCPU VM, against 0.02 %), and the
+	// second, 0.3 % of a core on a 2-vCPU VM, against 0.02 %); the
 	// runtime prints one SCHED line to stderr every 24.8 days (at start on
-	// a host up longer than that). A workaround for the runtime's
-	// behaviour (golang/go#18236), off by default.
+	// a host up longer than that) and, when a worker dies of a fatal panic
+	// or runtime error, a detailed scheduler dump (a line per goroutine)
+	// before the panic's own text; and programs a worker starts inherit the
+	// setting with the environment, as they inherit GOMAXPROCS. A
+	// workaround for the runtime's behaviour (golang/go#18236), off by
+	// default.
 	KeepSysmonAwake bool
 	// Migration chooses how connections queued on a retiring worker's
 	// listener reach the others instead of being reset. "" (MigrationAuto)

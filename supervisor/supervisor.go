@@ -51,7 +51,9 @@ type Config struct {
 	Logger *slog.Logger
 	// OnEvent, if set, is called for every event, on the goroutine running
 	// Run, after the event is logged. It must not block or call the
-	// Supervisor's methods.
+	// Supervisor's methods. A worker's exit and its re-fork are logged and
+	// passed on after the replacement has been spawned, so that neither is
+	// on the path from a death to serving again.
 	OnEvent func(Event)
 	// Hooks, if set, is told of the pool's changes as they happen (see
 	// [Hooks]); a slot leaving the pool waits for it.

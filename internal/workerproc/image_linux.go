@@ -11,23 +11,43 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// nameImage gives this worker its supervisor's command name. Executed
-// through /proc/self/fd/<ImageFD>, the kernel named it, and every thread
-// the runtime has started, after the descriptor ("8"), which ps, top and
-// pkill would show and match. Only a process so named is renamed.
-func nameImage() {
-	self, err := os.ReadFile("/proc/self/comm")
-	if err != nil || string(bytes.TrimSpace(self)) != strconv.Itoa(proto.ImageFD) {
+// nameImage gives this worker the command name of its supervisor (pid
+// supervisor, from the marker). Executed through /proc/self/fd/<ImageFD>,
+// the kernel named it, and every thread the runtime has started, after the
+// descriptor ("8"), which ps, top and pkill would show and match. Only a
+// process so named is renamed, and only after its parent: a worker whose
+// supervisor is already gone keeps the number rather than take its new
+// parent's name.
+func nameImage(supervisor int) {
+	number := strconv.Itoa(proto.ImageFD)
+	if comm("/proc/self/comm") != number {
 		return
 	}
-	name, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", os.Getppid()))
-	if name = bytes.TrimSpace(name); err != nil || len(name) == 0 {
+	name := comm(fmt.Sprintf("/proc/%d/comm", supervisor))
+	if name == "" || os.Getppid() != supervisor {
 		return
 	}
-	threads, _ := filepath.Glob("/proc/self/task/*/comm")
-	for _, t := range threads {
-		_ = os.WriteFile(t, name, 0) // a thread that has just exited is gone
+	// A thread started from one not yet renamed copies the old name: go
+	// over them again until none is left (a few passes at most).
+	for range 4 {
+		renamed := false
+		threads, _ := filepath.Glob("/proc/self/task/*/comm")
+		for _, t := range threads {
+			if comm(t) == number {
+				_ = os.WriteFile(t, []byte(name), 0) // a thread that has just exited is gone
+				renamed = true
+			}
+		}
+		if !renamed {
+			return
+		}
 	}
+}
+
+// comm reads a comm file: a task's command name, "" if unreadable.
+func comm(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(bytes.TrimSpace(b))
 }
 
 // closeImage closes proto.ImageFD, the binary this worker was executed

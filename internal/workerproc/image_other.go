@@ -6,4 +6,4 @@ package workerproc
 func closeImage() {}
 
 // nameImage: off Linux the worker runs under its own name.
-func nameImage() {}
+func nameImage(int) {}

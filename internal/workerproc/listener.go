@@ -4,6 +4,7 @@ package workerproc
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"os"
@@ -41,7 +42,9 @@ func enableMigration(ln net.Listener, env proto.WorkerEnv, log *slog.Logger) {
 	if env.Inherited {
 		return
 	}
-	if err := sockets.EnableMigration(ln, sockets.Migration(env.Migration)); err != nil {
+	// The serve function runs already: if it has failed and closed ln,
+	// serving reports that, and there is nothing to prepare.
+	if err := sockets.EnableMigration(ln, sockets.Migration(env.Migration)); err != nil && !errors.Is(err, net.ErrClosed) {
 		log.Warn("cannot enable connection migration on this worker's listener", "migration", env.Migration, "err", err.Error())
 	}
 }

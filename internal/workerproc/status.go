@@ -16,11 +16,11 @@ import (
 // elsewhere would also stay in the pool's group). Only a marker naming this
 // process's parent counts.
 func init() {
-	if _, ok, err := proto.LookupWorker(); ok && err == nil {
+	if env, ok, err := proto.LookupWorker(); ok && err == nil {
 		for fd := proto.StatusFD; fd <= proto.StderrFD; fd++ {
 			syscall.CloseOnExec(fd)
 		}
-		nameImage()
+		nameImage(env.SupervisorPID)
 		closeImage()
 		if os.Getenv(proto.EnvMetrics) == "1" {
 			syscall.CloseOnExec(proto.MetricsFD)

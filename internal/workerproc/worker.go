@@ -94,7 +94,7 @@ type worker struct {
 // supervisor is gone. Called once.
 func (w *worker) watchLifeline() {
 	go func() {
-		_, _ = io.Copy(io.Discard, w.lifeline) // returns at EOF (or once Run closes it)
+		_, _ = io.Copy(io.Discard, w.lifeline) // returns at EOF; a blocking read, which Close does not end: the process is exiting then
 		close(w.orphaned)
 	}()
 }

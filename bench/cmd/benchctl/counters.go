@@ -174,12 +174,13 @@ func parsePerf(s string, perCPU bool) ([]uint64, bool) {
 	return out, len(out) > 0
 }
 
-// perReq formats n per request, "" when there were no requests.
-func perReq(n uint64, requests int64, prec int) string {
-	if requests <= 0 {
+// perReq formats after−before per request, "" when there were no
+// requests or the count went down (a process left the tree mid-run).
+func perReq(before, after uint64, requests int64, prec int) string {
+	if requests <= 0 || after < before {
 		return ""
 	}
-	return strconv.FormatFloat(float64(n)/float64(requests), 'f', prec, 64)
+	return strconv.FormatFloat(float64(after-before)/float64(requests), 'f', prec, 64)
 }
 
 // shares formats per-CPU counts as percentages, "52/48"; "" when there

@@ -537,12 +537,12 @@ func (c *config) measureMode(u unit, pl placement, srv *running, d int, mode str
 	}
 	sys, syn := "", ""
 	if counted.ok {
-		sys, syn = perReq(counted.syscalls, res.requests, 2), shares(counted.handshakes)
+		sys, syn = perReq(0, counted.syscalls, res.requests, 2), shares(counted.handshakes)
 	}
 	row := []any{u.round, u.placement, u.hdl, mode, u.spec.name, u.pos, fmt.Sprintf("%.0f", res.rps()), res.requests,
 		ms(res.p50), ms(res.p99), ms(res.max), res.connect, res.read, res.write, res.timeout, res.status, res.errors(),
 		fmt.Sprintf("%.0f", srvPct), fmt.Sprintf("%.0f", wrkPct), fmt.Sprintf("%.0f", foreign), srv.gmp,
-		perReq(tasksAfter.ctxsw-tasks.ctxsw, res.requests, 2), sys, perReq((tasksAfter.cpuNs-tasks.cpuNs)/1000, res.requests, 1),
+		perReq(tasks.ctxsw, tasksAfter.ctxsw, res.requests, 2), sys, perReq(tasks.cpuNs/1000, tasksAfter.cpuNs/1000, res.requests, 1),
 		syn, note, ""}
 	return row, res, foreign
 }

@@ -77,7 +77,7 @@ func (rep *report) plot() string {
 		title += " — QUICK SMOKE RUN"
 	}
 	w(`<text x="%d" y="22" font-size="15" font-weight="bold">%s</text>`+"\n", left, esc(title))
-	w(`<text x="%d" y="40" fill="#555">bar: median of the per-round ratios, whisker: min–max; %s rounds, wrk -t1 -c%s, %s CPUs;</text>`+"\n",
+	w(`<text x="%d" y="40" fill="#555">bar: median of the per-round ratios, whisker: min–max; %s rounds, wrk -c%s, %s CPUs; poolK vs singleK;</text>`+"\n",
 		left, rep.metaStr("rounds"), rep.metaStr("conns"), rep.metaStr("ncpu"))
 	w(`<text x="%d" y="56" fill="#555">shared-t1/-t2 = no pinning, wrk with 1/2 threads; pinned = server tree on one CPU, wrk on the other. Dashed line: the single process.</text>`+"\n", left)
 	for pi, p := range panels {
