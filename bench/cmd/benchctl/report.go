@@ -189,9 +189,14 @@ var (
 	knownServers    = []string{"single", "singleAA", "singleK", "singleD", "pool", "poolK", "poolSh", "poolM", "poolS", "pool1", "poolN", "poolC", "nginx", "node"}
 )
 
-// pairedBaselines: a server with a runtime setting is compared with the
-// single process that has the same setting, when the run has it.
-var pairedBaselines = map[string]string{"poolK": "singleK"}
+// pairedBaseline is the single process with the same runtime setting as
+// srv, or "": such a server is compared with it when the run has it.
+func pairedBaseline(srv string) string {
+	if srv == "poolK" {
+		return "singleK"
+	}
+	return ""
+}
 
 // baselineOf is the server whose runs srv's ratios are to.
 func (rep *report) baselineOf(srv string) string {
@@ -231,8 +236,8 @@ func newReport(meta map[string]any, runs []run, life [][]string) *report {
 		ss[r.srv] = true
 	}
 	rep.baseline = map[string]string{}
-	for srv, b := range pairedBaselines {
-		if ss[b] {
+	for srv := range ss {
+		if b := pairedBaseline(srv); b != "" && ss[b] {
 			rep.baseline[srv] = b
 		}
 	}
