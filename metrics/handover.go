@@ -64,15 +64,21 @@ func (h *hub) HandOver(ch *os.File) error {
 // settle waits, at most limit, for the members' channels to end: their
 // workers have exited, and their last frames are being read.
 func (h *hub) settle(limit time.Duration) {
-	deadline := time.Now().Add(limit)
-	for time.Now().Before(deadline) {
-		h.mu.Lock()
-		n := len(h.members)
+	h.mu.Lock()
+	if len(h.members) == 0 {
 		h.mu.Unlock()
-		if n == 0 {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
+		return
+	}
+	if h.empty == nil {
+		h.empty = make(chan struct{})
+	}
+	empty := h.empty
+	h.mu.Unlock()
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	select {
+	case <-empty:
+	case <-t.C:
 	}
 }
 

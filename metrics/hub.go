@@ -42,6 +42,8 @@ type hub struct {
 	handover net.Conn         // a heir's channel from the old supervisor, while it waits
 	closed   bool
 	logged   map[string]bool // families whose conflict was logged
+	// empty, if not nil, is closed when the last member leaves (settle).
+	empty chan struct{}
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -240,6 +242,10 @@ func (h *hub) leave(m *member) {
 	m.snap = nil
 	delete(h.members, m.pid)
 	close(m.changed)
+	if len(h.members) == 0 && h.empty != nil {
+		close(h.empty)
+		h.empty = nil
+	}
 }
 
 // Event implements plug.Supervisor.

@@ -183,21 +183,21 @@ func (p *poolMetrics) event(ev supervisor.Event) {
 func (p *poolMetrics) asked(ev supervisor.Event) string {
 	r := ev.Reason
 	switch {
-	case r == "retired":
+	case r == supervisor.ReasonRetired:
 		return exitRetired
-	case r == "stuck":
+	case r == supervisor.ReasonStuck:
 		return exitStuck
-	case r == "memory":
+	case r == supervisor.ReasonMemory:
 		return exitMemory
-	case r == "replaced" && p.rolling:
+	case r == supervisor.ReasonReplaced && p.rolling:
 		return exitUpgrade
-	case r == "replaced":
+	case r == supervisor.ReasonReplaced:
 		return exitRecycled
-	case r == "pool stopping" && p.upgraded:
+	case r == supervisor.ReasonPoolStopping && p.upgraded:
 		return exitUpgrade
-	case strings.HasPrefix(r, "no heartbeat"):
+	case strings.HasPrefix(r, supervisor.ReasonNoHeartbeat):
 		return exitHeartbeat
-	case strings.HasPrefix(r, "protocol violation"):
+	case strings.HasPrefix(r, supervisor.ReasonProtocol):
 		return exitCrash
 	}
 	return exitStop

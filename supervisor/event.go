@@ -31,6 +31,19 @@ const (
 	EventMemory    EventKind = "memory"     // a worker's RSS stayed above MemoryLimit: it is replaced; Reason says how much
 )
 
+// The Reason of an EventStop, EventDrain or EventKill that the pool itself
+// decided on: why the worker is stopped. Programs match these (the last
+// two as prefixes: the rest of the Reason says more), not prose.
+const (
+	ReasonRetired      = "retired"            // TTOU or a lower Workers: the slot leaves the pool
+	ReasonReplaced     = "replaced"           // its replacement is ready (MaxRequests, a rolling restart)
+	ReasonStuck        = "stuck"              // replaced because its requests made no progress
+	ReasonMemory       = "memory"             // replaced because its RSS stayed above the limit
+	ReasonPoolStopping = "pool stopping"      // the whole pool stops
+	ReasonNoHeartbeat  = "no heartbeat"       // killed: silent for longer than HeartbeatTimeout
+	ReasonProtocol     = "protocol violation" // killed: it wrote what the protocol does not allow
+)
+
 // Event is one lifecycle event. Fields that do not apply to a Kind are zero.
 type Event struct {
 	Kind   EventKind

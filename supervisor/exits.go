@@ -126,7 +126,7 @@ func (l *loop) checkHeartbeats() {
 	limit := l.s.cfg.HeartbeatTimeout
 	for _, w := range l.sorted() {
 		if w.State != Stopping && time.Since(w.lastSeen) > limit {
-			l.kill(w, fmt.Sprintf("no heartbeat for %v", limit))
+			l.kill(w, fmt.Sprintf("%s for %v", ReasonNoHeartbeat, limit))
 		}
 	}
 }

@@ -187,7 +187,7 @@ func (l *loop) retireOldest() {
 		l.reforks[slot].Stop()
 		delete(l.reforks, slot)
 		l.release(slot)
-		l.emit(Event{Kind: EventStop, Worker: Worker{Slot: slot}, Reason: "retired"})
+		l.emit(Event{Kind: EventStop, Worker: Worker{Slot: slot}, Reason: ReasonRetired})
 		return
 	}
 	var oldest *worker
@@ -235,11 +235,11 @@ func (l *loop) release(slot int) <-chan struct{} {
 func (l *loop) retire(w *worker) {
 	drained := l.release(w.Slot)
 	if drained == nil {
-		l.gracefulStop(w, "retired")
+		l.gracefulStop(w, ReasonRetired)
 		return
 	}
 	w.State = Draining
-	l.emit(Event{Kind: EventDrain, Worker: w.Worker, Reason: "retired"})
+	l.emit(Event{Kind: EventDrain, Worker: w.Worker, Reason: ReasonRetired})
 	ev := childEvent{id: w.ID, fire: timerDrained}
 	l.wg.Go(func() {
 		select {
@@ -327,7 +327,7 @@ func (l *loop) stop(immediate bool, why string) {
 		if immediate {
 			l.kill(w, "immediate stop")
 		} else if w.State != Stopping {
-			l.gracefulStop(w, "pool stopping")
+			l.gracefulStop(w, ReasonPoolStopping)
 		}
 	}
 	if immediate && l.result == nil {
@@ -373,7 +373,7 @@ func (l *loop) event(ev childEvent) {
 		return
 	case timerDrained:
 		if w, ok := l.workers[ev.id]; ok && w.State == Draining {
-			l.gracefulStop(w, "retired")
+			l.gracefulStop(w, ReasonRetired)
 		}
 		return
 	case timerStopDeadline:
@@ -416,7 +416,7 @@ func (l *loop) message(w *worker, m Message) {
 		if w.replaces != 0 {
 			l.inFlight--
 			if old, ok := l.workers[w.replaces]; ok && !old.leaving() {
-				why := "replaced"
+				why := ReasonReplaced
 				if w.replaceWhy != "" {
 					why = w.replaceWhy
 				}
@@ -431,7 +431,7 @@ func (l *loop) message(w *worker, m Message) {
 	case MessageFailed:
 		w.failure = m.Text
 	case MessageInvalid:
-		w.failure = "protocol violation: " + m.Text
+		w.failure = ReasonProtocol + ": " + m.Text
 		l.kill(w, w.failure)
 	case MessageRetiring, MessageStuck, MessageMemory:
 		l.replaceOnRequest(w, m)
@@ -454,10 +454,10 @@ func (l *loop) replaceOnRequest(w *worker, m Message) {
 	why := ""
 	switch m.Kind {
 	case MessageStuck:
-		why = "stuck"
+		why = ReasonStuck
 		l.emit(Event{Kind: EventStuck, Worker: w.Worker, Reason: m.Text})
 	case MessageMemory:
-		why = "memory"
+		why = ReasonMemory
 		l.emit(Event{Kind: EventMemory, Worker: w.Worker, Reason: m.Text})
 	default:
 		l.log.Info("worker asks to be replaced", "worker", w.ID, "pid", w.Pid, "reason", m.Text)

@@ -217,7 +217,7 @@ type worker struct {
 	inFlight   int64
 	killReason string // set when we SIGKILL it
 	replaces   int    // ID of the worker this one replaces, or 0
-	replaceWhy string // why it replaces it, if it asked: "stuck", "memory" ("" for a recycle or a restart)
+	replaceWhy string // why it replaces it, if it asked: ReasonStuck, ReasonMemory ("" for a recycle or a restart)
 	failure    string // what it reported in a Failed message
 	stopTimer  *time.Timer
 }

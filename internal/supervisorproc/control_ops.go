@@ -122,7 +122,7 @@ func (s *controlServer) scaleBy(ctx context.Context, sig syscall.Signal) error {
 		if err := refusedAs(e, "retire worker: "); err != nil {
 			return true, err
 		}
-		if (e.Kind == string(supervisor.EventStop) || e.Kind == string(supervisor.EventDrain)) && e.Reason == "retired" && retired == 0 {
+		if (e.Kind == string(supervisor.EventStop) || e.Kind == string(supervisor.EventDrain)) && e.Reason == supervisor.ReasonRetired && retired == 0 {
 			retired = e.Worker
 		}
 		return e.Kind == string(supervisor.EventExit) && e.Worker == retired && retired != 0, nil
@@ -167,7 +167,7 @@ func (s *controlServer) reload(ctx context.Context, progress func(control.Reply)
 			return true, err
 		}
 		switch {
-		case e.Kind == string(supervisor.EventStop) && e.Reason == "replaced":
+		case e.Kind == string(supervisor.EventStop) && e.Reason == supervisor.ReasonReplaced:
 			old[e.Worker] = true
 			progress(control.Reply{Progress: fmt.Sprintf("slot %d: worker %d replaced", e.Slot, e.PID)})
 		case e.Kind == string(supervisor.EventExit):
