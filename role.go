@@ -45,11 +45,13 @@ func run(ctx context.Context, mk func(plug.Worker) ServeFunc, o options, reqs *r
 			cfg.Metrics = m
 		}
 		serve := mk(m)
-		duck := &lameDuck{}
+		duck := newLameDuck()
 		cfg.Draining = duck.begin
 		return workerproc.Run(ctx, cfg, env, func(ctx context.Context, ln net.Listener, env proto.WorkerEnv) error {
 			info := WorkerInfo{Slot: env.Slot, Generation: env.Generation, PID: os.Getpid(), SupervisorPID: env.SupervisorPID}
 			ctx = context.WithValue(context.WithValue(ctx, workerKey{}, info), lameDuckKey{}, duck)
+			stop := context.AfterFunc(ctx, duck.drainStarts) // the worker's stop begins its drain
+			defer stop()
 			return serve(ctx, ln)
 		})
 	}
