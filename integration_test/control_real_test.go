@@ -7,12 +7,21 @@ package integration_test
 // after its request (socat, nc -N) hears the real outcome.
 
 import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/clusterflock/clusterflock/control"
 	"github.com/clusterflock/clusterflock/supervisor"
 )
 
@@ -82,5 +91,85 @@ func upgradeScaled(t *testing.T, m mechanism, workers int, sig syscall.Signal) {
 	}
 	if len(seen) != want {
 		t.Errorf("fresh connections reached %d workers of the new pool (%v), want all %d", len(seen), seen, want)
+	}
+}
+
+// TestControlHalfClose: a client that sends a reload and shuts its side of
+// the connection for writing (as socat and nc -N do at the end of their
+// input) reads the reload's progress and its real outcome, and the reload
+// has really replaced every worker. With a raw Unix connection, and with
+// socat where it is installed.
+func TestControlHalfClose(t *testing.T) {
+	p, cl := controlPool(t, poolConfig{workers: 2})
+	const reload = `{"v":1,"op":"reload"}` + "\n"
+	t.Run("raw", func(t *testing.T) {
+		before := p.workerPids()
+		c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: cl.Path, Net: "unix"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		if _, err := io.WriteString(c, reload); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		out, err := io.ReadAll(c) // the server closes after the outcome
+		if err != nil {
+			t.Fatalf("reading the replies: %v (read %q)", err, out)
+		}
+		checkReloaded(t, p, before, out)
+	})
+	t.Run("socat", func(t *testing.T) {
+		if _, err := exec.LookPath("socat"); err != nil {
+			t.Skipf("SKIP: socat is not installed: %v", err)
+		}
+		before := p.workerPids()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		// -t: how long socat still reads once its input has ended (0.5 s
+		// by default, less than a reload may take).
+		cmd := exec.CommandContext(ctx, "socat", "-t", "30", "-", "UNIX-CONNECT:"+cl.Path)
+		cmd.Stdin = strings.NewReader(reload)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("socat: %v: %s (read %q)", err, stderr.Bytes(), out)
+		}
+		checkReloaded(t, p, before, out)
+	})
+}
+
+// checkReloaded checks a reload's replies, out: one progress line per
+// worker, then the outcome, done and ok; and that no worker of before is
+// left.
+func checkReloaded(t *testing.T, p *pool, before []int, out []byte) {
+	t.Helper()
+	var replies []control.Reply
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		var r control.Reply
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("reply %q: %v", sc.Bytes(), err)
+		}
+		replies = append(replies, r)
+	}
+	if len(replies) == 0 {
+		t.Fatal("no reply")
+	}
+	last := replies[len(replies)-1]
+	if !last.Done || !last.OK || last.Error != "" {
+		t.Fatalf("the reload's outcome after the half-close: %+v, want done and ok (replies %q)", last, out)
+	}
+	if len(replies) != len(before)+1 {
+		t.Errorf("replies %q, want one progress line per worker, then the outcome", out)
+	}
+	for _, pid := range p.workerPids() {
+		if slices.Contains(before, pid) {
+			t.Errorf("worker %d of before the reload still runs (before %v)", pid, before)
+		}
 	}
 }
