@@ -98,7 +98,7 @@ func upgradeScaled(t *testing.T, m mechanism, workers int, sig syscall.Signal) {
 // the connection for writing (as socat and nc -N do at the end of their
 // input) reads the reload's progress and its real outcome, and the reload
 // has really replaced every worker. With a raw Unix connection, and with
-// socat where it is installed.
+// socat and OpenBSD netcat where they are installed.
 func TestControlHalfClose(t *testing.T) {
 	p, cl := controlPool(t, poolConfig{workers: 2})
 	const reload = `{"v":1,"op":"reload"}` + "\n"
@@ -122,25 +122,42 @@ func TestControlHalfClose(t *testing.T) {
 		}
 		checkReloaded(t, p, before, out)
 	})
-	t.Run("socat", func(t *testing.T) {
-		if _, err := exec.LookPath("socat"); err != nil {
-			t.Skipf("SKIP: socat is not installed: %v", err)
-		}
-		before := p.workerPids()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		// -t: how long socat still reads once its input has ended (0.5 s
-		// by default, less than a reload may take).
-		cmd := exec.CommandContext(ctx, "socat", "-t", "30", "-", "UNIX-CONNECT:"+cl.Path)
-		cmd.Stdin = strings.NewReader(reload)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("socat: %v: %s (read %q)", err, stderr.Bytes(), out)
-		}
-		checkReloaded(t, p, before, out)
-	})
+	// The clients that half-close at the end of their input. socat's -t
+	// is how long it still reads once its input has ended (0.5 s by
+	// default, less than a reload may take).
+	for _, tool := range []struct {
+		name, flag string // the command, and the option it must have
+		args       []string
+	}{
+		{"socat", "-t", []string{"-t", "30", "-", "UNIX-CONNECT:" + cl.Path}},
+		{"nc", "-N", []string{"-N", "-U", cl.Path}}, // OpenBSD netcat
+	} {
+		t.Run(tool.name, func(t *testing.T) { halfCloseClient(t, p, tool.name, tool.flag, tool.args, reload) })
+	}
+}
+
+// halfCloseClient runs a reload through the command-line client name with
+// args, skipping the test if name is not installed or has not flag.
+func halfCloseClient(t *testing.T, p *pool, name, flag string, args []string, req string) {
+	if _, err := exec.LookPath(name); err != nil {
+		t.Skipf("SKIP: %s is not installed: %v", name, err)
+	}
+	help, _ := exec.Command(name, "-h").CombinedOutput()
+	if !bytes.Contains(help, []byte(flag)) {
+		t.Skipf("SKIP: this %s has no %s option (it says: %.200s)", name, flag, help)
+	}
+	before := p.workerPids()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdin = strings.NewReader(req)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s: %v: %s (read %q)", name, err, stderr.Bytes(), out)
+	}
+	checkReloaded(t, p, before, out)
 }
 
 // checkReloaded checks a reload's replies, out: one progress line per
