@@ -187,7 +187,10 @@ func checkObject(b []byte) ([]string, error) {
 			continue
 		}
 		if cur.keys != nil && cur.key {
-			k := t.(string) // the decoder allows only a string here
+			k, ok := t.(string) // the decoder allows only a string here
+			if !ok {
+				return nil, fmt.Errorf("an object key that is not a string: %v", t)
+			}
 			if cur.keys[k] {
 				return nil, duplicateKey(k, cur.at)
 			}
