@@ -50,7 +50,8 @@ func TestParseRequest(t *testing.T) {
 // FuzzParseRequest: the server side of the protocol never panics, and a
 // request it accepts is one of the operations, round-tripping as JSON.
 func FuzzParseRequest(f *testing.F) {
-	for _, s := range []string{`{"v":1,"op":"status"}`, `{"v":1,"op":"scale","n":3}`, `{"v":1,"op":"stop","now":true}`, `{}`, `[1,2]`, `{"v":1,"op":"scale","n":-1}`, "\n"} {
+	for _, s := range []string{`{"v":1,"op":"status"}`, `{"v":1,"op":"scale","n":3}`, `{"v":1,"op":"stop","now":true}`, `{}`, `[1,2]`, `{"v":1,"op":"scale","n":-1}`, "\n",
+		`{"v":1,"op":"status","op":"stop"}`, `{"v":1,"op":"scale","n":[{"a":1,"a":2}]}`, `{"v":1,"op":"status"} x`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
