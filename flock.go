@@ -25,7 +25,9 @@ type Options struct {
 	// process may really use: its CPU affinity, lowered to its cgroup's CPU
 	// quota (rounded up) in a container, as Go's own GOMAXPROCS default
 	// since Go 1.25; the start log says which ("cpus"). Negative is an
-	// error. SIGTTIN and SIGTTOU change it while running.
+	// error. SIGTTIN and SIGTTOU change it while running; a binary
+	// upgrade's (SIGUSR2) new supervisor starts the old pool's size, as
+	// scaled, instead of its own Workers.
 	Workers int
 	// Addr is the TCP address every worker listens on, "host:port". "" means
 	// ":" + $PORT, or ":5000" when PORT is unset. Port 0 picks one free port

@@ -86,9 +86,9 @@ func workerMetrics(o options, http bool) (plug.Worker, error) {
 // the CPUs this process may use.
 func (o options) supervisorConfig() supervisorproc.Config {
 	n, source := cpus.Available()
-	workers := o.Workers
+	workers, from := o.Workers, supervisorproc.WorkersFromOptions
 	if workers == 0 {
-		workers = n
+		workers, from = n, supervisorproc.WorkersFromCPUs
 	}
 	return supervisorproc.Config{
 		Workers:          workers,
@@ -108,5 +108,6 @@ func (o options) supervisorConfig() supervisorproc.Config {
 		DrainDelay:       o.DrainDelay,
 		CPUs:             n,
 		CPUsSource:       string(source),
+		WorkersFrom:      from,
 	}
 }
