@@ -16,8 +16,10 @@ import (
 
 // DefaultDir is the directory of a user's control sockets when
 // Options.ControlSocket is "": $XDG_RUNTIME_DIR/clusterflock, or
-// /tmp/clusterflock-<uid>. It must be a directory of the user's with mode
-// 0700; a pool refuses to use one that is not.
+// /tmp/clusterflock-<uid>. It must be a directory of the user's own (not
+// a symbolic link) with mode 0700; a pool refuses to use one that is not
+// (one of the user's open to others is made 0700), for its socket and for
+// its stuck workers' goroutine dumps alike.
 func DefaultDir() string {
 	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
 		return filepath.Join(d, "clusterflock")
