@@ -81,8 +81,9 @@ type Options struct {
 	// reload, upgrade, stop) waits for its outcome and says it. "" means
 	// control.DefaultDir()/<address>.sock; "-" turns it off. The directory
 	// must be the user's own, a real directory (not a symbolic link), with
-	// mode 0700: it is created so; one of the user's open to others is made
-	// 0700; another user's is refused, as is anything but a stale socket at
+	// mode 0700: it is created so; the default directory, if the user's but
+	// open to others, is made 0700 (a directory of the program's choice is
+	// refused); another user's is refused, as is anything but a stale socket at
 	// the socket's path (nothing there is followed or removed). The socket
 	// is 0600, answers only its user and root, is removed at exit and
 	// handed over by a binary upgrade. Failing to create it is not fatal:

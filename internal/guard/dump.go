@@ -62,8 +62,8 @@ func (r Report) String() string {
 // Dump writes this process's goroutines to a new file in dir: the full
 // dump (debug=2: each goroutine's state and wait time) and the labelled
 // profile (debug=1), and reports the requests it shows. dir must be this
-// user's private directory (rundir.Open: created 0700; another user's, a
-// symbolic link or one open to others is refused) and the file is new
+// user's private directory (rundir.Open: created 0700, made 0700 if ours;
+// another user's or a symbolic link is refused) and the file is new
 // (rundir.Dir.Create: nothing planted there is followed). If it cannot be
 // written, the report has no Path and the error says why.
 func Dump(dir string, now time.Time) (Report, error) {
@@ -75,7 +75,7 @@ func Dump(dir string, now time.Time) (Report, error) {
 		return Report{}, err
 	}
 	r := Report{Requests: parseLabelled(labelled.Bytes(), now)}
-	d, err := rundir.Open(dir)
+	d, err := rundir.Open(dir, true)
 	if err != nil {
 		return r, err
 	}

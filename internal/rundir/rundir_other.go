@@ -8,7 +8,7 @@ import (
 )
 
 // Open is not supported off unix: a pool runs only there.
-func Open(path string) (*Dir, error) {
+func Open(path string, repair bool) (*Dir, error) {
 	return nil, fmt.Errorf("clusterflock: runtime directory %s: %w", path, errors.ErrUnsupported)
 }
 

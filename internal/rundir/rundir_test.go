@@ -12,13 +12,13 @@ import (
 )
 
 // TestOpen: a missing directory is created 0700; one of ours open to
-// others is made 0700 and says so; a symbolic link, a file and another
+// others is made 0700 and says so (with repair; refused without); a symbolic link, a file and another
 // user's directory are refused with an error naming the path, the owner
 // and the mode, and nothing is created through them.
 func TestOpen(t *testing.T) {
 	base := t.TempDir()
 	fresh := filepath.Join(base, "a", "fresh")
-	d, err := Open(fresh)
+	d, err := Open(fresh, true)
 	if err != nil {
 		t.Fatalf("Open of a missing directory: %v", err)
 	}
@@ -30,13 +30,20 @@ func TestOpen(t *testing.T) {
 	open := filepath.Join(base, "open")
 	os.Mkdir(open, 0o700)
 	os.Chmod(open, 0o777)
-	d, err = Open(open)
+	d, err = Open(open, true)
 	if err != nil {
 		t.Fatalf("Open of our directory with mode 0777: %v", err)
 	}
 	d.Close()
 	if fi, _ := os.Lstat(open); fi.Mode().Perm() != 0o700 || d.Repaired != 0o777 {
 		t.Errorf("our directory with mode 0777: now %v, Repaired %v; want 0700 and 0777", fi.Mode().Perm(), d.Repaired)
+	}
+	os.Chmod(open, 0o750)
+	if _, err := Open(open, false); !errors.Is(err, ErrNotPrivate) || !strings.Contains(err.Error(), "mode 0750") {
+		t.Errorf("Open without repair of our directory with mode 0750: %v; want ErrNotPrivate naming the mode", err)
+	}
+	if fi, _ := os.Lstat(open); fi.Mode().Perm() != 0o750 {
+		t.Errorf("Open without repair changed the mode to %v", fi.Mode().Perm())
 	}
 
 	target := filepath.Join(base, "target")
@@ -50,7 +57,7 @@ func TestOpen(t *testing.T) {
 		{link, "symbolic link"},
 		{file, "regular file"},
 	} {
-		_, err := Open(c.path)
+		_, err := Open(c.path, true)
 		if !errors.Is(err, ErrNotPrivate) {
 			t.Errorf("Open(%s): %v; want ErrNotPrivate", c.path, err)
 			continue
@@ -80,7 +87,7 @@ func TestOpenForeign(t *testing.T) {
 		if err := os.Chown(dir, nobody, nobody); err != nil {
 			t.Fatal(err)
 		}
-		_, err := Open(dir)
+		_, err := Open(dir, true)
 		if !errors.Is(err, ErrNotPrivate) || !strings.Contains(err.Error(), "owner uid 65534") || !strings.Contains(err.Error(), "mode "+"0"+strconv.FormatUint(uint64(mode), 8)) {
 			t.Errorf("Open of nobody's directory (mode %v): %v; want ErrNotPrivate naming owner uid 65534 and the mode", mode, err)
 		}
@@ -94,7 +101,7 @@ func TestOpenForeign(t *testing.T) {
 // planted symbolic link, is an error and nothing is written through it.
 func TestCreate(t *testing.T) {
 	dir := t.TempDir()
-	d, err := Open(dir)
+	d, err := Open(dir, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +141,7 @@ func TestCreateAfterSwap(t *testing.T) {
 	base := t.TempDir()
 	dir, moved, elsewhere := filepath.Join(base, "dir"), filepath.Join(base, "moved"), filepath.Join(base, "elsewhere")
 	os.Mkdir(elsewhere, 0o700)
-	d, err := Open(dir)
+	d, err := Open(dir, true)
 	if err != nil {
 		t.Fatal(err)
 	}

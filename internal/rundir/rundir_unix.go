@@ -16,11 +16,11 @@ import (
 // Open makes or validates the private runtime directory path: it is
 // created 0700 if missing (with its parents); if it exists it must be a
 // real directory (not a symbolic link) owned by this process's effective
-// uid, and one with group or other permission bits gets 0700 (Repaired).
-// Anything else is an error wrapping ErrNotPrivate that names the path,
-// its owner and its mode. The directory is opened without following a
-// link, and checked through that descriptor.
-func Open(path string) (*Dir, error) {
+// uid, without group or other permission bits; with repair, one of ours
+// that has them gets 0700 (Repaired). Anything else is an error wrapping
+// ErrNotPrivate that names the path, its owner and its mode. The directory
+// is opened without following a link, and checked through that descriptor.
+func Open(path string, repair bool) (*Dir, error) {
 	if err := os.Mkdir(path, 0o700); errors.Is(err, fs.ErrNotExist) {
 		err = os.MkdirAll(path, 0o700)
 		if err != nil {
@@ -49,6 +49,9 @@ func Open(path string) (*Dir, error) {
 	case int(st.Uid) != os.Geteuid():
 		d.Close()
 		return nil, refused(path, "it belongs to another user", st.Uid, uint32(st.Mode))
+	case st.Mode&0o077 != 0 && !repair:
+		d.Close()
+		return nil, refused(path, "it is open to other users", st.Uid, uint32(st.Mode))
 	case st.Mode&0o077 != 0:
 		if err := unix.Fchmod(fd, 0o700); err != nil {
 			d.Close()

@@ -55,12 +55,14 @@ func controlPath(opt, addr string) string {
 }
 
 // openControl creates the control socket at path, in a private directory
-// (rundir.Open: this user's, mode 0700; created so if missing). A heir
+// (rundir.Open: this user's, mode 0700; created so if missing; only
+// control.DefaultDir is made 0700 if it is open to others, not a directory
+// the program chose). A heir
 // (binary upgrade) binds it beside the old supervisor's and takes the path
 // over once its pool is ready (takeOver). Any failure is returned for the
 // log: the pool runs without a control socket.
 func openControl(path string, heir bool, log *slog.Logger) (*controlServer, error) {
-	dir, err := rundir.Open(filepath.Dir(path))
+	dir, err := rundir.Open(filepath.Dir(path), filepath.Dir(path) == control.DefaultDir())
 	if err != nil {
 		return nil, err
 	}
