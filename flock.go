@@ -93,8 +93,10 @@ type Options struct {
 	// StuckTimeout, if positive, replaces a stuck worker (Run only): one
 	// that has requests in flight and makes no progress for this long,
 	// where progress is a request completed, a response written to or
-	// flushed, or a connection hijacked (a websocket no longer counts as in
-	// flight), so streams and websockets are not stuck. Before it is
+	// flushed, a read of a request's body that returned bytes, or a
+	// connection hijacked (a websocket no longer counts as in flight), so
+	// streams, slow uploads and websockets are not stuck (a stream silent
+	// for longer than StuckTimeout, or a client that sends nothing, is). Before it is
 	// replaced (new-before-old; its requests get ShutdownTimeout), the
 	// worker writes its goroutine dump to control.DefaultDir()/stuck-<pid>-
 	// <time>.txt (a new file, 0600, in a directory checked as for
