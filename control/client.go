@@ -6,12 +6,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/clusterflock/clusterflock/internal/rundir"
 )
 
 // DefaultDir is the directory of a user's control sockets when
@@ -98,8 +101,13 @@ const probeTimeout = 2 * time.Second
 
 // Find returns the control socket of the pool whose supervisor is pid, or
 // that serves addr, among the sockets in dir; with neither, the only pool
-// there. It asks each socket for its status.
+// there. It asks each socket for its status. A dir that is not the user's
+// own with mode 0700 (another user's, a symbolic link) is refused: a
+// socket there could be anyone's.
 func Find(ctx context.Context, dir string, pid int, addr string) (string, error) {
+	if err := rundir.Check(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("control: %w", err)
+	}
 	paths, _ := filepath.Glob(filepath.Join(dir, "*.sock"))
 	var found []string
 	for _, p := range paths {

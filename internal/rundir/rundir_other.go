@@ -12,6 +12,11 @@ func Open(path string, repair bool) (*Dir, error) {
 	return nil, fmt.Errorf("clusterflock: runtime directory %s: %w", path, errors.ErrUnsupported)
 }
 
+// Check is not supported off unix.
+func Check(path string) error {
+	return fmt.Errorf("clusterflock: runtime directory %s: %w", path, errors.ErrUnsupported)
+}
+
 // Create is not supported off unix.
 func (d *Dir) Create(name string, body []byte) (string, error) {
 	return "", errors.ErrUnsupported

@@ -62,6 +62,26 @@ func Open(path string, repair bool) (*Dir, error) {
 	return d, nil
 }
 
+// Check validates path as Open does, without creating or changing it (for
+// a client that looks for sockets there): an error wrapping
+// fs.ErrNotExist if it is missing, ErrNotPrivate if it is not this user's
+// own directory with mode 0700.
+func Check(path string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		return fmt.Errorf("clusterflock: runtime directory %s: %w", path, err)
+	}
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
+		return refused(path, "it is "+kind(uint32(st.Mode)), st.Uid, uint32(st.Mode))
+	case int(st.Uid) != os.Geteuid():
+		return refused(path, "it belongs to another user", st.Uid, uint32(st.Mode))
+	case st.Mode&0o077 != 0:
+		return refused(path, "it is open to other users", st.Uid, uint32(st.Mode))
+	}
+	return nil
+}
+
 // kind names a file type for an error.
 func kind(mode uint32) string {
 	switch mode & unix.S_IFMT {
