@@ -62,7 +62,22 @@ type Exporter struct {
 	// snapshots: a worker that has not answered by then (wedged, or busy)
 	// is shown with its last one. 0 means 250ms; negative is an error.
 	ScrapeTimeout time.Duration
+	// MaxSeries bounds the series (label sets, over every family) of the
+	// merged workers' metrics, the totals of workers gone included, and of
+	// each worker's snapshot: what keeps the supervisor small when a
+	// program mints label values. A worker's snapshot beyond it is cut
+	// down, its largest families first (so that one family's leak does
+	// not push out the others); at the merge, series beyond it are refused
+	// (those already shown keep their place, so no counter goes
+	// backwards). Either is counted in
+	// clusterflock_metrics_series_refused and logged once. 0 means
+	// DefaultMaxSeries; negative is an error.
+	MaxSeries int
 }
+
+// DefaultMaxSeries is Exporter.MaxSeries' default: with it, workers that
+// mint 400,000 label values leave the supervisor under 300 MB.
+const DefaultMaxSeries = 50_000
 
 // DefaultPerSlot returns the gauges of client_golang's Go and process
 // collectors whose sum across workers means nothing: start times, limits,
@@ -91,6 +106,13 @@ func (e *Exporter) gatherer() prometheus.Gatherer {
 		return e.Gatherer
 	}
 	return prometheus.DefaultGatherer
+}
+
+func (e *Exporter) maxSeries() int {
+	if e.MaxSeries == 0 {
+		return DefaultMaxSeries
+	}
+	return e.MaxSeries
 }
 
 func (e *Exporter) intervals() (gather, scrape time.Duration) {

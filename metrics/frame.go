@@ -7,6 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
+	"syscall"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -20,7 +23,9 @@ import (
 // has stopped serving. A frame is a 4-byte big-endian length, then that
 // many bytes: a kind byte and its body. A snapshot's body is the worker's
 // metric families in the Prometheus delimited protobuf format; an error's
-// body is the text of what went wrong gathering (a snapshot follows it).
+// body is the text of what went wrong gathering, a cut's the number of
+// series the worker left out of its snapshot (Exporter.MaxSeries), in
+// decimal (a snapshot follows either).
 
 const gatherByte = 'g'
 
@@ -28,6 +33,7 @@ const gatherByte = 'g'
 const (
 	frameSnapshot = 's'
 	frameError    = 'e'
+	frameCut      = 'c'
 )
 
 // maxFrame bounds a frame: a worker that sends more is cut off (its last
@@ -35,6 +41,10 @@ const (
 const maxFrame = 32 << 20
 
 var errTooLarge = errors.New("frame larger than 32 MiB")
+
+// errInterrupted is a channel that ended inside a frame: its worker was
+// killed, or gave up its last frame (finalWrite), while sending.
+var errInterrupted = errors.New("the channel closed inside a frame")
 
 // writeFrame writes one frame of kind k.
 func writeFrame(w io.Writer, k byte, body []byte) error {
@@ -53,8 +63,8 @@ func writeFrame(w io.Writer, k byte, body []byte) error {
 func readFrame(r io.Reader) (byte, []byte, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return 0, nil, fmt.Errorf("truncated frame header")
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
+			return 0, nil, fmt.Errorf("%w (in its header): %w", errInterrupted, err)
 		}
 		return 0, nil, err
 	}
@@ -71,10 +81,13 @@ func readFrame(r io.Reader) (byte, []byte, error) {
 	if err == nil && len(buf) < int(n) {
 		err = io.ErrUnexpectedEOF
 	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
+		return 0, nil, fmt.Errorf("%w (%d of %d bytes): %w", errInterrupted, len(buf), n, err)
+	}
 	if err != nil {
 		return 0, nil, fmt.Errorf("truncated frame: %w", err)
 	}
-	if buf[0] != frameSnapshot && buf[0] != frameError {
+	if buf[0] != frameSnapshot && buf[0] != frameError && buf[0] != frameCut {
 		return 0, nil, fmt.Errorf("unknown frame kind %q", buf[0])
 	}
 	return buf[0], buf[1:], nil
@@ -95,11 +108,12 @@ func encodeFamilies(mfs []*dto.MetricFamily) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// decodeSnapshot parses and checks a snapshot body (see newSet). Each
-// family's length prefix is bounded by the body's own length: a prefix
-// that claims more must not make the supervisor allocate it (expfmt's
-// decoder would).
-func decodeSnapshot(body []byte) (set, error) {
+// decodeSnapshot parses and checks a snapshot body (see newSet), without
+// the host's families (hostWide), and cuts it down to limit series (see
+// cut), reporting how many it left out. Each family's length prefix is
+// bounded by the body's own length: a prefix that claims more must not
+// make the supervisor allocate it (expfmt's decoder would).
+func decodeSnapshot(body []byte, limit int) (set, int, error) {
 	r := bufio.NewReader(bytes.NewReader(body))
 	opts := protodelim.UnmarshalOptions{MaxSize: int64(len(body))}
 	var mfs []*dto.MetricFamily
@@ -113,15 +127,75 @@ func decodeSnapshot(body []byte) (set, error) {
 			err = checkNames(mf)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("malformed snapshot: %w", err)
+			return nil, 0, fmt.Errorf("malformed snapshot: %w", err)
 		}
-		mfs = append(mfs, mf)
+		if !hostWide(mf.GetName()) {
+			mfs = append(mfs, mf)
+		}
 	}
 	s, err := newSet(mfs)
 	if err != nil {
-		return nil, fmt.Errorf("malformed snapshot: %w", err)
+		return nil, 0, fmt.Errorf("malformed snapshot: %w", err)
 	}
-	return s, nil
+	return s, s.cut(limit), nil
+}
+
+// hostWide reports whether family name counts for more than its process:
+// the process collector's network counters read /proc/self/net/dev, the
+// whole network namespace's, which summed over the workers would count
+// the same bytes once a worker (the supervisor's own collector shows them
+// once, as clusterflock_supervisor_process_network_*).
+func hostWide(name string) bool {
+	return strings.HasPrefix(name, "process_network_")
+}
+
+// seriesCap is the most series each family may keep for the families of
+// sizes to hold at most limit series in all, cutting the largest first;
+// -1 if they fit.
+func seriesCap(sizes []int, limit int) int {
+	sorted := slices.Clone(sizes)
+	slices.Sort(sorted)
+	left := limit
+	for i, n := range sorted {
+		k := len(sorted) - i
+		if n > left/k {
+			return left / k
+		}
+		left -= n
+	}
+	return -1
+}
+
+// cut cuts s down to limit series, the largest families first (see
+// seriesCap), each keeping its first series by label key; it returns how
+// many it removed.
+func (s set) cut(limit int) int {
+	sizes := make([]int, 0, len(s))
+	for _, f := range s {
+		sizes = append(sizes, len(f.series))
+	}
+	c := seriesCap(sizes, limit)
+	if c < 0 {
+		return 0
+	}
+	removed := 0
+	for _, f := range s {
+		if len(f.series) <= c {
+			continue
+		}
+		keys := make([]string, 0, len(f.series))
+		for k := range f.series {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		kept := make(map[string]*dto.Metric, c) // a fresh map: deleting would not free the old one's buckets
+		for _, k := range keys[:c] {
+			kept[k] = f.series[k]
+		}
+		f.series = kept
+		removed += len(keys) - c
+	}
+	return removed
 }
 
 // checkNames checks mf's metric and label names and label values, as the

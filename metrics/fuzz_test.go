@@ -33,7 +33,7 @@ func FuzzSnapshot(f *testing.F) {
 			if kind != frameSnapshot {
 				continue
 			}
-			s, err := decodeSnapshot(body)
+			s, _, err := decodeSnapshot(body, DefaultMaxSeries)
 			if err != nil {
 				continue
 			}
