@@ -15,6 +15,7 @@ import (
 	"github.com/clusterflock/clusterflock/metrics"
 	"github.com/clusterflock/clusterflock/supervisor"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 const (
@@ -26,11 +27,17 @@ const (
 	envMaxSeries = "CF_MAX_SERIES"
 	// envHeavy runs the 400 k series measurement (TestMetricsSeriesHeavy).
 	envHeavy = "CF_METRICS_HEAVY"
+	// envProcessCollector adds the process collector to the helper's
+	// registry.
+	envProcessCollector = "CF_PROCESS_COLLECTOR"
 )
 
-// mintSeries applies envMaxSeries to e and, in a worker, registers
-// envMintSeries counters of its own in reg.
+// mintSeries applies envMaxSeries to e, envProcessCollector to reg and, in
+// a worker, registers envMintSeries counters of its own in reg.
 func mintSeries(reg *prometheus.Registry, e *metrics.Exporter) {
+	if os.Getenv(envProcessCollector) != "" {
+		reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
 	if v := os.Getenv(envMaxSeries); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil {
@@ -125,10 +132,7 @@ func TestMetricsSeriesHeavy(t *testing.T) {
 	}
 	report("started")
 	report("again")
-	mark := p.mark()
-	p.signal(syscall.SIGHUP)
-	p.waitEvent(mark, supervisor.EventRestart, func(e event) bool { return e.Reason == "done" })
-	waitExits(t, p, mark, 2)
+	rollingRestart(t, p, 2)
 	report("after a rolling restart")
 	start := time.Now()
 	p.signal(syscall.SIGTERM)
@@ -154,4 +158,73 @@ func errorLogs(p *pool) []record {
 		}
 	}
 	return out
+}
+
+// TestMetricsSeriesLimit: workers that mint label values of their own (2 ×
+// 20,000, MaxSeries 5,000) never take the merged metrics beyond
+// MaxSeries, across a rolling restart whose workers mint new ones; the
+// refused series are counted, and logged once; the network counters of
+// the process collector, which read the whole namespace, are shown once
+// (the supervisor's), not summed over workers; a TERM stops the pool
+// within ShutdownTimeout, with no error and no ERROR log.
+func TestMetricsSeriesLimit(t *testing.T) {
+	const shutdown, limit = 5 * time.Second, 5000
+	p := startPool(t, poolConfig{workers: 2, metrics: true, shutdown: shutdown,
+		env: []string{envMintSeries + "=20000", envMaxSeries + "=" + strconv.Itoa(limit), envProcessCollector + "=1"}})
+	addr := p.waitFor("serving metrics", nil, 5*time.Second).str("addr")
+	check := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			mfs, err := scrape(addr)
+			if err == nil && value(mfs, "clusterflock_metrics_series") == limit && value(mfs, "clusterflock_metrics_series_refused") > 0 {
+				n := 0
+				for name, mf := range mfs {
+					if !strings.HasPrefix(name, "clusterflock_") || strings.HasPrefix(name, "clusterflock_http_") {
+						n += len(mf.Metric)
+					}
+					if strings.HasPrefix(name, "process_network_") {
+						t.Errorf("%s: %s is summed over the workers", what, name)
+					}
+				}
+				if n > limit {
+					t.Errorf("%s: %d series from the workers, want ≤ MaxSeries (%d)", what, n, limit)
+				}
+				if value(mfs, "clusterflock_supervisor_process_network_receive_bytes_total") < 0 {
+					t.Errorf("%s: no clusterflock_supervisor_process_network_receive_bytes_total", what)
+				}
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: clusterflock_metrics_series is %v (refused %v, error %v), want %d", what,
+					value(mfs, "clusterflock_metrics_series"), value(mfs, "clusterflock_metrics_series_refused"), err, limit)
+			}
+			time.Sleep(50 * time.Millisecond) // polling interval, bounded by the deadline
+		}
+	}
+	check("started")
+	rollingRestart(t, p, 2)
+	check("after a rolling restart")
+	if n := len(p.all("metrics: the workers' metrics have more series than Exporter.MaxSeries: series beyond it are left out (logged once; counted in clusterflock_metrics_series_refused)")); n != 1 {
+		t.Errorf("the series limit was logged %d times, want once", n)
+	}
+	start := time.Now()
+	p.signal(syscall.SIGTERM)
+	code, runErr := p.wait(shutdown + 10*time.Second)
+	if took := time.Since(start); code != 0 || runErr != "" || took > shutdown {
+		t.Errorf("TERM: exit code %d after %v (ShutdownTimeout %v), Run error %q; want 0 within ShutdownTimeout", code, took, shutdown, runErr)
+	}
+	for _, r := range errorLogs(p) {
+		t.Errorf("an ERROR log: %v", r)
+	}
+}
+
+// rollingRestart sends p a HUP and waits until it is done and its n old
+// workers have exited.
+func rollingRestart(t *testing.T, p *pool, n int) {
+	t.Helper()
+	mark := p.mark()
+	p.signal(syscall.SIGHUP)
+	p.waitEvent(mark, supervisor.EventRestart, func(e event) bool { return e.Reason == "done" })
+	waitExits(t, p, mark, n)
 }
