@@ -59,11 +59,16 @@ func writeFrame(w io.Writer, k byte, body []byte) error {
 }
 
 // readFrame reads one frame. io.EOF means the channel closed between
-// frames; any other error leaves it unusable.
+// frames, errInterrupted inside one; any other error leaves it unusable.
 func readFrame(r io.Reader) (byte, []byte, error) {
 	var hdr [4]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
+	if n, err := io.ReadFull(r, hdr[:]); err != nil {
+		switch {
+		case n == 0 && errors.Is(err, syscall.ECONNRESET):
+			// A worker that exits with a gather byte unread resets the
+			// channel; its frames before were all read.
+			return 0, nil, io.EOF
+		case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET):
 			return 0, nil, fmt.Errorf("%w (in its header): %w", errInterrupted, err)
 		}
 		return 0, nil, err

@@ -216,7 +216,7 @@ func TestHostWideDropped(t *testing.T) {
 
 // TestHubInterruptedFrame: a channel that ends inside a frame (a worker
 // killed while sending) is counted as interrupted, not malformed; the last
-// snapshot stays.
+// snapshot stays. One reset between frames is a plain end.
 func TestHubInterruptedFrame(t *testing.T) {
 	h := startHub(t, &Exporter{ScrapeTimeout: 50 * time.Millisecond})
 	sup, wk := pair(t)
@@ -232,6 +232,17 @@ func TestHubInterruptedFrame(t *testing.T) {
 	if got := appTotal(t, h); got != 4 {
 		t.Errorf("app_total after the cut = %v, want 4", got)
 	}
+	// A worker that exits with a gather byte unread resets its channel,
+	// between frames: its end, not an interruption.
+	sup, wk = pair(t)
+	h.Attach(102, sup)
+	wk.Write(snap)
+	if got := appTotal(t, h); got != 8 {
+		t.Fatalf("app_total = %v, want 8", got)
+	}
+	h.request()
+	wk.Close()
+	waitMembers(t, h, 0)
 	for reason, want := range map[string]float64{"interrupted": 1, "malformed": 0} {
 		if got := poolValue(t, h, "clusterflock_metrics_worker_errors_total", "reason", reason); got != want {
 			t.Errorf("worker errors {reason=%q} = %v, want %v", reason, got, want)
