@@ -30,6 +30,13 @@
 // new supervisor. The one exception: a worker killed abruptly (SIGKILL,
 // the OOM killer, a crash) loses what it counted since its last gather,
 // which is at most Exporter.GatherInterval old.
+//
+// The supervisor stays small whatever the workers register:
+// Exporter.MaxSeries bounds the merged series, the gone workers' totals
+// included (see clusterflock_metrics_series_refused). Counters the process
+// collector takes from the whole network namespace
+// (process_network_*_bytes_total) are not summed over workers: the
+// supervisor shows its own, once.
 package metrics
 
 import (
