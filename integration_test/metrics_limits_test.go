@@ -102,10 +102,15 @@ func timedScrape(t *testing.T, addr string) (time.Duration, int) {
 // label values each (400 k distinct series), then a rolling restart
 // replaces them with two that register 400 k others: the supervisor stays
 // under 300 MB, scrapes answer in under 5 s and a TERM stops the pool
-// within ShutdownTimeout, Run returning no error.
+// within ShutdownTimeout, Run returning no error. Without -race:
+//
+//	CF_METRICS_HEAVY=1 go test -count=1 -run '^TestMetricsSeriesHeavy$' -v ./integration_test/
 func TestMetricsSeriesHeavy(t *testing.T) {
 	if os.Getenv(envHeavy) == "" {
 		t.Skip("set " + envHeavy + "=1 to run the 400 k series measurement")
+	}
+	if raceEnabled {
+		t.Skip("a measurement of memory and time: the race detector multiplies both (run it without -race)")
 	}
 	const shutdown = 5 * time.Second
 	maxSeries := metrics.DefaultMaxSeries
@@ -211,7 +216,9 @@ func TestMetricsSeriesLimit(t *testing.T) {
 	start := time.Now()
 	p.signal(syscall.SIGTERM)
 	code, runErr := p.wait(shutdown + 10*time.Second)
-	if took := time.Since(start); code != 0 || runErr != "" || took > shutdown {
+	took := time.Since(start)
+	t.Logf("TERM: exit %d after %v", code, took.Round(time.Millisecond))
+	if code != 0 || runErr != "" || took > shutdown {
 		t.Errorf("TERM: exit code %d after %v (ShutdownTimeout %v), Run error %q; want 0 within ShutdownTimeout", code, took, shutdown, runErr)
 	}
 	for _, r := range errorLogs(p) {
