@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -312,4 +314,66 @@ func TestScrapeSlowReaders(t *testing.T) {
 			t.Fatalf("scrape %d beside 8 slow readers: status %d, %d bytes", i, resp.StatusCode, n)
 		}
 	}
+}
+
+// TestHandOverCarriesKept: a binary upgrade's new supervisor serves the
+// totals the old one kept for its gone workers (one sum a series), within
+// its MaxSeries, on the old one's listener.
+func TestHandOverCarriesKept(t *testing.T) {
+	const limit = 10
+	old := startHub(t, &Exporter{MaxSeries: limit})
+	rb, _ := counterReg(3)
+	b := attachWorker(t, old, 101, rb)
+	ra, _ := minted("a", 30)
+	a := attachWorkerWith(t, old, 102, &Exporter{Gatherer: ra, MaxSeries: 1000})
+	want := merged(t, old) // app_total and the series MaxSeries left room for
+	if want["app_total{}"] != 3 || len(want) != limit {
+		t.Fatalf("the old supervisor's merged counters: %v", want)
+	}
+	a.Close()
+	b.Close()
+	waitMembers(t, old, 0)
+	oldEnd, newEnd := pairFiles(t)
+	heir, err := (&Exporter{Addr: "127.0.0.1:0", MaxSeries: limit}).Supervisor(plug.SupervisorConfig{
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Handover: newEnd,
+		Pool:     old.pool.snapshot,
+		Queues:   old.pool.queues,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := heir.(*hub)
+	t.Cleanup(func() { h.Close() })
+	if err := old.HandOver(oldEnd); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := merged(t, h)
+		diff := cmp.Diff(want, got)
+		if diff == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the heir's merged counters (-old's +heir's):\n%s", diff)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval, bounded by the deadline
+	}
+	h.mu.Lock()
+	kept := h.kept.len()
+	h.mu.Unlock()
+	if kept > limit {
+		t.Errorf("the heir keeps %d series, want ≤ MaxSeries (%d)", kept, limit)
+	}
+}
+
+// pairFiles is a connected unix socket pair, as files.
+func pairFiles(t *testing.T) (*os.File, *os.File) {
+	t.Helper()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return os.NewFile(uintptr(fds[0]), "old"), os.NewFile(uintptr(fds[1]), "new")
 }
