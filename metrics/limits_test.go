@@ -377,3 +377,12 @@ func pairFiles(t *testing.T) (*os.File, *os.File) {
 	}
 	return os.NewFile(uintptr(fds[0]), "old"), os.NewFile(uintptr(fds[1]), "new")
 }
+
+// TestNegativeMaxSeries: a negative MaxSeries is an error naming it, at
+// start.
+func TestNegativeMaxSeries(t *testing.T) {
+	_, err := (&Exporter{Addr: "127.0.0.1:0", MaxSeries: -1}).Supervisor(plug.SupervisorConfig{Logger: slog.Default()})
+	if err == nil || !strings.Contains(err.Error(), "MaxSeries") {
+		t.Errorf("MaxSeries -1: error %v, want one naming MaxSeries", err)
+	}
+}
