@@ -262,7 +262,7 @@ func (h *hub) read(m *member) {
 	for {
 		kind, body, err := readFrame(m.conn)
 		if err != nil {
-			h.cut(m, err)
+			h.ended(m, err)
 			return
 		}
 		switch kind {
@@ -270,7 +270,12 @@ func (h *hub) read(m *member) {
 			h.refused(m, "gather", "metrics: a worker's registry failed to gather (logged once a worker; counted in clusterflock_metrics_worker_errors_total)", string(body))
 			continue
 		case frameCut:
-			m.cutNext, _ = strconv.Atoi(string(body))
+			n, err := strconv.Atoi(string(body))
+			if err != nil || n < 0 {
+				h.refused(m, "malformed", "metrics: refused a worker's count of cut series (logged once a worker; counted in clusterflock_metrics_worker_errors_total)", fmt.Sprintf("%q", body))
+				n = 0
+			}
+			m.cutNext = n
 			continue
 		}
 		s, cut, err := decodeSnapshot(body, h.admit.limit)
@@ -283,11 +288,11 @@ func (h *hub) read(m *member) {
 	}
 }
 
-// cut counts and logs the end of m's channel on err, unless it ended
+// ended counts and logs the end of m's channel on err, unless it ended
 // between frames (the worker exited) or the hub closed it. A worker gone
 // inside a frame (killed while it sent, or out of time for its final
 // frame) is no fault of its data: counted as interrupted, logged at Info.
-func (h *hub) cut(m *member, err error) {
+func (h *hub) ended(m *member, err error) {
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, net.ErrClosed), errors.Is(err, io.EOF):
 	case errors.Is(err, errInterrupted):

@@ -169,6 +169,7 @@ func TestHubHostileWorker(t *testing.T) {
 	}{
 		{"a malformed snapshot", frame(frameSnapshot, []byte{0xff, 0xff, 0xff, 0x0f, 1, 2})},
 		{"an unknown frame", frame('z', nil)},
+		{"a cut count that is not one", frame(frameCut, []byte("-x"))},
 		{"an oversized frame", func() []byte {
 			b := make([]byte, 4)
 			binary.BigEndian.PutUint32(b, maxFrame+1)
@@ -197,8 +198,8 @@ func TestHubHostileWorker(t *testing.T) {
 	if s := strings.Join(errs, ","); !strings.Contains(s, "malformed") || !strings.Contains(s, "oversized") {
 		t.Errorf("worker errors counted: %s, want malformed and oversized", s)
 	}
-	if got := appTotal(t, h); got != 5 {
-		t.Errorf("app_total at the end = %v, want 2 + 3 × 1 kept", got)
+	if got := appTotal(t, h); got != 6 {
+		t.Errorf("app_total at the end = %v, want 2 + 4 × 1 kept", got)
 	}
 }
 
