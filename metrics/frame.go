@@ -1,7 +1,6 @@
 package metrics
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -14,7 +13,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"google.golang.org/protobuf/encoding/protodelim"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 )
 
 // The metrics channel between the supervisor and a worker is a unix stream
@@ -114,20 +114,27 @@ func encodeFamilies(mfs []*dto.MetricFamily) ([]byte, error) {
 }
 
 // decodeSnapshot parses and checks a snapshot body (see newSet), without
-// the host's families (hostWide), and cuts it down to limit series (see
-// cut), reporting how many it left out. Each family's length prefix is
-// bounded by the body's own length: a prefix that claims more must not
-// make the supervisor allocate it (expfmt's decoder would).
+// the host's families (hostWide), cut down to limit series (see
+// seriesCap: the largest families keep their first series), reporting how
+// many it left out. The cut is made on the encoded families, before they
+// are decoded: a worker's snapshot never makes the supervisor allocate
+// more than limit series. Each family's length prefix is bounded by the
+// body's own length: a prefix that claims more must not make the
+// supervisor allocate it (expfmt's decoder would).
 func decodeSnapshot(body []byte, limit int) (set, int, error) {
-	r := bufio.NewReader(bytes.NewReader(body))
-	opts := protodelim.UnmarshalOptions{MaxSize: int64(len(body))}
-	var mfs []*dto.MetricFamily
-	for {
-		mf := &dto.MetricFamily{}
-		err := opts.UnmarshalFrom(r, mf)
-		if errors.Is(err, io.EOF) {
-			break
+	msgs, sizes, err := splitFamilies(body)
+	if err != nil {
+		return nil, 0, fmt.Errorf("malformed snapshot: %w", err)
+	}
+	c := seriesCap(sizes, limit)
+	cut := 0
+	mfs := make([]*dto.MetricFamily, 0, len(msgs))
+	for i, msg := range msgs {
+		if c >= 0 && sizes[i] > c {
+			msg, cut = firstMetrics(msg, c), cut+sizes[i]-c
 		}
+		mf := &dto.MetricFamily{}
+		err := proto.Unmarshal(msg, mf)
 		if err == nil {
 			err = checkNames(mf)
 		}
@@ -142,7 +149,58 @@ func decodeSnapshot(body []byte, limit int) (set, int, error) {
 	if err != nil {
 		return nil, 0, fmt.Errorf("malformed snapshot: %w", err)
 	}
-	return s, s.cut(limit), nil
+	return s, cut, nil
+}
+
+// metricField is MetricFamily's field of series (dto.MetricFamily.Metric).
+const metricField = 4
+
+// splitFamilies splits a body of length-delimited MetricFamily messages,
+// and counts each one's series, without decoding them.
+func splitFamilies(body []byte) (msgs [][]byte, sizes []int, err error) {
+	for len(body) > 0 {
+		n, l := protowire.ConsumeVarint(body)
+		if l < 0 || n > uint64(len(body)-l) {
+			return nil, nil, errors.New("a family's length prefix is broken or exceeds the snapshot")
+		}
+		msg := body[l : l+int(n)]
+		body = body[l+int(n):]
+		count := 0
+		for rest := msg; len(rest) > 0; {
+			num, typ, tl := protowire.ConsumeTag(rest)
+			if tl < 0 {
+				return nil, nil, protowire.ParseError(tl)
+			}
+			vl := protowire.ConsumeFieldValue(num, typ, rest[tl:])
+			if vl < 0 {
+				return nil, nil, protowire.ParseError(vl)
+			}
+			if num == metricField {
+				count++
+			}
+			rest = rest[tl+vl:]
+		}
+		msgs, sizes = append(msgs, msg), append(sizes, count)
+	}
+	return msgs, sizes, nil
+}
+
+// firstMetrics is a copy of the MetricFamily message msg (checked by
+// splitFamilies) with only its first n series.
+func firstMetrics(msg []byte, n int) []byte {
+	out := make([]byte, 0, len(msg))
+	for rest := msg; len(rest) > 0; {
+		num, typ, tl := protowire.ConsumeTag(rest)
+		vl := protowire.ConsumeFieldValue(num, typ, rest[tl:])
+		if num != metricField || n > 0 {
+			out = append(out, rest[:tl+vl]...)
+		}
+		if num == metricField {
+			n--
+		}
+		rest = rest[tl+vl:]
+	}
+	return out
 }
 
 // hostWide reports whether family name counts for more than its process:
@@ -169,38 +227,6 @@ func seriesCap(sizes []int, limit int) int {
 		left -= n
 	}
 	return -1
-}
-
-// cut cuts s down to limit series, the largest families first (see
-// seriesCap), each keeping its first series by label key; it returns how
-// many it removed.
-func (s set) cut(limit int) int {
-	sizes := make([]int, 0, len(s))
-	for _, f := range s {
-		sizes = append(sizes, len(f.series))
-	}
-	c := seriesCap(sizes, limit)
-	if c < 0 {
-		return 0
-	}
-	removed := 0
-	for _, f := range s {
-		if len(f.series) <= c {
-			continue
-		}
-		keys := make([]string, 0, len(f.series))
-		for k := range f.series {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		kept := make(map[string]*dto.Metric, c) // a fresh map: deleting would not free the old one's buckets
-		for _, k := range keys[:c] {
-			kept[k] = f.series[k]
-		}
-		f.series = kept
-		removed += len(keys) - c
-	}
-	return removed
 }
 
 // checkNames checks mf's metric and label names and label values, as the

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -384,5 +385,26 @@ func TestNegativeMaxSeries(t *testing.T) {
 	_, err := (&Exporter{Addr: "127.0.0.1:0", MaxSeries: -1}).Supervisor(plug.SupervisorConfig{Logger: slog.Default()})
 	if err == nil || !strings.Contains(err.Error(), "MaxSeries") {
 		t.Errorf("MaxSeries -1: error %v, want one naming MaxSeries", err)
+	}
+}
+
+// TestDecodeCuts: a snapshot beyond the limit is cut as it is decoded,
+// its largest family keeping its first series.
+func TestDecodeCuts(t *testing.T) {
+	reg, _ := minted("d", 1000)
+	mfs, _ := reg.Gather()
+	body, _ := encodeFamilies(mfs)
+	s, cut, err := decodeSnapshot(body, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for k := range s["app_minted_total"].series {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	want := []string{`id="d00000"`, `id="d00001"`, `id="d00002"`, `id="d00003"`, `id="d00004"`, `id="d00005"`, `id="d00006"`, `id="d00007"`}
+	if diff := cmp.Diff(want, keys); diff != "" || cut != 992 || len(s["app_small_total"].series) != 2 {
+		t.Errorf("cut %d, app_small_total %d series, app_minted_total (-want +got):\n%s", cut, len(s["app_small_total"].series), diff)
 	}
 }
