@@ -51,7 +51,8 @@ type load struct {
 	failures map[string]int    // failed requests by kind
 	examples map[string]string // kind: the first failure of that kind, in full
 	total    int
-	boundHit bool // the clients stopped at loadBound, not when asked
+	boundHit bool             // the clients stopped at loadBound, not when asked
+	kernel   map[string]int64 // listenCounters at the start
 }
 
 // requestFunc makes one request and returns the pid that answered, or the
@@ -73,7 +74,7 @@ func startLoad(t *testing.T, addr string) *load {
 // most bound.
 func startLoadFunc(t *testing.T, bound time.Duration, do requestFunc) *load {
 	l := &load{t: t, do: do, bound: bound, start: time.Now(), quit: make(chan struct{}), done: make(chan struct{}),
-		failures: map[string]int{}, examples: map[string]string{}}
+		failures: map[string]int{}, examples: map[string]string{}, kernel: listenCounters()}
 	timer := time.AfterFunc(bound, func() {
 		l.mu.Lock()
 		l.boundHit = true
@@ -236,6 +237,9 @@ type result struct {
 	total, failed int
 	failures      map[string]int
 	took          time.Duration
+	// kernel is what listenCounters counted meanwhile, those that grew
+	// (the network namespace's: other tests' connections count too).
+	kernel string
 }
 
 func (r result) String() string {
@@ -247,7 +251,51 @@ func (r result) String() string {
 		}
 		s += " (" + strings.Join(kinds, ", ") + ")"
 	}
+	if r.kernel != "" {
+		s += "; the kernel meanwhile: " + r.kernel
+	}
 	return s
+}
+
+// listenCounters returns the kernel's counters of connections lost or
+// moved at a listener (TcpExt in /proc/net/netstat): a migration that
+// failed (TCPMigrateReqFailure: the child is reset), drops at a full or
+// closing listener. Nil where they cannot be read.
+func listenCounters() map[string]int64 {
+	b, err := os.ReadFile("/proc/net/netstat")
+	if err != nil {
+		return nil
+	}
+	var keys []string
+	out := map[string]int64{}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "TcpExt:" {
+			continue
+		}
+		if keys == nil {
+			keys = f
+			continue
+		}
+		for i := 1; i < len(f) && i < len(keys); i++ {
+			switch keys[i] {
+			case "TCPMigrateReqSuccess", "TCPMigrateReqFailure", "ListenDrops", "ListenOverflows", "TCPReqQFullDrop":
+				out[keys[i]], _ = strconv.ParseInt(f[i], 10, 64)
+			}
+		}
+	}
+	return out
+}
+
+// grown names the counters that grew since before, with how much.
+func grown(before, after map[string]int64) string {
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(after)) {
+		if d := after[k] - before[k]; d != 0 {
+			out = append(out, fmt.Sprintf("%s +%d", k, d))
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 func (l *load) summary() string {
@@ -286,7 +334,7 @@ func (l *load) finish(label string) result {
 	l.stop()
 	<-l.done
 	l.mu.Lock()
-	r := result{total: l.total, failures: maps.Clone(l.failures), took: time.Since(l.start)}
+	r := result{total: l.total, failures: maps.Clone(l.failures), took: time.Since(l.start), kernel: grown(l.kernel, listenCounters())}
 	examples := maps.Clone(l.examples)
 	l.mu.Unlock()
 	for _, n := range r.failures {
