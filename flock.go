@@ -25,7 +25,9 @@ type Options struct {
 	// process may really use: its CPU affinity, lowered to its cgroup's CPU
 	// quota (rounded up) in a container, as Go's own GOMAXPROCS default
 	// since Go 1.25; the start log says which ("cpus"). Negative is an
-	// error. SIGTTIN and SIGTTOU change it while running.
+	// error. SIGTTIN and SIGTTOU change it while running; a binary
+	// upgrade's (SIGUSR2) new supervisor starts the old pool's size, as
+	// scaled, instead of its own Workers.
 	Workers int
 	// Addr is the TCP address every worker listens on, "host:port". "" means
 	// ":" + $PORT, or ":5000" when PORT is unset. Port 0 picks one free port
@@ -379,42 +381,77 @@ type WorkerInfo struct {
 
 type workerKey struct{}
 
-// Draining reports whether the pool serving ctx (a request's context in a
-// handler given to [Run], or a [ServeFunc]'s) is in its lame-duck period
-// (Options.DrainDelay): it will stop soon, so a readiness probe should
-// fail. It reports false outside a worker, or when a Server.BaseContext
-// of the program's own replaced the worker's context.
+// Draining reports whether the worker serving ctx (a request's context in
+// a handler given to [Run], or a [ServeFunc]'s) is draining: in the pool's
+// lame-duck period (Options.DrainDelay), or stopping (retired, replaced by
+// a rolling restart or a guard, recycled, or the pool stopping). Either
+// way it will stop soon, so a readiness probe should fail. It reports
+// false outside a worker, or when a Server.BaseContext of the program's
+// own replaced the worker's context.
 func Draining(ctx context.Context) bool {
 	d, ok := ctx.Value(lameDuckKey{}).(*lameDuck)
-	return ok && d.on.Load()
+	return ok && d.draining.Load()
+}
+
+// DrainStarted returns a channel that is closed when the worker serving
+// ctx starts to drain (see [Draining]): the moment for handlers of
+// long-lived connections to end them cleanly. A websocket handler selects
+// on it and sends a close message; a server-sent-events stream ends its
+// response. A draining worker answers requests on open connections with
+// Connection: close, and waits for hijacked connections until their
+// handlers close them, or ShutdownTimeout ends. Outside a worker (or when
+// a Server.BaseContext of the program's own replaced the worker's
+// context) it returns nil, which blocks forever in a select.
+func DrainStarted(ctx context.Context) <-chan struct{} {
+	d, ok := ctx.Value(lameDuckKey{}).(*lameDuck)
+	if !ok {
+		return nil
+	}
+	return d.started
 }
 
 type lameDuckKey struct{}
 
-// lameDuck is a worker's knowledge of the pool's lame-duck period.
+// lameDuck is a worker's knowledge of its drain: the pool's lame-duck
+// period, or its own stop.
 type lameDuck struct {
-	on      atomic.Bool
-	mu      sync.Mutex
-	servers []*http.Server // keep-alive goes off in each when it begins
+	draining atomic.Bool
+	started  chan struct{} // closed when the drain begins
+	once     sync.Once
+	mu       sync.Mutex
+	servers  []*connTracker // keep-alive goes off in each when it begins
 }
 
-// begin is called when the supervisor says the period has begun.
+func newLameDuck() *lameDuck { return &lameDuck{started: make(chan struct{})} }
+
+// begin is called when the supervisor says the lame-duck period has begun:
+// responses say Connection: close from now on (idle connections stay open
+// for their clients' next requests).
 func (d *lameDuck) begin() {
-	d.on.Store(true)
+	d.drainStarts()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, s := range d.servers {
-		s.SetKeepAlivesEnabled(false) // Connection: close; idle connections close
+		s.closeKeepAlives()
 	}
 }
 
-// serving registers srv, whose keep-alive goes off when the period begins.
-func (d *lameDuck) serving(srv *http.Server) {
+// drainStarts marks the drain begun (lame duck or stop), once.
+func (d *lameDuck) drainStarts() {
+	d.once.Do(func() {
+		d.draining.Store(true)
+		close(d.started)
+	})
+}
+
+// serving registers a server's connections, whose keep-alive goes off when
+// the lame-duck period begins.
+func (d *lameDuck) serving(c *connTracker) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.servers = append(d.servers, srv)
-	if d.on.Load() {
-		srv.SetKeepAlivesEnabled(false)
+	d.servers = append(d.servers, c)
+	if d.draining.Load() {
+		c.closeKeepAlives()
 	}
 }
 

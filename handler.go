@@ -15,13 +15,7 @@ import (
 
 	"github.com/clusterflock/clusterflock/internal/guard"
 	"github.com/clusterflock/clusterflock/internal/plug"
-	"github.com/clusterflock/clusterflock/internal/proto"
 )
-
-// newConnDrainLimit bounds the wait for accepted connections whose first
-// request has not reached its handler yet, before Shutdown (which would
-// close them unanswered).
-const newConnDrainLimit = time.Second
 
 // httpServe returns the ServeFunc of Run: an http.Server for h, built from
 // the Options.Server template, that drains without loss when ctx is done.
@@ -34,7 +28,7 @@ func httpServe(h http.Handler, o options, rec *requests, m plug.Worker) ServeFun
 		conns := &connTracker{}
 		srv := newServer(o.Server, conns.wrap(rec.wrap(h)), conns, o.Logger)
 		if d, ok := ctx.Value(lameDuckKey{}).(*lameDuck); ok {
-			d.serving(srv)
+			d.serving(conns)
 		}
 		base := context.WithoutCancel(ctx) // in-flight requests outlive the stop signal
 		srv.BaseContext = func(l net.Listener) context.Context {
@@ -117,156 +111,6 @@ func checkServerTemplate(tmpl *http.Server) error {
 		return fmt.Errorf("clusterflock: Options.Server.Handler is set; pass the handler to Run instead")
 	}
 	return nil
-}
-
-// drain stops srv without losing a request that reached it: it stops
-// accepting and waits for Serve to return (served, unless nil: it has), so
-// every accepted connection is tracked; then it waits until each has had its
-// first request read (Shutdown would close those without an answer), and
-// shuts down, which finishes in-flight requests and closes idle connections,
-// within limit.
-func drain(srv *http.Server, ln net.Listener, conns *connTracker, t proto.Timing, served <-chan error) error {
-	srv.SetKeepAlivesEnabled(false) // responses from now on say Connection: close
-	ln.Close()
-	// A quarter of ShutdownTimeout at most: what is still fresh then (a
-	// slowloris, a client that connected and says nothing) is closed, or
-	// Shutdown would wait for it (it counts a new connection as active for
-	// 5 s) past the supervisor's kill.
-	freshLimit := min(newConnDrainLimit, t.Shutdown/4)
-	if served != nil {
-		select {
-		case <-served: // Serve marks a connection StateNew before it accepts the next
-		case <-time.After(freshLimit):
-		}
-	}
-	fresh, cancelFresh := context.WithTimeout(context.Background(), freshLimit)
-	conns.wait(fresh, func() bool { return len(conns.fresh) == 0 })
-	cancelFresh()
-	conns.closeFresh()
-
-	ctx, cancel := context.WithTimeout(context.Background(), t.WorkerStop)
-	defer cancel()
-	shut := make(chan error, 1)
-	go func() { shut <- srv.Shutdown(ctx) }()
-	// Shutdown polls for idle connections at growing intervals (up to
-	// 500 ms); return as soon as the last connection has closed instead.
-	if conns.wait(ctx, func() bool { return conns.open == 0 }) {
-		cancel()
-		<-shut
-		return nil
-	}
-	if err := <-shut; err != nil {
-		srv.Close()
-		return fmt.Errorf("http shutdown: %w", err)
-	}
-	return nil
-}
-
-// connTracker tracks connections that were accepted but whose first
-// request has not reached its handler. Go's Server.Shutdown closes such a
-// connection without an answer, even after it read the request (net/http
-// checks shuttingDown between reading a request and calling the handler),
-// so a drain waits for this set to empty before it shuts down.
-type connTracker struct {
-	mu     sync.Mutex
-	fresh  map[net.Conn]struct{}
-	open   int           // connections not yet closed or hijacked
-	change chan struct{} // closed and replaced on a change someone waits for
-}
-
-type trackedConnKey struct{}
-
-// trackedConn is in every request's context: its connection, and whether a
-// handler has started on it.
-type trackedConn struct {
-	c       net.Conn
-	started atomic.Bool
-}
-
-// connContext returns the server's ConnContext: user's, then ours.
-func (c *connTracker) connContext(user func(context.Context, net.Conn) context.Context) func(context.Context, net.Conn) context.Context {
-	return func(ctx context.Context, conn net.Conn) context.Context {
-		if user != nil {
-			ctx = user(ctx, conn)
-		}
-		return context.WithValue(ctx, trackedConnKey{}, &trackedConn{c: conn})
-	}
-}
-
-// wrap marks a connection started when its first handler runs.
-func (c *connTracker) wrap(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if t, ok := r.Context().Value(trackedConnKey{}).(*trackedConn); ok && t.started.CompareAndSwap(false, true) {
-			c.remove(t.c)
-		}
-		h.ServeHTTP(w, r)
-	})
-}
-
-func (c *connTracker) track(conn net.Conn, s http.ConnState) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	switch s {
-	case http.StateNew:
-		if c.fresh == nil {
-			c.fresh = make(map[net.Conn]struct{})
-		}
-		c.fresh[conn] = struct{}{}
-		c.open++
-	case http.StateClosed, http.StateHijacked:
-		delete(c.fresh, conn)
-		c.open--
-		c.changed()
-	}
-}
-
-// closeFresh closes the connections whose first request has not reached a
-// handler.
-func (c *connTracker) closeFresh() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for conn := range c.fresh {
-		conn.Close()
-	}
-}
-
-func (c *connTracker) remove(conn net.Conn) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.fresh[conn]; ok {
-		delete(c.fresh, conn)
-		c.changed()
-	}
-}
-
-// changed wakes the waiters; c.mu is held.
-func (c *connTracker) changed() {
-	if c.change != nil {
-		close(c.change)
-		c.change = nil
-	}
-}
-
-// wait waits until cond (called with c.mu held) is true, and reports
-// whether it became true before ctx was done.
-func (c *connTracker) wait(ctx context.Context, cond func() bool) bool {
-	for {
-		c.mu.Lock()
-		if cond() {
-			c.mu.Unlock()
-			return true
-		}
-		if c.change == nil {
-			c.change = make(chan struct{})
-		}
-		ch := c.change
-		c.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return false
-		}
-	}
 }
 
 // requests counts a worker's requests: for its heartbeat (served, in

@@ -45,11 +45,13 @@ func run(ctx context.Context, mk func(plug.Worker) ServeFunc, o options, reqs *r
 			cfg.Metrics = m
 		}
 		serve := mk(m)
-		duck := &lameDuck{}
+		duck := newLameDuck()
 		cfg.Draining = duck.begin
 		return workerproc.Run(ctx, cfg, env, func(ctx context.Context, ln net.Listener, env proto.WorkerEnv) error {
 			info := WorkerInfo{Slot: env.Slot, Generation: env.Generation, PID: os.Getpid(), SupervisorPID: env.SupervisorPID}
 			ctx = context.WithValue(context.WithValue(ctx, workerKey{}, info), lameDuckKey{}, duck)
+			stop := context.AfterFunc(ctx, duck.drainStarts) // the worker's stop begins its drain
+			defer stop()
 			return serve(ctx, ln)
 		})
 	}
@@ -84,9 +86,9 @@ func workerMetrics(o options, http bool) (plug.Worker, error) {
 // the CPUs this process may use.
 func (o options) supervisorConfig() supervisorproc.Config {
 	n, source := cpus.Available()
-	workers := o.Workers
+	workers, from := o.Workers, supervisorproc.WorkersFromOptions
 	if workers == 0 {
-		workers = n
+		workers, from = n, supervisorproc.WorkersFromCPUs
 	}
 	return supervisorproc.Config{
 		Workers:          workers,
@@ -106,5 +108,6 @@ func (o options) supervisorConfig() supervisorproc.Config {
 		DrainDelay:       o.DrainDelay,
 		CPUs:             n,
 		CPUsSource:       string(source),
+		WorkersFrom:      from,
 	}
 }

@@ -12,9 +12,11 @@
 package control
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 )
 
@@ -101,11 +103,19 @@ type Event struct {
 	Time       time.Time     `json:"time"`
 }
 
-// ParseRequest decodes and checks one request line.
+// ParseRequest decodes and checks one request line: one JSON object of
+// [Request]'s fields, by their exact names, each at most once (a duplicated
+// key, also in a nested value, is refused, never "the last one wins"),
+// nothing after it but white space, the version [Version], a known
+// operation, and N and Now only with the operations they apply to.
 func ParseRequest(line []byte) (Request, error) {
 	var r Request
 	if len(line) > MaxLine {
 		return r, fmt.Errorf("control: request of %d bytes, more than %d", len(line), MaxLine)
+	}
+	keys, err := checkObject(line)
+	if err != nil {
+		return Request{}, fmt.Errorf("control: malformed request: %w", err)
 	}
 	if err := json.Unmarshal(line, &r); err != nil {
 		return Request{}, fmt.Errorf("control: malformed request: %w", err)
@@ -113,16 +123,111 @@ func ParseRequest(line []byte) (Request, error) {
 	if r.V != Version {
 		return Request{}, fmt.Errorf("control: protocol version %d, this pool speaks %d", r.V, Version)
 	}
+	for _, k := range keys {
+		switch k {
+		case "v", "op", "n", "now": // Request's JSON names
+		default:
+			return Request{}, fmt.Errorf("control: unknown field %q in the request (known: v, op, n, now)", k)
+		}
+	}
+	return r, checkOp(r)
+}
+
+// checkOp checks r's operation and the fields that go with it.
+func checkOp(r Request) error {
 	switch r.Op {
 	case OpStatus, OpAdd, OpRemove, OpReload, OpUpgrade, OpStop, OpEvents:
+		if r.N != 0 {
+			return fmt.Errorf("control: %q: n applies to %q only", r.Op, OpScale)
+		}
 	case OpScale:
 		if r.N < 1 {
-			return Request{}, fmt.Errorf("control: scale to %d: want 1 or more", r.N)
+			return fmt.Errorf("control: scale to %d: want 1 or more", r.N)
 		}
 	default:
-		return Request{}, fmt.Errorf("control: unknown operation %q", r.Op)
+		return fmt.Errorf("control: unknown operation %q", r.Op)
 	}
-	return r, nil
+	if r.Now && r.Op != OpStop {
+		return fmt.Errorf("control: %q: now applies to %q only", r.Op, OpStop)
+	}
+	return nil
+}
+
+// maxDepth bounds the nesting of a request's JSON values.
+const maxDepth = 32
+
+// checkObject checks that b is one JSON object, followed by nothing but
+// white space, in which no object (the request or one nested in it) has a
+// key twice; it returns the request's keys in order. It walks the tokens
+// with a stack of its own, bounded by maxDepth, so that no input makes it
+// recurse.
+func checkObject(b []byte) ([]string, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil {
+		return nil, err
+	} else if t != json.Delim('{') {
+		return nil, errors.New("want a JSON object")
+	}
+	type level struct {
+		keys map[string]bool // an object's keys so far; nil for an array
+		key  bool            // an object's next token is a key
+		at   string          // the key whose value this is ("": the request), for errors
+		last string          // an object's last key
+	}
+	stack := []*level{{keys: map[string]bool{}, key: true}}
+	var top []string
+	for len(stack) > 0 {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		cur := stack[len(stack)-1]
+		if d, ok := t.(json.Delim); ok && (d == '}' || d == ']') {
+			stack = stack[:len(stack)-1]
+			continue
+		}
+		if cur.keys != nil && cur.key {
+			k, ok := t.(string) // the decoder allows only a string here
+			if !ok {
+				return nil, fmt.Errorf("an object key that is not a string: %v", t)
+			}
+			if cur.keys[k] {
+				return nil, duplicateKey(k, cur.at)
+			}
+			cur.keys[k], cur.key, cur.last = true, false, k
+			if len(stack) == 1 {
+				top = append(top, k)
+			}
+			continue
+		}
+		cur.key = cur.keys != nil // a value: an object's next token is a key
+		if d, ok := t.(json.Delim); ok {
+			if len(stack) == maxDepth {
+				return nil, fmt.Errorf("values nested more than %d deep", maxDepth)
+			}
+			next := &level{at: cur.at}
+			if cur.keys != nil {
+				next.at = cur.last
+			}
+			if d == '{' {
+				next.keys, next.key = map[string]bool{}, true
+			}
+			stack = append(stack, next)
+		}
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("data after the request's JSON object")
+	}
+	return top, nil
+}
+
+// duplicateKey is the error of a key found twice in an object, the value of
+// parent ("": the request itself).
+func duplicateKey(k, parent string) error {
+	if parent == "" {
+		return fmt.Errorf("duplicate key %q", k)
+	}
+	return fmt.Errorf("duplicate key %q in the value of %q", k, parent)
 }
 
 // ErrRefused is wrapped by the errors of actions the pool refused or that

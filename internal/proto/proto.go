@@ -310,6 +310,24 @@ func ParseUpgradeEnv(s string) (UpgradeEnv, error) {
 	return UpgradeEnv{OldPID: n, Shared: parts[1] == "1", Socks: socks, Addr: parts[3]}, nil
 }
 
+// EnvUpgradeWorkers, beside [EnvUpgrade], is the old supervisor's pool
+// size: the workers it had asked for at the hand-over (Options.Workers, as
+// TTIN, TTOU or a control socket's scale changed it since), which the new
+// supervisor starts. A separate variable, so that EnvUpgrade's format
+// stays the one older builds parse; a new supervisor that finds none was
+// started by an older build.
+const EnvUpgradeWorkers = "CLUSTERFLOCK_UPGRADE_WORKERS"
+
+// ParseUpgradeWorkers parses the value of [EnvUpgradeWorkers]: a count of
+// at least 1.
+func ParseUpgradeWorkers(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("malformed %s=%q: want a worker count of 1 or more", EnvUpgradeWorkers, s)
+	}
+	return n, nil
+}
+
 // Activation is what the supervisor sends a standby worker on [ControlFD]:
 // "<slot> <generation> <socket>\n", where socket is 1 if the slot's
 // listening socket comes with the line (SCM_RIGHTS), else 0.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -83,6 +84,17 @@ func TestUpgradeEnv(t *testing.T) {
 	for _, bad := range []string{"", "7:0:127.0.0.1:5000", "0:0:0:a:1", "7:2:0:a:1", "7:0:-1:a:1", "7:1:2:a:1", "7:0:0:"} {
 		if _, err := ParseUpgradeEnv(bad); err == nil {
 			t.Errorf("ParseUpgradeEnv(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestUpgradeWorkers(t *testing.T) {
+	if n, err := ParseUpgradeWorkers("3"); err != nil || n != 3 {
+		t.Errorf("ParseUpgradeWorkers(%q) = %d, %v; want 3", "3", n, err)
+	}
+	for _, bad := range []string{"", "0", "-2", "3 ", "x", "99999999999999999999"} {
+		if n, err := ParseUpgradeWorkers(bad); err == nil || !strings.Contains(err.Error(), EnvUpgradeWorkers) {
+			t.Errorf("ParseUpgradeWorkers(%q) = %d, %v; want an error naming %s", bad, n, err, EnvUpgradeWorkers)
 		}
 	}
 }

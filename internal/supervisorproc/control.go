@@ -4,10 +4,12 @@ package supervisorproc
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -155,7 +157,12 @@ func (s *controlServer) Close() {
 	}
 }
 
-// conn answers one connection: one request, then replies until its outcome.
+// conn answers one connection: one request, then replies until its
+// outcome. The end of the client's input after its request (a half-close,
+// as socat and nc -N do) is not a hang-up: the outcome is still written.
+// The client is gone when its connection is closed or reset, or a reply
+// cannot be written; then waiting for the outcome ends (the action itself
+// goes on).
 func (s *controlServer) conn(c *net.UnixConn) {
 	defer c.Close()
 	if uid, ok := peerAllowed(c); !ok {
@@ -163,40 +170,77 @@ func (s *controlServer) conn(c *net.UnixConn) {
 		s.write(c, control.Reply{Done: true, Error: "this pool answers only its own user and root"})
 		return
 	}
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	br := bufio.NewReaderSize(c, 4096)
-	line, err := readLine(br, control.MaxLine)
-	if err != nil {
-		s.write(c, control.Reply{Done: true, Error: "control: " + err.Error()})
-		return
-	}
-	req, err := control.ParseRequest(line)
+	req, err := readRequest(c, br)
 	if err != nil {
 		s.write(c, control.Reply{Done: true, Error: err.Error()})
 		return
 	}
-	c.SetReadDeadline(time.Time{})
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { // the client hung up, or the server closes
+	var wg sync.WaitGroup
+	wg.Go(func() { // the server closes
 		select {
 		case <-s.quit:
 			c.SetDeadline(time.Now())
 		case <-ctx.Done():
 		}
-	}()
-	go func() {
-		br.WriteTo(discard{}) // EOF: the client hung up
-		cancel()
-	}()
-	s.write(c, s.do(ctx, req, func(r control.Reply) { s.write(c, r) }))
+	})
+	wg.Go(func() {
+		watchPeer(c, br)
+		cancel() // the client is gone (or the request is done)
+	})
+	out := &replies{s: s, c: c, gone: cancel}
+	out.send(s.do(ctx, req, out.send))
+	cancel()
+	c.SetReadDeadline(time.Now()) // ends watchPeer
+	wg.Wait()
+}
+
+// readRequest reads and parses the request, within 5 s: one line of at most
+// control.MaxLine bytes, or what precedes the end of the client's input. A
+// request followed by more than white space is refused: one request per
+// connection.
+func readRequest(c *net.UnixConn, br *bufio.Reader) (control.Request, error) {
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	defer c.SetReadDeadline(time.Time{})
+	line, err := readLine(br, control.MaxLine)
+	if err != nil {
+		return control.Request{}, fmt.Errorf("control: %w", err)
+	}
+	req, err := control.ParseRequest(line)
+	if err != nil {
+		return control.Request{}, err
+	}
+	if more, _ := br.Peek(br.Buffered()); len(bytes.TrimSpace(more)) > 0 {
+		return control.Request{}, fmt.Errorf("control: data after the request line (one request per connection): %.40q", more)
+	}
+	return req, nil
+}
+
+// watchPeer returns once the client is gone: its connection reset, or
+// closed; a client that only shut its side for writing still reads.
+// Whatever it sends after its request is read and dropped. It returns too
+// when the connection's read deadline passes.
+func watchPeer(c *net.UnixConn, br *bufio.Reader) {
+	if _, err := br.WriteTo(discard{}); err != nil {
+		return // reset, or the deadline
+	}
+	// The end of the client's input: a half-close, or a close.
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	// Woken by each change of the socket's state (the kernel's edge), until
+	// the peer has closed its end or the deadline passes.
+	rc.Read(func(fd uintptr) bool { return peerClosed(fd) })
 }
 
 type discard struct{}
 
 func (discard) Write(b []byte) (int, error) { return len(b), nil }
 
-// readLine reads one line of at most max bytes.
+// readLine reads one line of at most max bytes, or, at the end of input,
+// what precedes it.
 func readLine(br *bufio.Reader, max int) ([]byte, error) {
 	var line []byte
 	for {
@@ -210,15 +254,43 @@ func readLine(br *bufio.Reader, max int) ([]byte, error) {
 			return line, nil
 		case errors.Is(err, bufio.ErrBufferFull):
 			continue
+		case errors.Is(err, io.EOF) && len(bytes.TrimSpace(line)) > 0:
+			return line, nil // the client shut its side after a request without a newline
+		case errors.Is(err, io.EOF):
+			return nil, errors.New("no request before the end of input")
 		default:
 			return nil, fmt.Errorf("reading the request: %w", err)
 		}
 	}
 }
 
-func (s *controlServer) write(c net.Conn, r control.Reply) {
+// replies writes a connection's replies until one cannot be written: the
+// client is gone, and gone is called.
+type replies struct {
+	s      *controlServer
+	c      net.Conn
+	gone   func()
+	broken bool
+}
+
+func (r *replies) send(rep control.Reply) {
+	if r.broken {
+		return
+	}
+	if err := r.s.write(r.c, rep); err != nil {
+		r.broken = true
+		r.gone()
+	}
+}
+
+// write writes one reply, within 5 s.
+func (s *controlServer) write(c net.Conn, r control.Reply) error {
 	r.V = control.Version
-	b, _ := json.Marshal(r)
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
 	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	c.Write(append(b, '\n'))
+	_, err = c.Write(append(b, '\n'))
+	return err
 }

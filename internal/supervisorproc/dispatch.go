@@ -46,7 +46,7 @@ type dispatcher struct {
 	calls chan call
 	// startSuccessor starts a binary upgrade's new supervisor (a seam for
 	// tests).
-	startSuccessor func(lis listeners, socks []*sockets.Socket, metrics bool, own *children, results chan<- upgradeResult) (*successor, error)
+	startSuccessor func(lis listeners, socks []*sockets.Socket, workers int, metrics bool, own *children, results chan<- upgradeResult) (*successor, error)
 	// handover is the metrics hand-over channel to the new supervisor of
 	// a binary upgrade that is done, or nil: Run hands the totals over on
 	// it once the pool has stopped.
@@ -183,15 +183,16 @@ func (d *dispatcher) refusal(sig os.Signal) (string, int) {
 // returns why not, if it cannot.
 func (d *dispatcher) startUpgrade() string {
 	// A barrier: TTIN and TTOU sent just before are carried out (the
-	// supervisor handles commands in order) before the hand-over.
-	d.sup.Workers()
+	// supervisor handles commands in order) before the hand-over, and
+	// the pool's size as they left it goes to the new supervisor.
+	size := d.sup.Snapshot().Desired
 	socks, busy := d.lis.handOver()
 	if busy != "" {
 		why := "binary upgrade: " + busy
 		d.sup.Report(supervisor.Event{Kind: supervisor.EventRefused, Reason: signame.Of(syscall.SIGUSR2) + ": " + why})
 		return why
 	}
-	s, err := d.startSuccessor(d.lis, socks, d.cfg.Metrics != nil, d.own, d.upgrades)
+	s, err := d.startSuccessor(d.lis, socks, size, d.cfg.Metrics != nil, d.own, d.upgrades)
 	if err != nil {
 		d.cfg.Logger.Error("binary upgrade failed: cannot start a new supervisor", "err", err.Error())
 		d.lis.upgradeFailed(false)
@@ -200,7 +201,7 @@ func (d *dispatcher) startUpgrade() string {
 		return why
 	}
 	d.pending = s
-	d.cfg.Logger.Info("binary upgrade: new supervisor started", "new_pid", s.pid)
+	d.cfg.Logger.Info("binary upgrade: new supervisor started", "new_pid", s.pid, "workers", size)
 	d.sup.Report(supervisor.Event{Kind: supervisor.EventUpgrade, Reason: "begin", Pid: s.pid})
 	return ""
 }

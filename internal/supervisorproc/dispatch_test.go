@@ -23,17 +23,22 @@ import (
 
 // fakePool records the dispatcher's calls: "add", "retire", … and the
 // events it reports as "refused: …", "upgrade: …".
-type fakePool struct{ calls []string }
+type fakePool struct {
+	calls   []string
+	desired int // Snapshot's Desired
+}
 
-func (p *fakePool) call(c string) bool            { p.calls = append(p.calls, c); return true }
-func (p *fakePool) Add() bool                     { return p.call("add") }
-func (p *fakePool) StopFor(why string) bool       { return p.call("stop") }
-func (p *fakePool) Retire() bool                  { return p.call("retire") }
-func (p *fakePool) Stop() bool                    { return p.call("stop") }
-func (p *fakePool) Kill() bool                    { return p.call("kill") }
-func (p *fakePool) Restart() bool                 { return p.call("restart") }
-func (p *fakePool) Workers() []supervisor.Worker  { return []supervisor.Worker{{ID: 1}} }
-func (p *fakePool) Snapshot() supervisor.Snapshot { return supervisor.Snapshot{Workers: p.Workers()} }
+func (p *fakePool) call(c string) bool           { p.calls = append(p.calls, c); return true }
+func (p *fakePool) Add() bool                    { return p.call("add") }
+func (p *fakePool) StopFor(why string) bool      { return p.call("stop") }
+func (p *fakePool) Retire() bool                 { return p.call("retire") }
+func (p *fakePool) Stop() bool                   { return p.call("stop") }
+func (p *fakePool) Kill() bool                   { return p.call("kill") }
+func (p *fakePool) Restart() bool                { return p.call("restart") }
+func (p *fakePool) Workers() []supervisor.Worker { return []supervisor.Worker{{ID: 1}} }
+func (p *fakePool) Snapshot() supervisor.Snapshot {
+	return supervisor.Snapshot{Workers: p.Workers(), Desired: p.desired}
+}
 func (p *fakePool) Report(e supervisor.Event) bool {
 	s := fmt.Sprintf("%s: %s", e.Kind, e.Reason)
 	if e.Pid != 0 {
@@ -66,6 +71,8 @@ type dispatchHarness struct {
 	sd   *fakeNotifier
 	// startErr, if set, makes the new supervisor fail to start.
 	startErr error
+	// handed is the pool size given to each new supervisor started.
+	handed []int
 }
 
 func newDispatchHarness() *dispatchHarness {
@@ -74,7 +81,8 @@ func newDispatchHarness() *dispatchHarness {
 	h.d = &dispatcher{
 		cfg: Config{Logger: log, Timing: proto.NewTiming(0, 0)}, sup: h.pool, lis: h.lis,
 		sd: &systemd{n: h.sd, log: log}, upgrades: make(chan upgradeResult, 1),
-		startSuccessor: func(listeners, []*sockets.Socket, bool, *children, chan<- upgradeResult) (*successor, error) {
+		startSuccessor: func(_ listeners, _ []*sockets.Socket, workers int, _ bool, _ *children, _ chan<- upgradeResult) (*successor, error) {
+			h.handed = append(h.handed, workers)
 			if h.startErr != nil {
 				return nil, h.startErr
 			}
@@ -119,8 +127,12 @@ func TestDispatchListenerRefusals(t *testing.T) {
 // systemd's MAINPID over.
 func TestDispatchUpgradeDone(t *testing.T) {
 	h := newDispatchHarness()
+	h.pool.desired = 3 // scaled since the start
 	h.d.signal(syscall.SIGUSR2)
 	h.want(t, "upgrade: begin (pid 4242)")
+	if diff := cmp.Diff([]int{3}, h.handed); diff != "" {
+		t.Errorf("pool size handed to the new supervisor (-want +got):\n%s", diff)
+	}
 	for _, sig := range []syscall.Signal{syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGHUP} {
 		h.d.signal(sig)
 	}
@@ -259,4 +271,28 @@ func TestDispatchDrainDelay(t *testing.T) {
 		h.d.signal(syscall.SIGINT)
 		h.want(t, "lame-duck: context done; serving for DrainDelay 2s before the stop", "kill")
 	})
+}
+
+// A binary upgrade's new supervisor starts the old pool's size, smaller or
+// larger than its own Options.Workers; otherwise Options.Workers applies.
+func TestPoolSize(t *testing.T) {
+	lis := &ownListeners{}
+	for _, tc := range []struct {
+		name     string
+		cfg      Config
+		h        *heir
+		want     int
+		wantFrom string
+	}{
+		{"no upgrade", Config{Workers: 2, WorkersFrom: WorkersFromCPUs}, nil, 2, WorkersFromCPUs},
+		{"no upgrade, source unset", Config{Workers: 2}, nil, 2, WorkersFromOptions},
+		{"scaled up", Config{Workers: 2, WorkersFrom: WorkersFromOptions}, &heir{workers: 3}, 3, WorkersFromUpgrade},
+		{"scaled down", Config{Workers: 4, WorkersFrom: WorkersFromCPUs}, &heir{workers: 1}, 1, WorkersFromUpgrade},
+		{"older build", Config{Workers: 2, WorkersFrom: WorkersFromOptions}, &heir{}, 2, WorkersFromOptions},
+	} {
+		n, from := poolSize(tc.cfg, lis, tc.h)
+		if n != tc.want || from != tc.wantFrom {
+			t.Errorf("%s: poolSize = %d from %q, want %d from %q", tc.name, n, from, tc.want, tc.wantFrom)
+		}
+	}
 }

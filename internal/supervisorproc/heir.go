@@ -20,6 +20,9 @@ type heir struct {
 	status *os.File          // nil once "ready" or "failed" is sent
 	socks  []*sockets.Socket // the sockets inherited from ListenerFD on
 	lost   bool              // an inherited socket could not be taken over
+	// workers is the old pool's size (proto.EnvUpgradeWorkers), or 0 if
+	// the old supervisor, an older build, did not say it.
+	workers int
 	// handover is the metrics hand-over channel from the old supervisor
 	// (proto.HandoverFD), or nil.
 	handover *os.File
@@ -43,6 +46,8 @@ func init() {
 // process was not started as a successor by its parent.
 func takeHeir(log *slog.Logger) *heir {
 	env, ok, err := proto.LookupUpgrade()
+	size, sizeSet := os.LookupEnv(proto.EnvUpgradeWorkers)
+	os.Unsetenv(proto.EnvUpgradeWorkers) // workers must not see it, marker or not
 	if !ok {
 		return nil
 	}
@@ -52,6 +57,11 @@ func takeHeir(log *slog.Logger) *heir {
 		return nil
 	}
 	h := &heir{env: env, status: os.NewFile(proto.StatusFD, "clusterflock-upgrade")}
+	if sizeSet {
+		if h.workers, err = proto.ParseUpgradeWorkers(size); err != nil {
+			log.Warn("binary upgrade: ignoring the old pool's size: Options.Workers applies", "err", err.Error())
+		}
+	}
 	if proto.TakeFlag(proto.EnvHandover) {
 		h.handover = os.NewFile(proto.HandoverFD, "clusterflock-handover")
 	}

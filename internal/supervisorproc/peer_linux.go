@@ -21,3 +21,12 @@ func peerAllowed(c *net.UnixConn) (int, bool) {
 	}
 	return int(cred.Uid), int(cred.Uid) == os.Getuid() || cred.Uid == 0
 }
+
+// peerClosed reports whether the peer of the stream socket fd has closed
+// its end (not only shut it for writing): poll's POLLHUP, which a Unix
+// socket reports only once both directions are shut.
+func peerClosed(fd uintptr) bool {
+	p := []unix.PollFd{{Fd: int32(fd)}}
+	n, err := unix.Poll(p, 0)
+	return err == nil && n > 0 && p[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0
+}

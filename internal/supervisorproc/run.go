@@ -51,6 +51,38 @@ type Config struct {
 	DrainDelay       time.Duration // Options.DrainDelay: the lame-duck period of a graceful stop
 	CPUs             int           // the CPUs this process may use (affinity, cgroup quota); 0: runtime.NumCPU()
 	CPUsSource       string        // where CPUs came from, for the start log
+	// WorkersFrom is where Workers came from, for the start log:
+	// WorkersFromOptions or WorkersFromCPUs ("": options); Run sets
+	// WorkersFromUpgrade when a binary upgrade's old pool sizes this one.
+	WorkersFrom string
+}
+
+// Where a pool's size comes from (Config.WorkersFrom, the start log's
+// workers_from).
+const (
+	WorkersFromOptions = "options" // Options.Workers
+	WorkersFromCPUs    = "cpus"    // Options.Workers 0: the CPUs this process may use
+	WorkersFromUpgrade = "upgrade" // the old pool's size, as scaled, handed over by a binary upgrade
+)
+
+// poolSize returns the number of workers to start and where it comes from.
+// A binary upgrade's new supervisor starts the old pool's size, as TTIN,
+// TTOU or a scale left it, in every migration mode, whatever its own
+// Options.Workers. From an older build, which does not say its size, a
+// steered group's sockets (one per slot, each needing a worker) count if
+// they are more than Options.Workers.
+func poolSize(cfg Config, lis listeners, h *heir) (int, string) {
+	n, from := cfg.Workers, cfg.WorkersFrom
+	if from == "" {
+		from = WorkersFromOptions
+	}
+	if h != nil && h.workers > 0 {
+		n, from = h.workers, WorkersFromUpgrade
+	}
+	if st, ok := lis.(*steered); ok && h != nil && st.g.Len() > n {
+		n, from = st.g.Len(), WorkersFromUpgrade
+	}
+	return n, from
 }
 
 // Notify subscribes a buffered channel to the signals a supervisor acts
@@ -84,10 +116,8 @@ func run(ctx context.Context, cfg Config, sigs chan os.Signal, h *heir) error {
 		return err
 	}
 	defer lis.Close()
-	if st, ok := lis.(*steered); ok && st.g.Len() > cfg.Workers {
-		cfg.Logger.Info("binary upgrade: keeping the old pool's size, larger than Options.Workers", "pid", os.Getpid(), "workers", st.g.Len(), "options_workers", cfg.Workers)
-		cfg.Workers = st.g.Len()
-	}
+	optionsWorkers := cfg.Workers
+	cfg.Workers, cfg.WorkersFrom = poolSize(cfg, lis, h)
 	var current atomic.Pointer[supervisor.Supervisor]
 	lameDuck := &atomic.Bool{}
 	mx, err := startMetrics(cfg, lis, h, &current)
@@ -123,7 +153,7 @@ func run(ctx context.Context, cfg Config, sigs chan os.Signal, h *heir) error {
 		return fmt.Errorf("clusterflock: %w", err)
 	}
 	current.Store(sup)
-	logStart(cfg, lis, c, h)
+	logStart(cfg, lis, c, h, optionsWorkers)
 	d := &dispatcher{cfg: cfg, sup: sup, lis: lis, sd: sd, own: own, upgrades: make(chan upgradeResult, 1),
 		calls: make(chan call), startSuccessor: startSuccessor, ctx: ctx, ctxDone: ctx.Done(), lameDuck: lameDuck}
 	err = serve(ctx, sup, d, ctl, sigs)
@@ -246,10 +276,15 @@ func startControl(path string, heir bool, log *slog.Logger) *controlServer {
 	return ctl
 }
 
-// logStart logs the start line, and a warning if nothing migrates.
-func logStart(cfg Config, lis listeners, c choice, h *heir) {
+// logStart logs the start line (with optionsWorkers, Options.Workers, if a
+// binary upgrade's old pool sized this one otherwise), and a warning if
+// nothing migrates.
+func logStart(cfg Config, lis listeners, c choice, h *heir, optionsWorkers int) {
 	mig := lis.migration()
-	start := []any{"pid", os.Getpid(), "addr", lis.addr(), "workers", cfg.Workers, "migration", string(mig)}
+	start := []any{"pid", os.Getpid(), "addr", lis.addr(), "workers", cfg.Workers, "workers_from", cfg.WorkersFrom, "migration", string(mig)}
+	if cfg.WorkersFrom == WorkersFromUpgrade && cfg.Workers != optionsWorkers {
+		start = append(start, "options_workers", optionsWorkers)
+	}
 	if cfg.CPUs > 0 {
 		start = append(start, "cpus", cfg.CPUs, "cpus_from", cfg.CPUsSource)
 	}

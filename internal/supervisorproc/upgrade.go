@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -39,10 +40,11 @@ type successor struct {
 }
 
 // startSuccessor starts the new supervisor, handing it socks (a steered
-// group's sockets in the kernel's order, or the one shared listener), and
-// reports on results once. With metrics, it gets the other end of a
-// hand-over channel (see package metrics) at proto.HandoverFD.
-func startSuccessor(lis listeners, socks []*sockets.Socket, metrics bool, own *children, results chan<- upgradeResult) (*successor, error) {
+// group's sockets in the kernel's order, or the one shared listener) and
+// the pool's size (workers, proto.EnvUpgradeWorkers), and reports on
+// results once. With metrics, it gets the other end of a hand-over channel
+// (see package metrics) at proto.HandoverFD.
+func startSuccessor(lis listeners, socks []*sockets.Socket, workers int, metrics bool, own *children, results chan<- upgradeResult) (*successor, error) {
 	path, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -57,6 +59,9 @@ func startSuccessor(lis listeners, socks []*sockets.Socket, metrics bool, own *c
 		return nil, err
 	}
 	env := append(withoutMarkers(os.Environ()), proto.EnvUpgrade+"="+marker.Encode())
+	if workers > 0 {
+		env = append(env, proto.EnvUpgradeWorkers+"="+strconv.Itoa(workers))
+	}
 	var mine, theirs *os.File
 	if metrics {
 		if mine, theirs, err = socketPair(); err != nil {
@@ -113,7 +118,8 @@ func withoutMarkers(environ []string) []string {
 	env := make([]string, 0, len(environ)+1)
 	for _, kv := range environ {
 		if !strings.HasPrefix(kv, proto.EnvUpgrade+"=") && !strings.HasPrefix(kv, proto.EnvWorker+"=") &&
-			!strings.HasPrefix(kv, proto.EnvHandover+"=") && !strings.HasPrefix(kv, proto.EnvMetrics+"=") {
+			!strings.HasPrefix(kv, proto.EnvHandover+"=") && !strings.HasPrefix(kv, proto.EnvMetrics+"=") &&
+			!strings.HasPrefix(kv, proto.EnvUpgradeWorkers+"=") {
 			env = append(env, kv)
 		}
 	}

@@ -1,0 +1,313 @@
+package clusterflock
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/clusterflock/clusterflock/internal/proto"
+)
+
+const (
+	// newConnDrainLimit bounds the wait for accepted connections whose
+	// first request has not reached its handler yet, before Shutdown
+	// (which would close them unanswered).
+	newConnDrainLimit = time.Second
+	// maxKeepAliveGrace bounds how long a draining worker keeps an idle
+	// keep-alive connection open for its client's next request.
+	maxKeepAliveGrace = 5 * time.Second
+	// hijackPoll is how often a draining worker looks for hijacked
+	// connections (websockets) that their handlers have closed.
+	hijackPoll = 10 * time.Millisecond
+)
+
+// drainTimes are the deadlines of one worker's drain, from the moment it
+// was asked to stop.
+type drainTimes struct {
+	fresh time.Duration // first requests of accepted connections: read
+	grace time.Duration // idle keep-alive connections: their next request
+	end   time.Duration // everything, hijacked connections included: closed
+}
+
+// newDrainTimes derives a drain's deadlines from the pool's timing. The
+// end comes a little before ShutdownTimeout, so that the worker closes
+// what remains itself rather than its supervisor's kill.
+func newDrainTimes(t proto.Timing) drainTimes {
+	margin := min(100*time.Millisecond, t.Shutdown/10)
+	return drainTimes{
+		// A quarter of ShutdownTimeout at most: what is still fresh
+		// then (a slowloris, a client that connected and says nothing)
+		// is closed, or Shutdown would wait for it (it counts a new
+		// connection as active for 5 s) past the supervisor's kill.
+		fresh: min(newConnDrainLimit, t.Shutdown/4),
+		grace: min(maxKeepAliveGrace, t.Shutdown/2),
+		end:   t.Shutdown - margin,
+	}
+}
+
+// drain stops srv without losing a request that reached it, as Envoy and
+// HAProxy drain:
+//
+//  1. From now on every response says Connection: close; the listener
+//     closes, and drain waits for Serve to return (served, unless nil: it
+//     has), so that every accepted connection is tracked.
+//  2. It waits until each accepted connection has had its first request
+//     read (Shutdown would close those without an answer).
+//  3. Idle keep-alive connections stay open through a grace, so that a
+//     client sending its next request on one is answered (with
+//     Connection: close) instead of reset; only what stays idle through
+//     the grace is closed.
+//  4. Shutdown finishes in-flight requests; hijacked connections
+//     (websockets) count until their handlers close them or the drain's
+//     end, when they are closed.
+func drain(srv *http.Server, ln net.Listener, conns *connTracker, t proto.Timing, served <-chan error) error {
+	start := time.Now()
+	times := newDrainTimes(t)
+	conns.closeKeepAlives()
+	ln.Close()
+	if served != nil {
+		select {
+		case <-served: // Serve marks a connection StateNew before it accepts the next
+		case <-time.After(times.fresh):
+		}
+	}
+	fresh, cancelFresh := context.WithDeadline(context.Background(), start.Add(times.fresh))
+	conns.wait(fresh, func() bool { return len(conns.fresh) == 0 })
+	cancelFresh()
+	conns.closeFresh()
+
+	grace, cancelGrace := context.WithDeadline(context.Background(), start.Add(times.grace))
+	conns.wait(grace, func() bool { return conns.open == 0 })
+	cancelGrace()
+
+	ctx, cancel := context.WithDeadline(context.Background(), start.Add(times.end))
+	defer cancel()
+	err := shutdown(ctx, srv, conns)
+	conns.waitHijacked(ctx)
+	conns.closeHijacked()
+	return err
+}
+
+// shutdown runs srv.Shutdown until ctx is done, and closes what remains.
+func shutdown(ctx context.Context, srv *http.Server, conns *connTracker) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(ctx) }()
+	// Shutdown polls for idle connections at growing intervals (up to
+	// 500 ms); return as soon as the last connection has closed instead.
+	if conns.wait(ctx, func() bool { return conns.open == 0 }) {
+		cancel()
+		<-shut
+		return nil
+	}
+	if err := <-shut; err != nil {
+		srv.Close()
+		return fmt.Errorf("http shutdown: %w", err)
+	}
+	return nil
+}
+
+// connTracker follows a server's connections through a drain: those
+// accepted whose first request has not reached its handler (Go's
+// Server.Shutdown closes such a connection without an answer, even after
+// it read the request: net/http checks shuttingDown between reading a
+// request and calling the handler), those open, and those hijacked.
+type connTracker struct {
+	// closing: responses from now on say Connection: close.
+	closing  atomic.Bool
+	mu       sync.Mutex
+	fresh    map[net.Conn]struct{}
+	hijacked map[net.Conn]struct{} // until their handlers close them
+	pruneAt  int                   // prune hijacked of closed ones at this size
+	open     int                   // connections not yet closed or hijacked
+	change   chan struct{}         // closed and replaced on a change someone waits for
+}
+
+type trackedConnKey struct{}
+
+// trackedConn is in every request's context: its connection, and whether a
+// handler has started on it.
+type trackedConn struct {
+	c       net.Conn
+	started atomic.Bool
+}
+
+// connContext returns the server's ConnContext: user's, then ours.
+func (c *connTracker) connContext(user func(context.Context, net.Conn) context.Context) func(context.Context, net.Conn) context.Context {
+	return func(ctx context.Context, conn net.Conn) context.Context {
+		if user != nil {
+			ctx = user(ctx, conn)
+		}
+		return context.WithValue(ctx, trackedConnKey{}, &trackedConn{c: conn})
+	}
+}
+
+// wrap marks a connection started when its first handler runs, and, once
+// keep-alives are off, has HTTP/1 responses say Connection: close (net/http
+// then closes the connection after the response).
+func (c *connTracker) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if t, ok := r.Context().Value(trackedConnKey{}).(*trackedConn); ok && t.started.CompareAndSwap(false, true) {
+			c.remove(t.c)
+		}
+		if c.closing.Load() && r.ProtoMajor == 1 {
+			w.Header().Set("Connection", "close")
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// closeKeepAlives has every response from now on say Connection: close. It
+// closes no connection: an idle one stays open for its client's next
+// request, which is answered.
+func (c *connTracker) closeKeepAlives() { c.closing.Store(true) }
+
+func (c *connTracker) track(conn net.Conn, s http.ConnState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch s {
+	case http.StateNew:
+		if c.fresh == nil {
+			c.fresh = make(map[net.Conn]struct{})
+		}
+		c.fresh[conn] = struct{}{}
+		c.open++
+	case http.StateHijacked:
+		c.addHijacked(conn)
+		fallthrough
+	case http.StateClosed:
+		delete(c.fresh, conn)
+		c.open--
+		c.changed()
+	}
+}
+
+// addHijacked records a hijacked connection; c.mu is held. The set is
+// pruned of closed connections whenever it has doubled since the last
+// prune, so that it stays within twice the connections still hijacked.
+func (c *connTracker) addHijacked(conn net.Conn) {
+	if c.hijacked == nil {
+		c.hijacked = make(map[net.Conn]struct{})
+	}
+	c.hijacked[conn] = struct{}{}
+	if len(c.hijacked) < c.pruneAt {
+		return
+	}
+	c.pruneHijacked()
+	c.pruneAt = max(64, 2*len(c.hijacked))
+}
+
+// pruneHijacked forgets the hijacked connections that have been closed;
+// c.mu is held.
+func (c *connTracker) pruneHijacked() {
+	for conn := range c.hijacked {
+		if connClosed(conn) {
+			delete(c.hijacked, conn)
+		}
+	}
+}
+
+// closeFresh closes the connections whose first request has not reached a
+// handler.
+func (c *connTracker) closeFresh() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for conn := range c.fresh {
+		conn.Close()
+	}
+}
+
+func (c *connTracker) remove(conn net.Conn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.fresh[conn]; ok {
+		delete(c.fresh, conn)
+		c.changed()
+	}
+}
+
+// changed wakes the waiters; c.mu is held.
+func (c *connTracker) changed() {
+	if c.change != nil {
+		close(c.change)
+		c.change = nil
+	}
+}
+
+// wait waits until cond (called with c.mu held) is true, and reports
+// whether it became true before ctx was done.
+func (c *connTracker) wait(ctx context.Context, cond func() bool) bool {
+	for {
+		c.mu.Lock()
+		if cond() {
+			c.mu.Unlock()
+			return true
+		}
+		if c.change == nil {
+			c.change = make(chan struct{})
+		}
+		ch := c.change
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// waitHijacked waits until every hijacked connection has been closed by
+// its handler, or ctx is done. net/http says nothing when a hijacked
+// connection closes, so it looks every hijackPoll.
+func (c *connTracker) waitHijacked(ctx context.Context) {
+	tick := time.NewTicker(hijackPoll)
+	defer tick.Stop()
+	for {
+		c.mu.Lock()
+		c.pruneHijacked()
+		n := len(c.hijacked)
+		c.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// closeHijacked closes the hijacked connections still open.
+func (c *connTracker) closeHijacked() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for conn := range c.hijacked {
+		conn.Close()
+		delete(c.hijacked, conn)
+	}
+}
+
+// connClosed reports whether conn (or, for a TLS connection, the
+// connection under it) has been closed. A connection it cannot look into
+// counts as open.
+func connClosed(conn net.Conn) bool {
+	if n, ok := conn.(interface{ NetConn() net.Conn }); ok {
+		conn = n.NetConn()
+	}
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return true
+	}
+	return raw.Control(func(uintptr) {}) != nil
+}
