@@ -33,7 +33,8 @@ import (
 // realClientRoutes adds the handlers the real-client tests use to the
 // helper's mux: POST /post reads the whole body and answers "<length>
 // <pid>"; /ws answers an "Upgrade: echo" request 101, hijacks the
-// connection and echoes each line until the client's "bye" or EOF.
+// connection and echoes each line until the client's "bye" or EOF;
+// /ws-drain also closes it when the worker's drain starts.
 func realClientRoutes(mux *http.ServeMux, pid string) {
 	mux.HandleFunc("POST /post", func(w http.ResponseWriter, r *http.Request) {
 		n, err := io.Copy(io.Discard, r.Body)
@@ -48,17 +49,29 @@ func realClientRoutes(mux *http.ServeMux, pid string) {
 			http.Error(w, "want Upgrade: echo", http.StatusBadRequest)
 			return
 		}
-		conn, rw, err := http.NewResponseController(w).Hijack()
+		conn, rw, err := switchProtocols(w, pid)
 		if err != nil {
 			return
 		}
 		defer conn.Close()
-		rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\nX-Pid: " + pid + "\r\n\r\n")
-		if rw.Flush() != nil {
-			return
-		}
 		echoLines(rw)
 	})
+	mux.HandleFunc("/ws-drain", wsDrainEcho(pid)) // drainstarted_test.go
+}
+
+// switchProtocols hijacks the connection and answers 101 on it, naming
+// the worker in X-Pid.
+func switchProtocols(w http.ResponseWriter, pid string) (net.Conn, *bufio.ReadWriter, error) {
+	conn, rw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\nX-Pid: " + pid + "\r\n\r\n")
+	if err := rw.Flush(); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return conn, rw, nil
 }
 
 // echoLines writes back each line it reads until EOF, an error or "bye".
@@ -571,13 +584,19 @@ type wsConn struct {
 
 func dialWS(t *testing.T, addr string) *wsConn {
 	t.Helper()
+	return dialWSPath(t, addr, "/ws")
+}
+
+// dialWSPath opens the echo exchange of the helper's path.
+func dialWSPath(t *testing.T, addr, path string) *wsConn {
+	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: clusterflock\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n"); err != nil {
+	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: clusterflock\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
 	br := bufio.NewReader(c)
