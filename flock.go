@@ -82,19 +82,28 @@ type Options struct {
 	// cmd/flockctl and package control talk to: every action (scale,
 	// reload, upgrade, stop) waits for its outcome and says it. "" means
 	// control.DefaultDir()/<address>.sock; "-" turns it off. The directory
-	// must be the user's with mode 0700 (it is created so); the socket is
-	// 0600, answers only its user and root, is removed at exit and handed
-	// over by a binary upgrade. Failing to create it is a warning, not an
-	// error.
+	// must be the user's own, a real directory (not a symbolic link), with
+	// mode 0700: it is created so; the default directory, if the user's but
+	// open to others, is made 0700 (a directory of the program's choice is
+	// refused); another user's is refused, as is anything but a stale socket at
+	// the socket's path (nothing there is followed or removed). The socket
+	// is 0600, answers only its user and root, is removed at exit and
+	// handed over by a binary upgrade. Failing to create it is not fatal:
+	// the pool runs without one, and says why in an error record ("no
+	// control socket") and in the start line (control_socket_error).
 	ControlSocket string
 	// StuckTimeout, if positive, replaces a stuck worker (Run only): one
 	// that has requests in flight and makes no progress for this long,
 	// where progress is a request completed, a response written to or
-	// flushed, or a connection hijacked (a websocket no longer counts as in
-	// flight), so streams and websockets are not stuck. Before it is
+	// flushed, a read of a request's body that returned bytes, or a
+	// connection hijacked (a websocket no longer counts as in flight), so
+	// streams, slow uploads and websockets are not stuck (a stream silent
+	// for longer than StuckTimeout, or a client that sends nothing, is). Before it is
 	// replaced (new-before-old; its requests get ShutdownTimeout), the
 	// worker writes its goroutine dump to control.DefaultDir()/stuck-<pid>-
-	// <time>.txt, and the log and EventStuck name the stuck requests
+	// <time>.txt (a new file, 0600, in a directory checked as for
+	// ControlSocket; when the directory is refused there is no dump and the
+	// report says why), and the log and EventStuck name the stuck requests
 	// (method, path, age) and the function each blocks in: each request's
 	// goroutine carries pprof labels while its handler runs. Detected
 	// within StuckTimeout plus one heartbeat. 0 means off; negative is an

@@ -120,8 +120,9 @@ type requests struct {
 	served   atomic.Int64
 	inFlight atomic.Int64
 	// With StuckTimeout: requests are labelled for goroutine dumps, and
-	// progress counts completions, response writes and flushes, and
-	// hijacks; hijacked counts requests whose connection was taken over.
+	// progress counts completions, response writes and flushes, body
+	// reads that return bytes, and hijacks; hijacked counts requests
+	// whose connection was taken over.
 	labelled bool
 	progress atomic.Int64
 	hijacked atomic.Int64
@@ -153,13 +154,14 @@ func (r *requests) wrap(h http.Handler) http.Handler {
 
 // watch is wrap with StuckTimeout: each request's goroutine carries pprof
 // labels (method, path, start) while its handler runs, so that a goroutine
-// dump names it, and its writes count as progress.
+// dump names it, and its writes and body reads count as progress.
 func (r *requests) watch(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		base := req.Context()
 		pprof.SetGoroutineLabels(pprof.WithLabels(base, pprof.Labels(
 			guard.LabelMethod, req.Method, guard.LabelPath, req.URL.Path, guard.LabelStart, time.Now().Format(time.RFC3339Nano))))
 		pw := &progressWriter{ResponseWriter: w, r: r}
+		r.watchBody(req)
 		r.inFlight.Add(1)
 		defer func() {
 			if !pw.hijacked {

@@ -6,18 +6,23 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/clusterflock/clusterflock/internal/rundir"
 )
 
 // DefaultDir is the directory of a user's control sockets when
 // Options.ControlSocket is "": $XDG_RUNTIME_DIR/clusterflock, or
-// /tmp/clusterflock-<uid>. It must be a directory of the user's with mode
-// 0700; a pool refuses to use one that is not.
+// /tmp/clusterflock-<uid>. It must be a directory of the user's own (not
+// a symbolic link) with mode 0700; a pool refuses to use one that is not
+// (one of the user's open to others is made 0700), for its socket and for
+// its stuck workers' goroutine dumps alike.
 func DefaultDir() string {
 	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
 		return filepath.Join(d, "clusterflock")
@@ -96,8 +101,13 @@ const probeTimeout = 2 * time.Second
 
 // Find returns the control socket of the pool whose supervisor is pid, or
 // that serves addr, among the sockets in dir; with neither, the only pool
-// there. It asks each socket for its status.
+// there. It asks each socket for its status. A dir that is not the user's
+// own with mode 0700 (another user's, a symbolic link) is refused: a
+// socket there could be anyone's.
 func Find(ctx context.Context, dir string, pid int, addr string) (string, error) {
+	if err := rundir.Check(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("control: %w", err)
+	}
 	paths, _ := filepath.Glob(filepath.Join(dir, "*.sock"))
 	var found []string
 	for _, p := range paths {

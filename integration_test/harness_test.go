@@ -177,6 +177,8 @@ func helper(mode string) int {
 	}
 	var err error
 	switch mode {
+	case "upload":
+		err = clusterflock.Run(ctx, uploadHandler(), opts)
 	case "tcp":
 		err = clusterflock.Serve(ctx, echo.Serve, opts)
 	case "tls":

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/clusterflock/clusterflock/internal/rundir"
 )
 
 // Request labels, set on each request's goroutine while its handler runs
@@ -51,12 +53,19 @@ func (r Report) String() string {
 	if len(parts) == 0 {
 		parts = append(parts, "no labelled request goroutine found")
 	}
+	if r.Path == "" {
+		return strings.Join(parts, "; ") + "; no goroutine dump"
+	}
 	return strings.Join(parts, "; ") + "; goroutine dump: " + r.Path
 }
 
-// Dump writes this process's goroutines to a new file in dir (created
-// 0700): the full dump (debug=2: each goroutine's state and wait time)
-// and the labelled profile (debug=1), and reports the requests it shows.
+// Dump writes this process's goroutines to a new file in dir: the full
+// dump (debug=2: each goroutine's state and wait time) and the labelled
+// profile (debug=1), and reports the requests it shows. dir must be this
+// user's private directory (rundir.Open: created 0700, made 0700 if ours;
+// another user's or a symbolic link is refused) and the file is new
+// (rundir.Dir.Create: nothing planted there is followed). If it cannot be
+// written, the report has no Path and the error says why.
 func Dump(dir string, now time.Time) (Report, error) {
 	var labelled, full bytes.Buffer
 	if err := pprof.Lookup("goroutine").WriteTo(&labelled, 1); err != nil {
@@ -66,13 +75,20 @@ func Dump(dir string, now time.Time) (Report, error) {
 		return Report{}, err
 	}
 	r := Report{Requests: parseLabelled(labelled.Bytes(), now)}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	d, err := rundir.Open(dir, true)
+	if err != nil {
 		return r, err
 	}
-	r.Path = filepath.Join(dir, fmt.Sprintf("stuck-%d-%s.txt", os.Getpid(), now.UTC().Format("20060102T150405.000")))
+	defer d.Close()
+	name := fmt.Sprintf("stuck-%d-%s.txt", os.Getpid(), now.UTC().Format("20060102T150405.000"))
+	r.Path = filepath.Join(dir, name)
 	body := slices.Concat([]byte("# clusterflock: stuck worker "+fmt.Sprint(os.Getpid())+": "+r.String()+"\n\n"),
 		full.Bytes(), []byte("\n\n# the same, grouped, with the requests' labels (debug=1)\n\n"), labelled.Bytes())
-	return r, os.WriteFile(r.Path, body, 0o600)
+	if _, err := d.Create(name, body); err != nil {
+		r.Path = ""
+		return r, err
+	}
+	return r, nil
 }
 
 // parseLabelled reads a debug=1 goroutine profile: blocks of

@@ -2,12 +2,16 @@ package guard
 
 import (
 	"context"
+	"errors"
 	"os"
+	"path/filepath"
 	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/clusterflock/clusterflock/internal/rundir"
 )
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -59,6 +63,24 @@ func TestMemory(t *testing.T) {
 		if _, got := m.Observe(at(st.at), st.rss); got != st.want {
 			t.Errorf("at %v (RSS %d): recycle %t, want %t", st.at, st.rss, got, st.want)
 		}
+	}
+}
+
+// TestDumpRefused: a dump directory that is not private (here a symbolic
+// link) is not written to; the report says there is no dump, the error why.
+func TestDumpRefused(t *testing.T) {
+	target := t.TempDir()
+	link := filepath.Join(t.TempDir(), "link")
+	os.Symlink(target, link)
+	r, err := Dump(link, time.Now())
+	if !errors.Is(err, rundir.ErrNotPrivate) || !strings.Contains(err.Error(), link) {
+		t.Errorf("Dump into a symbolic link: %v; want rundir.ErrNotPrivate naming %s", err, link)
+	}
+	if r.Path != "" || !strings.HasSuffix(r.String(), "; no goroutine dump") {
+		t.Errorf("the report of a refused dump: Path %q, %q; want no path, \"no goroutine dump\"", r.Path, r.String())
+	}
+	if entries, _ := os.ReadDir(target); len(entries) != 0 {
+		t.Errorf("the link's target has %d entries, want none", len(entries))
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/clusterflock/clusterflock/control"
+	"github.com/clusterflock/clusterflock/internal/rundir"
 )
 
 // controlServer serves the pool's control socket (package control's
@@ -54,26 +56,30 @@ func controlPath(opt, addr string) string {
 	return opt
 }
 
-// openControl creates the control socket at path. A heir (binary upgrade)
-// binds it beside the old supervisor's and takes the path over once its pool
-// is ready (takeOver). Any failure is returned for a warning: the pool runs
-// without a control socket.
+// openControl creates the control socket at path, in a private directory
+// (rundir.Open: this user's, mode 0700; created so if missing; only
+// control.DefaultDir is made 0700 if it is open to others, not a directory
+// the program chose). A heir
+// (binary upgrade) binds it beside the old supervisor's and takes the path
+// over once its pool is ready (takeOver). Any failure is returned for the
+// log: the pool runs without a control socket.
 func openControl(path string, heir bool, log *slog.Logger) (*controlServer, error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	dir, err := rundir.Open(filepath.Dir(path), filepath.Dir(path) == control.DefaultDir())
+	if err != nil {
 		return nil, err
 	}
-	if err := checkPrivateDir(dir); err != nil {
-		return nil, err
+	dir.Close()
+	if dir.Repaired != 0 {
+		log.Warn("control socket: its directory was open to other users; it is now 0700",
+			"path", dir.Path, "mode", fmt.Sprintf("%#o", dir.Repaired))
 	}
 	bind := path
 	if heir {
 		bind = fmt.Sprintf("%s.%d", path, os.Getpid())
-	} else if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("another process answers on %s", path)
 	}
-	os.Remove(bind) // a stale socket of a supervisor that died
+	if err := clearSocketPath(bind); err != nil {
+		return nil, err
+	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: bind, Net: "unix"})
 	if err != nil {
 		return nil, err
@@ -84,7 +90,7 @@ func openControl(path string, heir bool, log *slog.Logger) (*controlServer, erro
 		return nil, err
 	}
 	var st syscall.Stat_t
-	syscall.Stat(bind, &st)
+	syscall.Lstat(bind, &st)
 	s := &controlServer{log: log, path: path, ln: ln, ino: st.Ino, bus: newEventBus(), quit: make(chan struct{}), done: make(chan struct{})}
 	if heir {
 		s.path = bind // until takeOver
@@ -92,20 +98,26 @@ func openControl(path string, heir bool, log *slog.Logger) (*controlServer, erro
 	return s, nil
 }
 
-// checkPrivateDir refuses a directory that is not the user's own with mode
-// 0700: someone else could replace the socket.
-func checkPrivateDir(dir string) error {
-	var st syscall.Stat_t
-	if err := syscall.Lstat(dir, &st); err != nil {
-		return err
-	}
+// clearSocketPath makes path free for a new socket: nothing is there, or a
+// socket nobody answers on (of a supervisor that died), which it removes.
+// Anything else (a live socket, a file, a symbolic link) is refused, never
+// followed or removed.
+func clearSocketPath(path string) error {
+	fi, err := os.Lstat(path)
 	switch {
-	case st.Mode&syscall.S_IFMT != syscall.S_IFDIR:
-		return fmt.Errorf("%s is not a directory", dir)
-	case int(st.Uid) != os.Getuid():
-		return fmt.Errorf("%s belongs to uid %d, not this user (%d)", dir, st.Uid, os.Getuid())
-	case st.Mode&0o077 != 0:
-		return fmt.Errorf("%s has mode %#o; want 0700", dir, st.Mode&0o777)
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("clusterflock: control socket: %w", err)
+	case fi.Mode().Type() != fs.ModeSocket:
+		return fmt.Errorf("clusterflock: %s exists and is not a socket (mode %v); remove it", path, fi.Mode())
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("clusterflock: another process answers on %s", path)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("clusterflock: removing the stale socket %s: %w", path, err)
 	}
 	return nil
 }
@@ -152,7 +164,7 @@ func (s *controlServer) Close() {
 	s.ln.Close()
 	s.wg.Wait()
 	var st syscall.Stat_t
-	if syscall.Stat(s.path, &st) == nil && st.Ino == s.ino {
+	if syscall.Lstat(s.path, &st) == nil && st.Ino == s.ino {
 		os.Remove(s.path)
 	}
 }

@@ -133,7 +133,7 @@ func run(ctx context.Context, cfg Config, sigs chan os.Signal, h *heir) error {
 	defer sp.Close()
 	sd := &systemd{n: sdnotify.FromEnv(), log: cfg.Logger, addr: lis.addr()}
 	ctlPath := controlPath(cfg.ControlSocket, lis.addr())
-	ctl := startControl(ctlPath, h != nil, cfg.Logger)
+	ctl, ctlAttrs := startControl(ctlPath, h != nil, cfg.Logger)
 	onEvent := withMetrics(mx, ctl.follow(cfg.OnEvent, lis))
 	sup, err := supervisor.New(supervisor.Config{
 		Spawner:          sp,
@@ -153,7 +153,7 @@ func run(ctx context.Context, cfg Config, sigs chan os.Signal, h *heir) error {
 		return fmt.Errorf("clusterflock: %w", err)
 	}
 	current.Store(sup)
-	logStart(cfg, lis, c, h, optionsWorkers)
+	logStart(cfg, lis, c, h, optionsWorkers, ctlAttrs)
 	d := &dispatcher{cfg: cfg, sup: sup, lis: lis, sd: sd, own: own, upgrades: make(chan upgradeResult, 1),
 		calls: make(chan call), startSuccessor: startSuccessor, ctx: ctx, ctxDone: ctx.Done(), lameDuck: lameDuck}
 	err = serve(ctx, sup, d, ctl, sigs)
@@ -262,29 +262,33 @@ func (ctl *controlServer) follow(user func(supervisor.Event), lis listeners) fun
 }
 
 // startControl opens the control socket at path ("" none), or logs why it
-// cannot and returns nil: the pool runs without one.
-func startControl(path string, heir bool, log *slog.Logger) *controlServer {
+// cannot, as an error, and returns nil: the pool runs without one. The
+// attributes are for the start line: the socket's path, or why there is
+// none.
+func startControl(path string, heir bool, log *slog.Logger) (*controlServer, []any) {
 	if path == "" {
-		return nil
+		return nil, []any{"control_socket", ""}
 	}
 	ctl, err := openControl(path, heir, log)
 	if err != nil {
-		log.Warn("no control socket", "path", path, "err", err.Error())
-		return nil
+		log.Error("no control socket: flockctl cannot reach this pool; the pool runs without one",
+			"path", path, "err", err.Error())
+		return nil, []any{"control_socket", "", "control_socket_error", err.Error()}
 	}
 	log.Info("control socket", "path", path)
-	return ctl
+	return ctl, []any{"control_socket", path}
 }
 
 // logStart logs the start line (with optionsWorkers, Options.Workers, if a
-// binary upgrade's old pool sized this one otherwise), and a warning if
-// nothing migrates.
-func logStart(cfg Config, lis listeners, c choice, h *heir, optionsWorkers int) {
+// binary upgrade's old pool sized this one otherwise, and ctl, the control
+// socket's attributes), and a warning if nothing migrates.
+func logStart(cfg Config, lis listeners, c choice, h *heir, optionsWorkers int, ctl []any) {
 	mig := lis.migration()
 	start := []any{"pid", os.Getpid(), "addr", lis.addr(), "workers", cfg.Workers, "workers_from", cfg.WorkersFrom, "migration", string(mig)}
 	if cfg.WorkersFrom == WorkersFromUpgrade && cfg.Workers != optionsWorkers {
 		start = append(start, "options_workers", optionsWorkers)
 	}
+	start = append(start, ctl...)
 	if cfg.CPUs > 0 {
 		start = append(start, "cpus", cfg.CPUs, "cpus_from", cfg.CPUsSource)
 	}
