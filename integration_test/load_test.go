@@ -237,7 +237,7 @@ type result struct {
 	total, failed int
 	failures      map[string]int
 	took          time.Duration
-	// kernel is what listenCounters counted meanwhile, those that grew
+	// kernel is what listenCounters counted meanwhile, those that changed
 	// (the network namespace's: other tests' connections count too).
 	kernel string
 }
@@ -260,7 +260,9 @@ func (r result) String() string {
 // listenCounters returns the kernel's counters of connections lost or
 // moved at a listener (TcpExt in /proc/net/netstat): a migration that
 // failed (TCPMigrateReqFailure: the child is reset), drops at a full or
-// closing listener. Nil where they cannot be read.
+// closing listener; and net.ipv4.tcp_migrate_req, which another test
+// run in the same network namespace may change. Nil where they cannot
+// be read.
 func listenCounters() map[string]int64 {
 	b, err := os.ReadFile("/proc/net/netstat")
 	if err != nil {
@@ -268,6 +270,9 @@ func listenCounters() map[string]int64 {
 	}
 	var keys []string
 	out := map[string]int64{}
+	if v, err := os.ReadFile(migrateReqPath); err == nil {
+		out["tcp_migrate_req"], _ = strconv.ParseInt(strings.TrimSpace(string(v)), 10, 64)
+	}
 	for line := range strings.SplitSeq(string(b), "\n") {
 		f := strings.Fields(line)
 		if len(f) == 0 || f[0] != "TcpExt:" {
@@ -287,12 +292,12 @@ func listenCounters() map[string]int64 {
 	return out
 }
 
-// grown names the counters that grew since before, with how much.
+// grown names the counters that changed since before, with how much.
 func grown(before, after map[string]int64) string {
 	var out []string
 	for _, k := range slices.Sorted(maps.Keys(after)) {
 		if d := after[k] - before[k]; d != 0 {
-			out = append(out, fmt.Sprintf("%s +%d", k, d))
+			out = append(out, fmt.Sprintf("%s %+d", k, d))
 		}
 	}
 	return strings.Join(out, ", ")
