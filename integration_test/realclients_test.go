@@ -278,12 +278,7 @@ func parseWrk(out string) (wrkResult, error) {
 // errors and 0 non-2xx answers.
 func TestWrkKeepAlive(t *testing.T) {
 	wrk := clientBinary(t, "wrk", "wrk")
-	for _, m := range clientMechanisms() {
-		t.Run(m.name, func(t *testing.T) {
-			m.setup(t)
-			testWrkKeepAlive(t, m, wrk)
-		})
-	}
+	inEveryMechanism(t, func(t *testing.T, m mechanism) { testWrkKeepAlive(t, m, wrk) })
 }
 
 func testWrkKeepAlive(t *testing.T, m mechanism, wrk string) {
@@ -361,16 +356,29 @@ func post(c *http.Client, url string, body []byte) (pid int, kind, detail string
 	return pid, "", ""
 }
 
+// inEveryMechanism runs test in a subtest for each of clientMechanisms.
+func inEveryMechanism(t *testing.T, test func(*testing.T, mechanism)) {
+	for _, m := range clientMechanisms() {
+		t.Run(m.name, func(t *testing.T) {
+			m.setup(t)
+			test(t, m)
+		})
+	}
+}
+
 // TestGoClientPOSTKeepAlive: a Go http.Client sending POSTs with a body
-// over keep-alive through 5 rolling restarts loses none.
-func TestGoClientPOSTKeepAlive(t *testing.T) {
-	p := startPool(t, poolConfig{workers: 3})
+// over keep-alive through 5 rolling restarts loses none, in every
+// migration mode.
+func TestGoClientPOSTKeepAlive(t *testing.T) { inEveryMechanism(t, testGoClientPOST) }
+
+func testGoClientPOST(t *testing.T, m mechanism) {
+	p := m.start(t, poolConfig{workers: 3})
 	l := startPostLoad(t, "http://"+p.addr+"/post")
 	l.waitServed(0, 300, 10*time.Second)
 	for range 5 {
 		p.rollingRestart(3)
 	}
-	label := fmt.Sprintf("Go client, %d clients sending POSTs of %d bytes over keep-alive, through 5 HUP", loadClients, postBody)
+	label := fmt.Sprintf("Go client, %d clients sending POSTs of %d bytes over keep-alive, through 5 HUP, %s", loadClients, postBody, m.name)
 	r := l.finish(label)
 	if r.failed > 0 {
 		p.errorf("%s: %d POSTs failed, want 0: %v", label, r.failed, r)
@@ -480,17 +488,22 @@ func nginxErrors(t *testing.T, path string) map[string]int {
 
 // TestNginxKeepAliveUpstream: nginx with upstream keep-alive in front of
 // the pool, a Go client sending POSTs through it, through 3 rolling
-// restarts: no 502 (nginx does not retry a POST it has sent).
+// restarts: no 502 (nginx does not retry a POST it has sent), in every
+// migration mode.
 func TestNginxKeepAliveUpstream(t *testing.T) {
 	clientBinary(t, "nginx", "nginx-light")
-	p := startPool(t, poolConfig{workers: 3})
+	inEveryMechanism(t, testNginxKeepAlive)
+}
+
+func testNginxKeepAlive(t *testing.T, m mechanism) {
+	p := m.start(t, poolConfig{workers: 3})
 	addr, errorLog := startNginx(t, p.addr)
 	l := startPostLoad(t, "http://"+addr+"/post")
 	l.waitServed(0, 300, 10*time.Second)
 	for range 3 {
 		p.rollingRestart(3)
 	}
-	label := "nginx (upstream keepalive 64), Go client POSTs through it, 3 HUP"
+	label := "nginx (upstream keepalive 64), Go client POSTs through it, 3 HUP, " + m.name
 	r := l.finish(label)
 	errs := nginxErrors(t, errorLog)
 	t.Logf("%s: nginx's error log: %v", label, errs)
