@@ -2,6 +2,7 @@ package clusterflock
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -62,13 +63,16 @@ func newDrainTimes(t proto.Timing) drainTimes {
 //     client sending its next request on one is answered (with
 //     Connection: close) instead of reset; only what stays idle through
 //     the grace is closed.
-//  4. Shutdown finishes in-flight requests; hijacked connections
+//  4. HTTP/2 connections get a GOAWAY that forbids new streams at once
+//     (see h2drain.go), and Go's own with the last stream after the grace.
+//  5. Shutdown finishes in-flight requests; hijacked connections
 //     (websockets) count until their handlers close them or the drain's
 //     end, when they are closed.
 func drain(srv *http.Server, ln net.Listener, conns *connTracker, t proto.Timing, served <-chan error) error {
 	start := time.Now()
 	times := newDrainTimes(t)
 	conns.closeKeepAlives()
+	conns.goAwayH2()
 	ln.Close()
 	if served != nil {
 		select {
@@ -82,8 +86,11 @@ func drain(srv *http.Server, ln net.Listener, conns *connTracker, t proto.Timing
 	conns.closeFresh()
 
 	grace, cancelGrace := context.WithDeadline(context.Background(), start.Add(times.grace))
-	conns.wait(grace, func() bool { return conns.open == 0 })
+	conns.wait(grace, func() bool { return conns.open == len(conns.h2) })
 	cancelGrace()
+	if conns.hasH2() { // the second GOAWAY a round trip after the first
+		time.Sleep(time.Until(start.Add(min(times.grace, h2GoAwayGap))))
+	}
 
 	ctx, cancel := context.WithDeadline(context.Background(), start.Add(times.end))
 	defer cancel()
@@ -100,8 +107,10 @@ func shutdown(ctx context.Context, srv *http.Server, conns *connTracker) error {
 	shut := make(chan error, 1)
 	go func() { shut <- srv.Shutdown(ctx) }()
 	// Shutdown polls for idle connections at growing intervals (up to
-	// 500 ms); return as soon as the last connection has closed instead.
-	if conns.wait(ctx, func() bool { return conns.open == 0 }) {
+	// 500 ms), and Go's HTTP/2 server keeps a connection a second after
+	// its GOAWAY; return as soon as the last connection has closed or is a
+	// quiet HTTP/2 one instead.
+	if conns.waitQuiet(ctx) {
 		cancel()
 		<-shut
 		return nil
@@ -124,6 +133,7 @@ type connTracker struct {
 	mu       sync.Mutex
 	fresh    map[net.Conn]struct{}
 	hijacked map[net.Conn]struct{} // until their handlers close them
+	h2       map[net.Conn]*h2Conn  // HTTP/2, by the connection accepted
 	pruneAt  int                   // prune hijacked of closed ones at this size
 	open     int                   // connections not yet closed or hijacked
 	change   chan struct{}         // closed and replaced on a change someone waits for
@@ -171,6 +181,10 @@ func (c *connTracker) closeKeepAlives() { c.closing.Store(true) }
 func (c *connTracker) track(conn net.Conn, s http.ConnState) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if h, ok := h2Of(conn); ok { // Go's HTTP/2 server: streams open or not
+		h.setIdle(s == http.StateIdle)
+		return
+	}
 	switch s {
 	case http.StateNew:
 		if c.fresh == nil {
@@ -183,9 +197,87 @@ func (c *connTracker) track(conn net.Conn, s http.ConnState) {
 		fallthrough
 	case http.StateClosed:
 		delete(c.fresh, conn)
+		delete(c.h2, conn)
 		c.open--
 		c.changed()
 	}
+}
+
+// addH2 returns the wrapper of an HTTP/2 connection (raw, as accepted;
+// under, what HTTP/2 is read from and written to: raw, or its TLS), and
+// follows it. One that arrives while the drain has begun gets its first
+// GOAWAY at once.
+func (c *connTracker) addH2(raw, under net.Conn) net.Conn {
+	h := &h2Conn{Conn: under, idleSince: time.Now()}
+	c.mu.Lock()
+	if c.h2 == nil {
+		c.h2 = make(map[net.Conn]*h2Conn)
+	}
+	c.h2[raw] = h
+	c.mu.Unlock()
+	if c.closing.Load() {
+		go h.goAway()
+	}
+	if _, ok := under.(*tls.Conn); ok {
+		return h2TLSConn{h}
+	}
+	return h
+}
+
+// goAwayH2 has every HTTP/2 connection's first GOAWAY written (each in a
+// goroutine of its own: a client that does not read blocks its write).
+func (c *connTracker) goAwayH2() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, h := range c.h2 {
+		go h.goAway()
+	}
+}
+
+func (c *connTracker) hasH2() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.h2) > 0
+}
+
+// waitQuiet waits until every connection has closed but quiet HTTP/2 ones
+// (see h2Conn.quiet), which it closes, and reports whether that happened
+// before ctx was done. It looks every hijackPoll: quiet is a matter of
+// time.
+func (c *connTracker) waitQuiet(ctx context.Context) bool {
+	tick := time.NewTicker(hijackPoll)
+	defer tick.Stop()
+	for {
+		if c.closeQuiet() {
+			return true
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// closeQuiet closes the quiet HTTP/2 connections if every open connection
+// is one, and reports whether it did (or none is open).
+func (c *connTracker) closeQuiet() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	quiet := 0
+	for _, h := range c.h2 {
+		if h.quiet(now) {
+			quiet++
+		}
+	}
+	if quiet < c.open {
+		return false
+	}
+	for _, h := range c.h2 {
+		h.Close()
+	}
+	return true
 }
 
 // addHijacked records a hijacked connection; c.mu is held. The set is

@@ -27,6 +27,7 @@ func httpServe(h http.Handler, o options, rec *requests, m plug.Worker) ServeFun
 		ln = &onceCloseListener{Listener: ln} // drain closes it before Shutdown does
 		conns := &connTracker{}
 		srv := newServer(o.Server, conns.wrap(rec.wrap(h)), conns, o.Logger)
+		useTLS := srv.TLSConfig != nil // configuring HTTP/2 may set an empty one
 		if d, ok := ctx.Value(lameDuckKey{}).(*lameDuck); ok {
 			d.serving(conns)
 		}
@@ -37,9 +38,10 @@ func httpServe(h http.Handler, o options, rec *requests, m plug.Worker) ServeFun
 			}
 			return base
 		}
+		installH2(srv, useTLS, conns)
 		errc := make(chan error, 1)
 		go func() {
-			if srv.TLSConfig != nil {
+			if useTLS {
 				errc <- srv.ServeTLS(ln, "", "")
 			} else {
 				errc <- srv.Serve(ln)

@@ -235,7 +235,9 @@ func helperMetrics(opts *clusterflock.Options) func() {
 	hits := prometheus.NewCounter(prometheus.CounterOpts{Name: "app_hits_total", Help: "Requests to /count."})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(hits, collectors.NewGoCollector())
-	opts.Metrics = &metrics.Exporter{Addr: addr, Gatherer: reg, PerSlot: []string{"go_goroutines"}}
+	e := &metrics.Exporter{Addr: addr, Gatherer: reg, PerSlot: []string{"go_goroutines"}}
+	mintSeries(reg, e)
+	opts.Metrics = e
 	return hits.Inc
 }
 

@@ -20,7 +20,12 @@ import (
 
 // scrape GETs addr's /metrics and parses it.
 func scrape(addr string) (map[string]*dto.MetricFamily, error) {
-	c := &http.Client{Timeout: 5 * time.Second}
+	return scrapeWithin(addr, 5*time.Second)
+}
+
+// scrapeWithin is scrape with a timeout.
+func scrapeWithin(addr string, timeout time.Duration) (map[string]*dto.MetricFamily, error) {
+	c := &http.Client{Timeout: timeout}
 	resp, err := c.Get("http://" + addr + "/metrics")
 	if err != nil {
 		return nil, err

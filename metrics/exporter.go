@@ -30,6 +30,13 @@
 // new supervisor. The one exception: a worker killed abruptly (SIGKILL,
 // the OOM killer, a crash) loses what it counted since its last gather,
 // which is at most Exporter.GatherInterval old.
+//
+// The supervisor stays small whatever the workers register:
+// Exporter.MaxSeries bounds the merged series, the gone workers' totals
+// included (see clusterflock_metrics_series_refused). Counters the process
+// collector takes from the whole network namespace
+// (process_network_*_bytes_total) are not summed over workers: the
+// supervisor shows its own, once.
 package metrics
 
 import (
@@ -62,7 +69,22 @@ type Exporter struct {
 	// snapshots: a worker that has not answered by then (wedged, or busy)
 	// is shown with its last one. 0 means 250ms; negative is an error.
 	ScrapeTimeout time.Duration
+	// MaxSeries bounds the series (label sets, over every family) of the
+	// merged workers' metrics, the totals of workers gone included, and of
+	// each worker's snapshot: what keeps the supervisor small when a
+	// program mints label values. A worker's snapshot beyond it is cut
+	// down, its largest families first (so that one family's leak does
+	// not push out the others); at the merge, series beyond it are refused
+	// (those already shown keep their place, so no counter goes
+	// backwards). Either is counted in
+	// clusterflock_metrics_series_refused and logged once. 0 means
+	// DefaultMaxSeries; negative is an error.
+	MaxSeries int
 }
+
+// DefaultMaxSeries is Exporter.MaxSeries' default: with it, workers that
+// mint 400,000 label values leave the supervisor under 300 MB.
+const DefaultMaxSeries = 50_000
 
 // DefaultPerSlot returns the gauges of client_golang's Go and process
 // collectors whose sum across workers means nothing: start times, limits,
@@ -91,6 +113,13 @@ func (e *Exporter) gatherer() prometheus.Gatherer {
 		return e.Gatherer
 	}
 	return prometheus.DefaultGatherer
+}
+
+func (e *Exporter) maxSeries() int {
+	if e.MaxSeries == 0 {
+		return DefaultMaxSeries
+	}
+	return e.MaxSeries
 }
 
 func (e *Exporter) intervals() (gather, scrape time.Duration) {

@@ -1,17 +1,20 @@
 package metrics
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
+	"syscall"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"google.golang.org/protobuf/encoding/protodelim"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 )
 
 // The metrics channel between the supervisor and a worker is a unix stream
@@ -20,7 +23,9 @@ import (
 // has stopped serving. A frame is a 4-byte big-endian length, then that
 // many bytes: a kind byte and its body. A snapshot's body is the worker's
 // metric families in the Prometheus delimited protobuf format; an error's
-// body is the text of what went wrong gathering (a snapshot follows it).
+// body is the text of what went wrong gathering, a cut's the number of
+// series the worker left out of its snapshot (Exporter.MaxSeries), in
+// decimal (a snapshot follows either).
 
 const gatherByte = 'g'
 
@@ -28,6 +33,7 @@ const gatherByte = 'g'
 const (
 	frameSnapshot = 's'
 	frameError    = 'e'
+	frameCut      = 'c'
 )
 
 // maxFrame bounds a frame: a worker that sends more is cut off (its last
@@ -35,6 +41,10 @@ const (
 const maxFrame = 32 << 20
 
 var errTooLarge = errors.New("frame larger than 32 MiB")
+
+// errInterrupted is a channel that ended inside a frame: its worker was
+// killed, or gave up its last frame (finalWrite), while sending.
+var errInterrupted = errors.New("the channel closed inside a frame")
 
 // writeFrame writes one frame of kind k.
 func writeFrame(w io.Writer, k byte, body []byte) error {
@@ -49,12 +59,17 @@ func writeFrame(w io.Writer, k byte, body []byte) error {
 }
 
 // readFrame reads one frame. io.EOF means the channel closed between
-// frames; any other error leaves it unusable.
+// frames, errInterrupted inside one; any other error leaves it unusable.
 func readFrame(r io.Reader) (byte, []byte, error) {
 	var hdr [4]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return 0, nil, fmt.Errorf("truncated frame header")
+	if n, err := io.ReadFull(r, hdr[:]); err != nil {
+		switch {
+		case n == 0 && errors.Is(err, syscall.ECONNRESET):
+			// A worker that exits with a gather byte unread resets the
+			// channel; its frames before were all read.
+			return 0, nil, io.EOF
+		case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET):
+			return 0, nil, fmt.Errorf("%w (in its header): %w", errInterrupted, err)
 		}
 		return 0, nil, err
 	}
@@ -71,10 +86,13 @@ func readFrame(r io.Reader) (byte, []byte, error) {
 	if err == nil && len(buf) < int(n) {
 		err = io.ErrUnexpectedEOF
 	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
+		return 0, nil, fmt.Errorf("%w (%d of %d bytes): %w", errInterrupted, len(buf), n, err)
+	}
 	if err != nil {
 		return 0, nil, fmt.Errorf("truncated frame: %w", err)
 	}
-	if buf[0] != frameSnapshot && buf[0] != frameError {
+	if buf[0] != frameSnapshot && buf[0] != frameError && buf[0] != frameCut {
 		return 0, nil, fmt.Errorf("unknown frame kind %q", buf[0])
 	}
 	return buf[0], buf[1:], nil
@@ -95,33 +113,120 @@ func encodeFamilies(mfs []*dto.MetricFamily) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// decodeSnapshot parses and checks a snapshot body (see newSet). Each
-// family's length prefix is bounded by the body's own length: a prefix
-// that claims more must not make the supervisor allocate it (expfmt's
-// decoder would).
-func decodeSnapshot(body []byte) (set, error) {
-	r := bufio.NewReader(bytes.NewReader(body))
-	opts := protodelim.UnmarshalOptions{MaxSize: int64(len(body))}
-	var mfs []*dto.MetricFamily
-	for {
-		mf := &dto.MetricFamily{}
-		err := opts.UnmarshalFrom(r, mf)
-		if errors.Is(err, io.EOF) {
-			break
+// decodeSnapshot parses and checks a snapshot body (see newSet), without
+// the host's families (hostWide), cut down to limit series (see
+// seriesCap: the largest families keep their first series), reporting how
+// many it left out. The cut is made on the encoded families, before they
+// are decoded: a worker's snapshot never makes the supervisor allocate
+// more than limit series. Each family's length prefix is bounded by the
+// body's own length: a prefix that claims more must not make the
+// supervisor allocate it (expfmt's decoder would).
+func decodeSnapshot(body []byte, limit int) (set, int, error) {
+	msgs, sizes, err := splitFamilies(body)
+	if err != nil {
+		return nil, 0, fmt.Errorf("malformed snapshot: %w", err)
+	}
+	c := seriesCap(sizes, limit)
+	cut := 0
+	mfs := make([]*dto.MetricFamily, 0, len(msgs))
+	for i, msg := range msgs {
+		if c >= 0 && sizes[i] > c {
+			msg, cut = firstMetrics(msg, c), cut+sizes[i]-c
 		}
+		mf := &dto.MetricFamily{}
+		err := proto.Unmarshal(msg, mf)
 		if err == nil {
 			err = checkNames(mf)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("malformed snapshot: %w", err)
+			return nil, 0, fmt.Errorf("malformed snapshot: %w", err)
 		}
-		mfs = append(mfs, mf)
+		if !hostWide(mf.GetName()) {
+			mfs = append(mfs, mf)
+		}
 	}
 	s, err := newSet(mfs)
 	if err != nil {
-		return nil, fmt.Errorf("malformed snapshot: %w", err)
+		return nil, 0, fmt.Errorf("malformed snapshot: %w", err)
 	}
-	return s, nil
+	return s, cut, nil
+}
+
+// metricField is MetricFamily's field of series (dto.MetricFamily.Metric).
+const metricField = 4
+
+// splitFamilies splits a body of length-delimited MetricFamily messages,
+// and counts each one's series, without decoding them.
+func splitFamilies(body []byte) (msgs [][]byte, sizes []int, err error) {
+	for len(body) > 0 {
+		n, l := protowire.ConsumeVarint(body)
+		if l < 0 || n > uint64(len(body)-l) {
+			return nil, nil, errors.New("a family's length prefix is broken or exceeds the snapshot")
+		}
+		msg := body[l : l+int(n)]
+		body = body[l+int(n):]
+		count := 0
+		for rest := msg; len(rest) > 0; {
+			num, typ, tl := protowire.ConsumeTag(rest)
+			if tl < 0 {
+				return nil, nil, protowire.ParseError(tl)
+			}
+			vl := protowire.ConsumeFieldValue(num, typ, rest[tl:])
+			if vl < 0 {
+				return nil, nil, protowire.ParseError(vl)
+			}
+			if num == metricField {
+				count++
+			}
+			rest = rest[tl+vl:]
+		}
+		msgs, sizes = append(msgs, msg), append(sizes, count)
+	}
+	return msgs, sizes, nil
+}
+
+// firstMetrics is a copy of the MetricFamily message msg (checked by
+// splitFamilies) with only its first n series.
+func firstMetrics(msg []byte, n int) []byte {
+	out := make([]byte, 0, len(msg))
+	for rest := msg; len(rest) > 0; {
+		num, typ, tl := protowire.ConsumeTag(rest)
+		vl := protowire.ConsumeFieldValue(num, typ, rest[tl:])
+		if num != metricField || n > 0 {
+			out = append(out, rest[:tl+vl]...)
+		}
+		if num == metricField {
+			n--
+		}
+		rest = rest[tl+vl:]
+	}
+	return out
+}
+
+// hostWide reports whether family name counts for more than its process:
+// the process collector's network counters read /proc/self/net/dev, the
+// whole network namespace's, which summed over the workers would count
+// the same bytes once a worker (the supervisor's own collector shows them
+// once, as clusterflock_supervisor_process_network_*).
+func hostWide(name string) bool {
+	return strings.HasPrefix(name, "process_network_")
+}
+
+// seriesCap is the most series each family may keep for the families of
+// sizes to hold at most limit series in all, cutting the largest first;
+// -1 if they fit.
+func seriesCap(sizes []int, limit int) int {
+	sorted := slices.Clone(sizes)
+	slices.Sort(sorted)
+	left := limit
+	for i, n := range sorted {
+		k := len(sorted) - i
+		if n > left/k {
+			return left / k
+		}
+		left -= n
+	}
+	return -1
 }
 
 // checkNames checks mf's metric and label names and label values, as the

@@ -33,13 +33,19 @@ func FuzzSnapshot(f *testing.F) {
 			if kind != frameSnapshot {
 				continue
 			}
-			s, err := decodeSnapshot(body)
+			s, _, err := decodeSnapshot(body, 3) // a small MaxSeries: snapshots are cut
+
 			if err != nil {
 				continue
 			}
 			kept := set{}
 			kept.keep(resets(s, set{}))
-			out, _ := merge(kept, []contribution{{slot: 0, snap: s}, {slot: 1, snap: s}}, map[string]bool{"x": true}, reserved)
+			a := &admission{limit: 4}
+			mergeBounded(kept, []contribution{{slot: 0, snap: s}}, nil, reserved, a)
+			out, _ := mergeBounded(kept, []contribution{{slot: 0, snap: s}, {slot: 1, snap: s}}, map[string]bool{"x": true}, reserved, a)
+			if n := out.len(); n > 4 {
+				t.Fatalf("%d series merged, above the limit 4", n)
+			}
 			g := prometheus.Gatherers{prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) { return out.families(), nil })}
 			_, _ = g.Gather() // may report inconsistencies; must not panic
 		}

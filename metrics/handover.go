@@ -94,13 +94,11 @@ func (h *hub) totals() (workers, pool set, ln *net.TCPListener) {
 			pool.keep(set{name: f})
 		}
 	}
+	merged, _ := h.merged() // the kept totals and the live workers', within MaxSeries
+	workers = set{}
+	workers.keep(merged)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	workers = set{}
-	workers.keep(h.kept)
-	for _, m := range h.members {
-		workers.keep(m.snap)
-	}
 	ln = h.ln
 	return workers, pool, ln
 }
@@ -136,14 +134,14 @@ func (h *hub) receive(conn net.Conn) (net.Listener, error) {
 	for i := range got {
 		_, body, err := readFrame(conn)
 		if err == nil {
-			got[i], err = decodeSnapshot(body)
+			got[i], _, err = decodeSnapshot(body, h.admit.limit)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("the totals: %w", err)
 		}
 	}
 	h.mu.Lock()
-	h.kept.keep(got[0])
+	h.fold(got[0])
 	h.carried.keep(got[1])
 	h.mu.Unlock()
 	uc, ok := conn.(*net.UnixConn)

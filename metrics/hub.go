@@ -1,6 +1,8 @@
 package metrics
 
 import (
+	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -30,6 +33,8 @@ type hub struct {
 	scrapeTimeout  time.Duration
 	pool           *poolMetrics
 	errs           *prometheus.CounterVec
+	series         prometheus.Gauge     // the merged workers' series at the last merge
+	refusedSeries  prometheus.Gauge     // series left out at the last merge (MaxSeries)
 	registry       *prometheus.Registry // the pool's own metrics
 
 	mu       sync.Mutex
@@ -42,6 +47,8 @@ type hub struct {
 	handover net.Conn         // a heir's channel from the old supervisor, while it waits
 	closed   bool
 	logged   map[string]bool // families whose conflict was logged
+	admit    *admission      // Exporter.MaxSeries; its shown holds kept's keys too
+	limited  bool            // a series refused for MaxSeries was logged
 	// empty, if not nil, is closed when the last member leaves (settle).
 	empty chan struct{}
 
@@ -58,6 +65,8 @@ type member struct {
 	frames  int
 	changed chan struct{} // closed at the next frame, or at the end
 	warned  bool          // a refused frame was logged (later ones are only counted)
+	cut     int           // series left out of snap (MaxSeries)
+	cutNext int           // series left out of the next snapshot, as its worker said
 }
 
 // Supervisor implements the pool's seam (Options.Metrics); programs do not
@@ -66,22 +75,26 @@ func (e *Exporter) Supervisor(cfg plug.SupervisorConfig) (plug.Supervisor, error
 	if e.Addr == "" {
 		return nil, errors.New("clusterflock/metrics: Exporter.Addr is empty; say where to serve /metrics, for example \"127.0.0.1:9100\"")
 	}
-	if e.GatherInterval < 0 || e.ScrapeTimeout < 0 {
-		return nil, fmt.Errorf("clusterflock/metrics: negative Exporter.GatherInterval (%v) or ScrapeTimeout (%v)", e.GatherInterval, e.ScrapeTimeout)
+	if e.GatherInterval < 0 || e.ScrapeTimeout < 0 || e.MaxSeries < 0 {
+		return nil, fmt.Errorf("clusterflock/metrics: negative Exporter.GatherInterval (%v), ScrapeTimeout (%v) or MaxSeries (%d)", e.GatherInterval, e.ScrapeTimeout, e.MaxSeries)
 	}
-	h := &hub{log: cfg.Logger, perSlot: e.perSlot(), kept: set{}, carried: set{},
+	h := &hub{log: cfg.Logger, perSlot: e.perSlot(), kept: set{}, carried: set{}, admit: &admission{limit: e.maxSeries()},
 		members: map[int]*member{}, logged: map[string]bool{}, stop: make(chan struct{})}
 	h.gatherInterval, h.scrapeTimeout = e.intervals()
 	h.registry = prometheus.NewRegistry()
 	h.errs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "clusterflock_metrics_worker_errors_total",
-		Help: "Worker metrics the supervisor could not use, by reason: gather (the worker's registry failed), malformed, oversized (its channel was cut), conflict (a family refused at merge), timeout (no fresh snapshot within ScrapeTimeout).",
+		Help: "Worker metrics the supervisor could not use, by reason: gather (the worker's registry failed), malformed, oversized (its channel was cut), interrupted (its channel closed inside a frame: the worker was killed, or gave up its final frame, while sending), conflict (a family refused at merge), timeout (no fresh snapshot within ScrapeTimeout).",
 	}, []string{"reason"})
-	for _, r := range []string{"gather", "malformed", "oversized", "conflict", "timeout"} {
+	for _, r := range []string{"gather", "malformed", "oversized", "interrupted", "conflict", "timeout"} {
 		h.errs.WithLabelValues(r)
 	}
+	h.series = prometheus.NewGauge(prometheus.GaugeOpts{Name: "clusterflock_metrics_series",
+		Help: "Series of the merged workers' metrics at the last scrape (at most Exporter.MaxSeries)."})
+	h.refusedSeries = prometheus.NewGauge(prometheus.GaugeOpts{Name: "clusterflock_metrics_series_refused",
+		Help: "Series left out at the last scrape because of Exporter.MaxSeries: cut from the workers' snapshots (counted once a worker) or refused at the merge."})
 	h.pool = newPoolMetrics(cfg.Pool, cfg.Queues)
-	h.registry.MustRegister(h.errs, h.pool,
+	h.registry.MustRegister(h.errs, h.series, h.refusedSeries, h.pool,
 		prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{Namespace: "clusterflock_supervisor"}))
 	if cfg.Handover != nil {
 		h.wg.Go(func() { h.inherit(cfg.Handover, e.Addr) })
@@ -99,9 +112,12 @@ func (e *Exporter) Supervisor(cfg plug.SupervisorConfig) (plug.Supervisor, error
 // serve serves /metrics on ln, unless the hub is closed.
 func (h *hub) serve(ln net.Listener) {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(prometheus.Gatherers{gathererFunc(h.poolFamilies), gathererFunc(h.workerFamilies)},
-		promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, EnableOpenMetrics: true, MaxRequestsInFlight: 4,
-			ErrorLog: slogPrinter{h.log}}))
+	mux.Handle("GET /metrics", &scrapeHandler{
+		gather: promhttp.HandlerFor(prometheus.Gatherers{gathererFunc(h.poolFamilies), gathererFunc(h.workerFamilies)},
+			promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, EnableOpenMetrics: true, ErrorLog: slogPrinter{h.log}}),
+		gathers: make(chan struct{}, maxGathers),
+		writes:  make(chan struct{}, maxWrites),
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute,
 		ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelDebug)}
 	h.mu.Lock()
@@ -115,6 +131,64 @@ func (h *hub) serve(ln net.Listener) {
 	h.log.Info("serving metrics", "addr", ln.Addr().String(), "path", "/metrics")
 	h.wg.Go(func() { _ = srv.Serve(ln) })
 }
+
+// A scrape gathers and encodes its response into memory, at most
+// maxGathers at once, then writes it within scrapeWrite: a client that
+// does not read its response holds no gather, and is cut off.
+const (
+	maxGathers  = 4
+	maxWrites   = 32 // responses being written (each holds its bytes); beyond, 503
+	scrapeWrite = 10 * time.Second
+)
+
+// scrapeHandler serves GET /metrics with gather, buffered (see maxGathers).
+type scrapeHandler struct {
+	gather          http.Handler
+	gathers, writes chan struct{}
+}
+
+func (s *scrapeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	select {
+	case s.writes <- struct{}{}:
+		defer func() { <-s.writes }()
+	default:
+		http.Error(w, "too many scrapes being answered", http.StatusServiceUnavailable)
+		return
+	}
+	select {
+	case s.gathers <- struct{}{}:
+	default:
+		http.Error(w, "too many scrapes gathering", http.StatusServiceUnavailable)
+		return
+	}
+	b := &bufferedResponse{header: http.Header{}}
+	s.gather.ServeHTTP(b, r)
+	<-s.gathers
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(scrapeWrite))
+	for k, v := range b.header {
+		w.Header()[k] = v
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(b.body.Len()))
+	w.WriteHeader(cmp.Or(b.code, http.StatusOK))
+	_, _ = w.Write(b.body.Bytes())
+}
+
+// bufferedResponse is a response held in memory.
+type bufferedResponse struct {
+	header http.Header
+	code   int
+	body   bytes.Buffer
+}
+
+func (b *bufferedResponse) Header() http.Header { return b.header }
+
+func (b *bufferedResponse) WriteHeader(code int) {
+	if b.code == 0 {
+		b.code = code
+	}
+}
+
+func (b *bufferedResponse) Write(p []byte) (int, error) { return b.body.Write(p) }
 
 type gathererFunc func() ([]*dto.MetricFamily, error)
 
@@ -188,26 +262,49 @@ func (h *hub) read(m *member) {
 	for {
 		kind, body, err := readFrame(m.conn)
 		if err != nil {
-			if !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) {
-				reason := "malformed"
-				if errors.Is(err, errTooLarge) {
-					reason = "oversized"
-				}
-				h.errs.WithLabelValues(reason).Inc()
-				h.log.Error("metrics: a worker's metrics channel is cut: its last snapshot stays", "pid", m.pid, "err", err.Error())
-			}
+			h.ended(m, err)
 			return
 		}
-		if kind == frameError {
+		switch kind {
+		case frameError:
 			h.refused(m, "gather", "metrics: a worker's registry failed to gather (logged once a worker; counted in clusterflock_metrics_worker_errors_total)", string(body))
 			continue
+		case frameCut:
+			n, err := strconv.Atoi(string(body))
+			if err != nil || n < 0 {
+				h.refused(m, "malformed", "metrics: refused a worker's count of cut series (logged once a worker; counted in clusterflock_metrics_worker_errors_total)", fmt.Sprintf("%q", body))
+				n = 0
+			}
+			m.cutNext = n
+			continue
 		}
-		s, err := decodeSnapshot(body)
+		s, cut, err := decodeSnapshot(body, h.admit.limit)
 		if err != nil {
 			h.refused(m, "malformed", "metrics: refused a worker's snapshot: its previous one stays (logged once a worker; counted in clusterflock_metrics_worker_errors_total)", err.Error())
 			continue
 		}
-		h.update(m, s)
+		h.update(m, s, m.cutNext+cut)
+		m.cutNext = 0
+	}
+}
+
+// ended counts and logs the end of m's channel on err, unless it ended
+// between frames (the worker exited) or the hub closed it. A worker gone
+// inside a frame (killed while it sent, or out of time for its final
+// frame) is no fault of its data: counted as interrupted, logged at Info.
+func (h *hub) ended(m *member, err error) {
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, net.ErrClosed), errors.Is(err, io.EOF):
+	case errors.Is(err, errInterrupted):
+		h.errs.WithLabelValues("interrupted").Inc()
+		h.log.Info("metrics: a worker's channel closed inside a frame (the worker was killed, or its final frame ran out of time): its last snapshot stays", "pid", m.pid, "err", err.Error())
+	default:
+		reason := "malformed"
+		if errors.Is(err, errTooLarge) {
+			reason = "oversized"
+		}
+		h.errs.WithLabelValues(reason).Inc()
+		h.log.Error("metrics: a worker's metrics channel is cut: its last snapshot stays", "pid", m.pid, "err", err.Error())
 	}
 }
 
@@ -220,14 +317,15 @@ func (h *hub) refused(m *member, reason, msg, detail string) {
 	}
 }
 
-// update makes s m's snapshot, keeping what m reset or dropped.
-func (h *hub) update(m *member, s set) {
+// update makes s m's snapshot (cut series left out of it), keeping what m
+// reset or dropped.
+func (h *hub) update(m *member, s set, cut int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if m.snap != nil {
-		h.kept.keep(resets(m.snap, s))
+		h.fold(resets(m.snap, s))
 	}
-	m.snap = s
+	m.snap, m.cut = s, cut
 	m.frames++
 	close(m.changed)
 	m.changed = make(chan struct{})
@@ -238,13 +336,47 @@ func (h *hub) leave(m *member) {
 	m.conn.Close()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.kept.keep(m.snap)
+	h.fold(m.snap)
 	m.snap = nil
 	delete(h.members, m.pid)
 	close(m.changed)
 	if len(h.members) == 0 && h.empty != nil {
 		close(h.empty)
 		h.empty = nil
+	}
+}
+
+// fold adds the cumulative series of from into the kept totals: one sum a
+// series, whichever workers counted it. A series takes a place of
+// MaxSeries: those shown (or kept) already always fold; a new one folds
+// while there is room, and is otherwise dropped (never shown, it cannot go
+// backwards). h.mu is held.
+func (h *hub) fold(from set) {
+	a := h.admit
+	room := a.limit
+	for _, ks := range a.shown {
+		room -= len(ks)
+	}
+	for _, f := range from {
+		if !cumulative(f.typ) {
+			continue
+		}
+		for key, m := range f.series {
+			if !a.has(f.name, key) {
+				if room <= 0 {
+					continue
+				}
+				room--
+				if a.shown == nil {
+					a.shown = map[string]map[string]bool{}
+				}
+				if a.shown[f.name] == nil {
+					a.shown[f.name] = map[string]bool{}
+				}
+				a.shown[f.name][key] = true
+			}
+			h.kept.add(f, key, m, nil)
+		}
 	}
 }
 
@@ -275,7 +407,27 @@ func (h *hub) workerFamilies() ([]*dto.MetricFamily, error) {
 	}
 	out, refused := h.merged()
 	h.conflicts(refused)
+	h.limits(out.len())
 	return out.families(), nil
+}
+
+// limits sets the series gauges after a merge, and logs the first time
+// MaxSeries left series out.
+func (h *hub) limits(shown int) {
+	h.mu.Lock()
+	left := h.admit.refused
+	for _, m := range h.members {
+		left += m.cut
+	}
+	first := left > 0 && !h.limited
+	h.limited = h.limited || first
+	h.mu.Unlock()
+	h.series.Set(float64(shown))
+	h.refusedSeries.Set(float64(left))
+	if first {
+		h.log.Warn("metrics: the workers' metrics have more series than Exporter.MaxSeries: series beyond it are left out (logged once; counted in clusterflock_metrics_series_refused)",
+			"max_series", h.admit.limit, "shown", shown, "refused", left)
+	}
 }
 
 // conflicts counts the families refused at a merge, and logs each name
@@ -313,7 +465,7 @@ func (h *hub) merged() (set, []string) {
 		slot, gen := h.pool.slotOf(m.pid)
 		live[i] = contribution{slot: slot, generation: gen, snap: m.snap}
 	}
-	return merge(h.kept, live, h.perSlot, reserved)
+	return mergeBounded(h.kept, live, h.perSlot, reserved, h.admit)
 }
 
 // reserved names the families only the supervisor shows.

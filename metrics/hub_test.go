@@ -57,13 +57,19 @@ func pair(t *testing.T) (*os.File, net.Conn) {
 // attachWorker attaches a real worker side with registry reg.
 func attachWorker(t *testing.T, h *hub, pid int, reg prometheus.Gatherer) *worker {
 	t.Helper()
+	return attachWorkerWith(t, h, pid, &Exporter{Gatherer: reg})
+}
+
+// attachWorkerWith attaches a real worker side of e.
+func attachWorkerWith(t *testing.T, h *hub, pid int, e *Exporter) *worker {
+	t.Helper()
 	sup, wk := pair(t)
 	wf, err := wk.(*net.UnixConn).File()
 	if err != nil {
 		t.Fatal(err)
 	}
 	wk.Close()
-	pw, err := (&Exporter{Gatherer: reg}).Worker(plug.WorkerConfig{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, wf)
+	pw, err := e.Worker(plug.WorkerConfig{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, wf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,6 +169,7 @@ func TestHubHostileWorker(t *testing.T) {
 	}{
 		{"a malformed snapshot", frame(frameSnapshot, []byte{0xff, 0xff, 0xff, 0x0f, 1, 2})},
 		{"an unknown frame", frame('z', nil)},
+		{"a cut count that is not one", frame(frameCut, []byte("-x"))},
 		{"an oversized frame", func() []byte {
 			b := make([]byte, 4)
 			binary.BigEndian.PutUint32(b, maxFrame+1)
@@ -171,10 +178,7 @@ func TestHubHostileWorker(t *testing.T) {
 	} {
 		sup, wk := pair(t)
 		h.Attach(200, sup)
-		good, _ := counterReg(1)
-		mfs, _ := good.Gather()
-		body, _ := encodeFamilies(mfs)
-		wk.Write(frame(frameSnapshot, body))
+		wk.Write(snapshotFrame(1))
 		wk.Write(c.bytes)
 		if got := appTotal(t, h); got < 3 {
 			t.Errorf("after %s: app_total = %v, want ≥ 3", c.name, got)
@@ -194,9 +198,17 @@ func TestHubHostileWorker(t *testing.T) {
 	if s := strings.Join(errs, ","); !strings.Contains(s, "malformed") || !strings.Contains(s, "oversized") {
 		t.Errorf("worker errors counted: %s, want malformed and oversized", s)
 	}
-	if got := appTotal(t, h); got != 5 {
-		t.Errorf("app_total at the end = %v, want 2 + 3 × 1 kept", got)
+	if got := appTotal(t, h); got != 6 {
+		t.Errorf("app_total at the end = %v, want 2 + 4 × 1 kept", got)
 	}
+}
+
+// snapshotFrame is the snapshot frame of counterReg(v).
+func snapshotFrame(v float64) []byte {
+	reg, _ := counterReg(v)
+	mfs, _ := reg.Gather()
+	body, _ := encodeFamilies(mfs)
+	return frame(frameSnapshot, body)
 }
 
 func frame(k byte, body []byte) []byte {

@@ -158,9 +158,7 @@ func (s set) add(f *family, key string, m *dto.Metric, extra []*dto.LabelPair) b
 	if dst.typ != f.typ {
 		return false
 	}
-	if len(extra) > 0 {
-		key += "," + extraKey(extra)
-	}
+	key = seriesKey(key, extra)
 	acc, ok := dst.series[key]
 	if !ok {
 		acc = zeroLike(m, f.typ, extra)
@@ -168,6 +166,14 @@ func (s set) add(f *family, key string, m *dto.Metric, extra []*dto.LabelPair) b
 	}
 	addInto(acc, m, f.typ)
 	return true
+}
+
+// seriesKey is the key of a series of key with extra labels appended.
+func seriesKey(key string, extra []*dto.LabelPair) string {
+	if len(extra) == 0 {
+		return key
+	}
+	return key + "," + extraKey(extra)
 }
 
 func extraKey(extra []*dto.LabelPair) string {
@@ -299,47 +305,128 @@ const slotLabel = "slot"
 // a type that differs from the first contributor's, a per-slot gauge that
 // already has a "slot" label, or a name that reserved reports taken.
 func merge(kept set, live []contribution, perSlot map[string]bool, reserved func(string) bool) (set, []string) {
+	return mergeBounded(kept, live, perSlot, reserved, nil)
+}
+
+// admission bounds a merge to limit series: first the kept totals' and
+// those the last merge showed (shown, which each merge replaces), so that
+// a series once shown keeps its place; then new ones while there is room.
+type admission struct {
+	limit   int
+	shown   map[string]map[string]bool // family → series keys
+	refused int                        // series refused at the last merge
+}
+
+// has reports whether the last merge showed series key of family name.
+func (a *admission) has(name, key string) bool { return a.shown[name][key] }
+
+// mergeBounded is merge, bounded by a if not nil (see admission).
+func mergeBounded(kept set, live []contribution, perSlot map[string]bool, reserved func(string) bool, a *admission) (set, []string) {
 	out := set{}
 	out.keep(kept)
-	newest := map[int]int{} // slot → index in live
+	m := &merger{out: out, perSlot: perSlot, reserved: reserved, newest: map[int]int{}}
 	for i, c := range live {
-		if j, ok := newest[c.slot]; !ok || c.generation >= live[j].generation {
-			newest[c.slot] = i
+		if j, ok := m.newest[c.slot]; !ok || c.generation >= live[j].generation {
+			m.newest[c.slot] = i
 		}
 	}
-	var refused []string
-	refuse := func(name string) {
-		if !slices.Contains(refused, name) {
-			refused = append(refused, name)
+	if a == nil {
+		m.pass(live, func(string, string, bool) bool { return true })
+	} else {
+		known := func(name, key string) bool {
+			return a.has(name, key) || kept[name] != nil && kept[name].series[key] != nil
 		}
+		m.pass(live, func(name, key string, _ bool) bool { return known(name, key) })
+		n := out.len()
+		a.refused = 0
+		m.pass(live, func(name, key string, exists bool) bool {
+			switch {
+			case known(name, key):
+				return false // added by the first pass
+			case exists:
+				return true
+			case n < a.limit:
+				n++
+				return true
+			}
+			a.refused++
+			return false
+		})
+		a.shown = out.keys()
 	}
+	slices.Sort(m.refused)
+	return out, m.refused
+}
+
+// merger is one merge's state.
+type merger struct {
+	out      set
+	perSlot  map[string]bool
+	reserved func(string) bool
+	newest   map[int]int // slot → index in live
+	refused  []string
+}
+
+func (m *merger) refuse(name string) {
+	if !slices.Contains(m.refused, name) {
+		m.refused = append(m.refused, name)
+	}
+}
+
+// pass adds the live series that admit takes (given their family, key and
+// whether out has them already) into m.out.
+func (m *merger) pass(live []contribution, admit func(name, key string, exists bool) bool) {
 	for i, c := range live {
 		for name, f := range c.snap {
-			if reserved(name) {
-				refuse(name)
+			if m.reserved(name) {
+				m.refuse(name)
 				continue
 			}
-			slotted := perSlot[name] && f.typ == dto.MetricType_GAUGE
-			if slotted && (newest[c.slot] != i || c.slot < 0) {
+			slotted := m.perSlot[name] && f.typ == dto.MetricType_GAUGE
+			if slotted && (m.newest[c.slot] != i || c.slot < 0) {
 				continue // an older worker of the slot, or a standby
 			}
-			for key, m := range f.series {
+			for key, s := range f.series {
 				var extra []*dto.LabelPair
 				if slotted {
-					if hasLabel(m, slotLabel) {
-						refuse(name)
+					if hasLabel(s, slotLabel) {
+						m.refuse(name)
 						continue
 					}
 					extra = []*dto.LabelPair{{Name: proto.String(slotLabel), Value: proto.String(fmt.Sprint(c.slot))}}
 				}
-				if !out.add(f, key, m, extra) {
-					refuse(name)
+				full := seriesKey(key, extra)
+				if !admit(name, full, m.out[name] != nil && m.out[name].series[full] != nil) {
+					continue
+				}
+				if !m.out.add(f, key, s, extra) {
+					m.refuse(name)
 				}
 			}
 		}
 	}
-	slices.Sort(refused)
-	return out, refused
+}
+
+// len is the number of series in s.
+func (s set) len() int {
+	n := 0
+	for _, f := range s {
+		n += len(f.series)
+	}
+	return n
+}
+
+// keys returns the series keys of s, by family.
+func (s set) keys() map[string]map[string]bool {
+	out := make(map[string]map[string]bool, len(s))
+	for name, f := range s {
+		ks := make(map[string]bool, len(f.series))
+		for k := range f.series {
+			ks[k] = true
+		}
+		out[name] = ks
+	}
+	return out
 }
 
 func hasLabel(m *dto.Metric, name string) bool {

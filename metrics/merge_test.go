@@ -49,7 +49,7 @@ func (w *fakeWorker) snap(t *testing.T) set {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := decodeSnapshot(body)
+	s, _, err := decodeSnapshot(body, DefaultMaxSeries)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +203,7 @@ func TestMergeClashes(t *testing.T) {
 		t.Fatal(err)
 	}
 	body, _ := encodeFamilies(mfs)
-	bs, err := decodeSnapshot(body)
+	bs, _, err := decodeSnapshot(body, DefaultMaxSeries)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +237,7 @@ func TestDecodeRefusesMalformed(t *testing.T) {
 		if err != nil {
 			continue // the encoder refuses it already
 		}
-		if _, err := decodeSnapshot(body); err == nil {
+		if _, _, err := decodeSnapshot(body, DefaultMaxSeries); err == nil {
 			t.Errorf("%s: decoded without error", what)
 		}
 	}
@@ -245,7 +245,7 @@ func TestDecodeRefusesMalformed(t *testing.T) {
 	// allocating what it claims.
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	if _, err := decodeSnapshot([]byte{0xff, 0xff, 0xff, 0xff, 0x0f}); err == nil {
+	if _, _, err := decodeSnapshot([]byte{0xff, 0xff, 0xff, 0xff, 0x0f}, DefaultMaxSeries); err == nil {
 		t.Error("garbage: decoded without error")
 	}
 	runtime.ReadMemStats(&after)

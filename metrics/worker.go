@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -15,21 +16,39 @@ import (
 
 	"github.com/clusterflock/clusterflock/internal/plug"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
-// finalWrite bounds the worker's last frame: a supervisor that does not
-// read it must not hold the worker's exit.
+// finalWrite bounds the worker's last frame, its gather included: a
+// supervisor that does not read it, or a registry slow to gather, must
+// not hold the worker's exit (the supervisor keeps the last snapshot
+// before it).
 const finalWrite = 2 * time.Second
+
+// serveWrite bounds each other frame's write: a supervisor that stops
+// reading its channel cuts it, rather than holding a goroutine.
+const serveWrite = 10 * time.Second
+
+// errGaveUp is a final snapshot not sent within finalWrite.
+var errGaveUp = errors.New("clusterflock/metrics: the final snapshot was not sent within 2s")
 
 // worker is the exporter in a worker process: it answers the supervisor's
 // gathers on the metrics channel and counts Run's HTTP requests.
 type worker struct {
 	conn     net.Conn
 	gatherer prometheus.Gatherer
+	limit    int          // Exporter.MaxSeries
 	http     *httpMetrics // nil for Serve
 	log      *slog.Logger
 	mu       sync.Mutex // one frame at a time
+	broken   bool       // a write failed: the channel may end inside a frame
 	done     chan struct{}
+}
+
+// outFrame is one frame to send.
+type outFrame struct {
+	kind byte
+	body []byte
 }
 
 // Worker implements the pool's seam (Options.Metrics); programs do not call it.
@@ -40,7 +59,7 @@ func (e *Exporter) Worker(cfg plug.WorkerConfig, ch *os.File) (plug.Worker, erro
 		return nil, errors.New("clusterflock/metrics: the metrics channel: " + err.Error())
 	}
 	reg := prometheus.NewRegistry()
-	w := &worker{conn: conn, log: cfg.Logger, done: make(chan struct{})}
+	w := &worker{conn: conn, log: cfg.Logger, limit: e.maxSeries(), done: make(chan struct{})}
 	if cfg.HTTP {
 		w.http = newHTTPMetrics(reg)
 	}
@@ -58,29 +77,97 @@ func (w *worker) serve() {
 		if _, err := w.conn.Read(buf); err != nil {
 			return
 		}
-		if err := w.send(time.Time{}); err != nil {
+		fs, err := w.gather()
+		if err == nil {
+			err = w.write(fs, time.Now().Add(serveWrite))
+		}
+		if err != nil {
 			return
 		}
 	}
 }
 
-// send gathers and writes one snapshot (preceded by an error frame if the
-// gather was incomplete), with deadline if not zero.
-func (w *worker) send(deadline time.Time) error {
+// gather gathers one snapshot: an error frame if the gather was
+// incomplete, a cut frame if it holds more than MaxSeries series (cut
+// down, the largest families first), then the snapshot. The host's
+// families (hostWide) are left out.
+func (w *worker) gather() ([]outFrame, error) {
 	mfs, gerr := w.gatherer.Gather()
+	mfs = slices.DeleteFunc(mfs, func(mf *dto.MetricFamily) bool { return hostWide(mf.GetName()) })
+	sizes := make([]int, len(mfs))
+	for i, mf := range mfs {
+		sizes[i] = len(mf.Metric)
+	}
+	var fs []outFrame
+	if gerr != nil {
+		fs = append(fs, outFrame{frameError, []byte(gerr.Error())})
+	}
+	if c := seriesCap(sizes, w.limit); c >= 0 {
+		cut := 0
+		for _, mf := range mfs {
+			if len(mf.Metric) > c {
+				cut += len(mf.Metric) - c
+				mf.Metric = mf.Metric[:c] // in label order, as gathered
+			}
+		}
+		fs = append(fs, outFrame{frameCut, strconv.AppendInt(nil, int64(cut), 10)})
+	}
 	body, err := encodeFamilies(mfs)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	return append(fs, outFrame{frameSnapshot, body}), nil
+}
+
+// write writes fs, with deadline. After a failed write (which may have
+// sent part of a frame) nothing more is written.
+func (w *worker) write(fs []outFrame, deadline time.Time) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.broken {
+		return errors.New("clusterflock/metrics: the metrics channel is broken")
+	}
 	w.conn.SetWriteDeadline(deadline)
-	if gerr != nil {
-		if err := writeFrame(w.conn, frameError, []byte(gerr.Error())); err != nil {
+	for _, f := range fs {
+		if err := writeFrame(w.conn, f.kind, f.body); err != nil {
+			w.broken = !errors.Is(err, errTooLarge)
 			return err
 		}
 	}
-	return writeFrame(w.conn, frameSnapshot, body)
+	return nil
+}
+
+// Close implements plug.Worker: the final snapshot, then the channel
+// closes, within finalWrite whatever the registry or the supervisor do.
+func (w *worker) Close() error {
+	defer w.conn.Close()
+	limit := time.NewTimer(finalWrite)
+	defer limit.Stop()
+	deadline := time.Now().Add(finalWrite)
+	w.conn.SetReadDeadline(time.Now()) // ends serve's wait for a gather byte; a frame it is writing is finished
+	select {
+	case <-w.done:
+	case <-limit.C:
+		return errGaveUp
+	}
+	type result struct {
+		fs  []outFrame
+		err error
+	}
+	gathered := make(chan result, 1) // a gather that outlives Close ends with the process
+	go func() {
+		fs, err := w.gather()
+		gathered <- result{fs, err}
+	}()
+	select {
+	case r := <-gathered:
+		if r.err != nil {
+			return r.err
+		}
+		return w.write(r.fs, deadline)
+	case <-limit.C:
+		return errGaveUp
+	}
 }
 
 // Handler implements plug.Worker.
@@ -89,17 +176,6 @@ func (w *worker) Handler(h http.Handler) http.Handler {
 		return h
 	}
 	return w.http.wrap(h)
-}
-
-// Close implements plug.Worker: the final snapshot, then the channel closes.
-func (w *worker) Close() error {
-	w.conn.SetDeadline(time.Now()) // serve's read, or a write the supervisor does not take
-	<-w.done
-	err := w.send(time.Now().Add(finalWrite))
-	if cerr := w.conn.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // httpMetrics are Run's request metrics, counted in each worker by one

@@ -1,0 +1,194 @@
+package clusterflock
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+)
+
+// recordConn is a net.Conn that records what is written to it.
+type recordConn struct {
+	net.Conn
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (r *recordConn) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.buf.Write(p)
+}
+
+// frame returns an HTTP/2 frame of type typ on stream with n payload bytes.
+func frame(typ byte, stream uint32, n int) []byte {
+	f := make([]byte, 9+n)
+	f[0], f[1], f[2], f[3] = byte(n>>16), byte(n>>8), byte(n), typ
+	binary.BigEndian.PutUint32(f[5:], stream)
+	for i := range n {
+		f[9+i] = byte(i)
+	}
+	return f
+}
+
+// splitFrames parses b into frames, or fails the test.
+func splitFrames(t *testing.T, b []byte) [][]byte {
+	t.Helper()
+	var out [][]byte
+	for len(b) > 0 {
+		if len(b) < 9 {
+			t.Fatalf("a partial frame header at the end: % x", b)
+		}
+		n := 9 + (int(b[0])<<16 | int(b[1])<<8 | int(b[2]))
+		if len(b) < n {
+			t.Fatalf("a partial frame at the end: %d of %d bytes", len(b), n)
+		}
+		out = append(out, b[:n])
+		b = b[n:]
+	}
+	return out
+}
+
+// TestH2FirstGoAwayBetweenFrames: whatever pieces the server writes its
+// frames in, the first GOAWAY goes out once, between two frames, and every
+// frame of the server's goes out whole and in order.
+func TestH2FirstGoAwayBetweenFrames(t *testing.T) {
+	for seed := range uint64(200) {
+		rng := rand.New(rand.NewPCG(seed, 1))
+		var frames [][]byte
+		var stream []byte
+		for i := range 40 {
+			f := frame(byte(rng.IntN(7)), uint32(2*i+1), rng.IntN(300))
+			frames = append(frames, f)
+			stream = append(stream, f...)
+		}
+		rec := &recordConn{}
+		c := &h2Conn{Conn: rec}
+		at := rng.IntN(len(stream))
+		for len(stream) > 0 {
+			n := min(len(stream), 1+rng.IntN(700))
+			if at >= 0 && at < n {
+				c.goAway()
+				at = -1
+			} else {
+				at -= n
+			}
+			if w, err := c.Write(stream[:n]); err != nil || w != n {
+				t.Fatalf("seed %d: Write = %d, %v; want %d, nil", seed, w, err, n)
+			}
+			stream = stream[n:]
+		}
+		got := splitFrames(t, rec.buf.Bytes())
+		var without [][]byte
+		goAways := 0
+		for _, f := range got {
+			if bytes.Equal(f, firstGoAway) {
+				goAways++
+				continue
+			}
+			without = append(without, f)
+		}
+		if goAways != 1 {
+			t.Fatalf("seed %d: %d first GOAWAYs written; want 1", seed, goAways)
+		}
+		if len(without) != len(frames) {
+			t.Fatalf("seed %d: %d frames of the server's; want %d", seed, len(without), len(frames))
+		}
+		for i := range frames {
+			if !bytes.Equal(without[i], frames[i]) {
+				t.Fatalf("seed %d: frame %d changed", seed, i)
+			}
+		}
+	}
+}
+
+// TestH2ServersGoAwaySeen: the server's own GOAWAY is noticed (it starts
+// the linger), a GOAWAY-like payload inside another frame is not.
+func TestH2ServersGoAwaySeen(t *testing.T) {
+	c := &h2Conn{Conn: &recordConn{}}
+	c.Write(frame(0, 1, 17)) // DATA whose payload is not a frame header
+	if !c.goAwayAt.IsZero() {
+		t.Fatal("a DATA frame taken for a GOAWAY")
+	}
+	g := frame(7, 0, 8)
+	c.Write(g[:4])
+	c.Write(g[4:])
+	if c.goAwayAt.IsZero() {
+		t.Fatal("the server's GOAWAY, written in two pieces, not seen")
+	}
+}
+
+// TestH2TLSDrain: over TLS with ALPN h2, the wrapped connection still
+// gives requests their TLS state, and requests in flight when the drain
+// starts are answered.
+func TestH2TLSDrain(t *testing.T) {
+	ts := httptest.NewUnstartedServer(nil) // only for its certificate and client
+	ts.EnableHTTP2 = true
+	ts.StartTLS()
+	cert := ts.TLS.Certificates
+	client := ts.Client()
+	ts.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{}, 64)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || r.ProtoMajor != 2 {
+			http.Error(w, "not HTTP/2 over TLS", http.StatusTeapot)
+			return
+		}
+		started <- struct{}{}
+		time.Sleep(300 * time.Millisecond)
+		io.WriteString(w, "ok")
+	})
+	o := options{Options: Options{ShutdownTimeout: 2 * time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Server: &http.Server{TLSConfig: &tls.Config{Certificates: cert}}}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- httpServe(h, o, newRequests(o), nil)(ctx, ln) }()
+	defer func() { cancel(); <-done }()
+	const n = 8
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			res, err := client.Get("https://" + ln.Addr().String() + "/")
+			if err == nil {
+				b, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				if res.StatusCode != 200 || string(b) != "ok" {
+					err = &net.AddrError{Err: res.Status + " " + string(b), Addr: "reply"}
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		select {
+		case <-started:
+		case err := <-errs:
+			t.Fatalf("a request failed before the drain: %v", err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("the requests did not reach the handler in 10 s")
+		}
+	}
+	cancel()
+	for range n {
+		if err := <-errs; err != nil {
+			t.Errorf("a request in flight at the drain: %v", err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Errorf("drain: %v", err)
+	}
+	done <- nil
+}
