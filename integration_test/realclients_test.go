@@ -521,15 +521,24 @@ func h2cProtocols() *http.Protocols {
 	return p
 }
 
-// h2loadResult is h2load's "requests:" line.
+// h2loadResult is h2load's "requests:" line, and its "Process Request
+// Failure" lines.
 type h2loadResult struct {
 	total, started, done, succeeded, failed, errored, timeout int
 	protocol                                                  string // "Application protocol:"
+	// stopped counts the "Process Request Failure:N" lines: in a timed
+	// run (-D) a client that cannot open its next stream (its connection
+	// was told to go away) prints one and stops. The request it did not
+	// send counts in the running N, not in the "requests:" line (N reached
+	// 25 after 16 such lines where the final line said 9 failed, 473
+	// started, 473 done).
+	stopped int
 }
 
 var (
 	h2loadRequestsRe = regexp.MustCompile(`requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout`)
 	h2loadProtoRe    = regexp.MustCompile(`Application protocol: (\S+)`)
+	h2loadStoppedRe  = regexp.MustCompile(`(?m)^Process Request Failure:`)
 )
 
 func parseH2load(out string) (h2loadResult, error) {
@@ -544,12 +553,15 @@ func parseH2load(out string) (h2loadResult, error) {
 	if m := h2loadProtoRe.FindStringSubmatch(out); m != nil {
 		r.protocol = m[1]
 	}
+	r.stopped = len(h2loadStoppedRe.FindAllString(out, -1))
 	return r, nil
 }
 
 // TestH2load: h2load (16 connections, 10 streams each) over h2c and over
 // TLS with ALPN h2, each of 3 rolling restarts under its own bounded
-// run: 0 failed, errored or timed-out requests.
+// run: 0 failed, errored or timed-out requests. (h2load 1.52 does not
+// reconnect after a GOAWAY: each client whose connection is told to go
+// away stops, so each run's load ends at its restart.)
 func TestH2load(t *testing.T) {
 	h2load := clientBinary(t, "h2load", "nghttp2-client")
 	for _, c := range []struct{ mode, scheme, protocol string }{{"h2c", "http", "h2c"}, {"tls", "https", "h2"}} {
@@ -570,17 +582,16 @@ func TestH2load(t *testing.T) {
 					p.fatalf("%v", err)
 				}
 				label := fmt.Sprintf("h2load -c16 -m10 over %s, HUP %d of 3 (took %v)", c.protocol, i+1, took.Round(time.Millisecond))
-				t.Logf("%s: %d total, %d succeeded, %d failed, %d errored, %d timeout", label, r.total, r.succeeded, r.failed, r.errored, r.timeout)
+				t.Logf("%s: %d total, %d started, %d done, %d succeeded, %d failed, %d errored, %d timeout; %d clients stopped after a GOAWAY (\"Process Request Failure\")",
+					label, r.total, r.started, r.done, r.succeeded, r.failed, r.errored, r.timeout, r.stopped)
 				if r.protocol != c.protocol {
 					p.errorf("%s: application protocol %q, want %q", label, r.protocol, c.protocol)
 				}
 				if r.failed+r.errored+r.timeout > 0 {
-					p.errorf("%s: %d failed, %d errored, %d timeout of %d; want 0", label, r.failed, r.errored, r.timeout, r.total)
+					p.errorf("%s: %d failed, %d errored, %d timeout of %d started; want 0", label, r.failed, r.errored, r.timeout, r.started)
 				}
-				// h2load opens a new connection after a GOAWAY, but a
-				// connection closed without one ends its client.
-				if r.total < loadMin {
-					p.errorf("%s: only %d requests in 3 s: h2load's clients stopped (a connection closed without GOAWAY)", label, r.total)
+				if r.succeeded < 16*10 {
+					p.errorf("%s: only %d requests succeeded: fewer than one per stream", label, r.succeeded)
 				}
 			}
 		})
