@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,7 +40,7 @@ import (
 
 // Environment of a helper process (the supervisor and, inherited, its workers).
 const (
-	envHelper      = "CF_HELPER"       // mode: "pool", "exit-before-ready"
+	envHelper      = "CF_HELPER"       // mode: "pool", "exit-before-ready", "tls", "h2c", "tcp"
 	envAddr        = "CF_ADDR"         // Options.Addr
 	envWorkers     = "CF_WORKERS"      // Options.Workers
 	envShutdown    = "CF_SHUTDOWN"     // Options.ShutdownTimeout
@@ -170,6 +171,9 @@ func helper(mode string) int {
 		var stop context.CancelFunc
 		ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 		defer stop()
+	}
+	if mode == "h2c" {
+		opts.Server = &http.Server{Protocols: h2cProtocols()}
 	}
 	var err error
 	switch mode {
@@ -333,6 +337,7 @@ func testHandler(hits func()) http.Handler {
 		err := exec.Command("sh", "-c", "sleep 0.3 >/dev/null 2>&1 &").Run()
 		fmt.Fprint(w, err)
 	})
+	realClientRoutes(mux, pid)
 	return mux
 }
 
@@ -414,6 +419,9 @@ type pool struct {
 	exited  chan struct{} // closed when the helper has been reaped
 	exit    *os.ProcessState
 	others  []int // processes of the group that are not its children (a new supervisor), for cleanup
+	// verdicts are the failures found with errorf and fatalf, reported
+	// when the test ends, after the pool's log.
+	verdicts []string
 }
 
 type poolConfig struct {
@@ -567,6 +575,12 @@ func startPool(t *testing.T, c poolConfig) *pool {
 		if t.Failed() {
 			p.dump()
 		}
+		p.mu.Lock()
+		verdicts := p.verdicts
+		p.mu.Unlock()
+		for _, v := range verdicts {
+			t.Error(v)
+		}
 	})
 	if !c.noWait {
 		r, err := p.find(0, "", func(r record) bool {
@@ -661,10 +675,54 @@ func (p *pool) alsoReap(pid int) {
 func (p *pool) dump() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.t.Logf("the pool's log, %d records:", len(p.records))
 	for _, r := range p.records {
 		b, _ := json.Marshal(r)
 		p.t.Log(string(b))
 	}
+}
+
+// errorf marks the test failed and reports the message when the test
+// ends, after the pool's log, so that it comes last instead of above
+// hundreds of lines. The message names the caller's file and line.
+func (p *pool) errorf(format string, args ...any) {
+	p.t.Helper()
+	p.mu.Lock()
+	p.verdicts = append(p.verdicts, callers()+fmt.Sprintf(format, args...))
+	p.mu.Unlock()
+	p.t.Fail()
+}
+
+// callers names the test's frames that led to a failure, innermost first
+// ("lifecycle_test.go:120 < lifecycle_test.go:284: "), leaving out the
+// harness's own.
+func callers() string {
+	pc := make([]uintptr, 16)
+	frames := runtime.CallersFrames(pc[:runtime.Callers(2, pc)])
+	var at []string
+	for {
+		f, more := frames.Next()
+		if strings.HasPrefix(f.Function, "testing.") {
+			break
+		}
+		if file := filepath.Base(f.File); file != "harness_test.go" {
+			at = append(at, fmt.Sprintf("%s:%d", file, f.Line))
+		}
+		if !more {
+			break
+		}
+	}
+	if len(at) == 0 {
+		return ""
+	}
+	return strings.Join(at, " < ") + ": "
+}
+
+// fatalf is errorf, then it stops the test.
+func (p *pool) fatalf(format string, args ...any) {
+	p.t.Helper()
+	p.errorf(format, args...)
+	p.t.FailNow()
 }
 
 // waitFor returns the first record from the start of the log with msg (any
@@ -673,7 +731,7 @@ func (p *pool) waitFor(msg string, ok func(record) bool, timeout time.Duration) 
 	p.t.Helper()
 	r, err := p.find(0, msg, ok, timeout)
 	if err != nil {
-		p.t.Fatal(err)
+		p.fatalf("%v", err)
 	}
 	return r
 }
@@ -683,7 +741,7 @@ func (p *pool) waitFrom(mark int, msg string, ok func(record) bool) record {
 	p.t.Helper()
 	r, err := p.find(mark, msg, ok, 15*time.Second)
 	if err != nil {
-		p.t.Fatal(err)
+		p.fatalf("%v", err)
 	}
 	return r
 }
@@ -773,7 +831,7 @@ func (p *pool) waitEvent(from int, kind supervisor.EventKind, ok func(event) boo
 	p.t.Helper()
 	e, err := p.findEvent(from, kind, ok, 15*time.Second)
 	if err != nil {
-		p.t.Fatal(err)
+		p.fatalf("%v", err)
 	}
 	return e
 }
@@ -801,7 +859,7 @@ func (p *pool) waitCleanExit(from, pid int) event {
 	p.t.Helper()
 	e := p.waitEvent(from, supervisor.EventExit, func(e event) bool { return e.Worker.Pid == pid })
 	if !e.clean() {
-		p.t.Errorf("worker %d: %s (unexpected: %q), want exit status 0 on the supervisor's request", pid, e.Status, e.Reason)
+		p.errorf("worker %d: %s (unexpected: %q), want exit status 0 on the supervisor's request", pid, e.Status, e.Reason)
 	}
 	return e
 }
@@ -812,7 +870,7 @@ func (p *pool) waitUpgradeBegin(from int) int {
 	p.t.Helper()
 	e := p.waitEvent(from, supervisor.EventUpgrade, func(e event) bool { return e.Reason == "begin" })
 	if e.NewPid <= 0 {
-		p.t.Fatalf("binary upgrade begun without a new supervisor: %+v", e)
+		p.fatalf("binary upgrade begun without a new supervisor: %+v", e)
 	}
 	p.alsoReap(e.NewPid)
 	return e.NewPid
@@ -825,7 +883,7 @@ func (p *pool) upgradeOutcome(from int) event {
 	p.t.Helper()
 	e, err := p.findEvent(from, supervisor.EventUpgrade, func(e event) bool { return e.Reason != "begin" }, 20*time.Second)
 	if err != nil {
-		p.t.Fatal(err)
+		p.fatalf("%v", err)
 	}
 	return e
 }
@@ -835,7 +893,7 @@ func (p *pool) pid() int { return p.cmd.Process.Pid }
 func (p *pool) signal(sig syscall.Signal) {
 	p.t.Helper()
 	if err := syscall.Kill(p.pid(), sig); err != nil {
-		p.t.Fatalf("kill -%v %d: %v", sig, p.pid(), err)
+		p.fatalf("kill -%v %d: %v", sig, p.pid(), err)
 	}
 }
 
@@ -846,13 +904,13 @@ func (p *pool) wait(timeout time.Duration) (int, string) {
 	select {
 	case <-p.exited:
 	case <-time.After(timeout):
-		p.t.Fatalf("supervisor %d still running after %v", p.pid(), timeout)
+		p.fatalf("supervisor %d still running after %v", p.pid(), timeout)
 	}
 	r, err := p.find(0, "run returned", func(r record) bool {
 		return r.str("worker") == "false" && r.int("pid") == p.pid()
 	}, 5*time.Second)
 	if err != nil {
-		p.t.Fatalf("supervisor exited (%v) but did not log Run's return: %v", p.exit, err)
+		p.fatalf("supervisor exited (%v) but did not log Run's return: %v", p.exit, err)
 	}
 	return p.exit.ExitCode(), r.str("err")
 }
@@ -872,7 +930,7 @@ func (p *pool) waitChildren(n int, timeout time.Duration) {
 			return
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("the supervisor has children %v after %v, want %d", got, timeout, n)
+			p.fatalf("the supervisor has children %v after %v, want %d", got, timeout, n)
 		}
 		time.Sleep(10 * time.Millisecond) // polling interval, bounded by the deadline
 	}
@@ -924,7 +982,7 @@ func (p *pool) slowRequest(ms int) <-chan error {
 		got <- err
 	}()
 	if _, err := p.find(mark, "slow request started", nil, 10*time.Second); err != nil {
-		p.t.Fatal(err)
+		p.fatalf("%v", err)
 	}
 	return got
 }
@@ -937,7 +995,7 @@ func (p *pool) pidsServing(want int, timeout time.Duration) map[string]int {
 	for len(seen) < want && time.Now().Before(deadline) {
 		body, err := p.get("/")
 		if err != nil {
-			p.t.Fatalf("GET /: %v", err)
+			p.fatalf("GET /: %v", err)
 		}
 		seen[body]++
 	}

@@ -103,30 +103,31 @@ func procStatus(pid int, key string) string {
 }
 
 // check asserts that a load under m lost nothing, or only logs the losses
-// of a measurement.
-func (m mechanism) check(t *testing.T, label string, r result) {
-	t.Helper()
+// of a measurement. A failure is reported after the pool's log.
+func (m mechanism) check(p *pool, label string, r result) {
+	p.t.Helper()
 	if m.measureOnly {
-		t.Logf("MEASUREMENT, not asserted (migration %q moves no queued connection): %s lost %d of %d", m.want, label, r.failed, r.total)
+		p.t.Logf("MEASUREMENT, not asserted (migration %q moves no queued connection): %s lost %d of %d", m.want, label, r.failed, r.total)
 		if r.total < loadMin/2 {
-			t.Errorf("%s: only %d requests: too few to measure anything", label, r.total)
+			p.errorf("%s: only %d requests: too few to measure anything", label, r.total)
 		}
 		return
 	}
-	checkLossless(t, label, r)
+	checkLossless(p, label, r)
 }
 
 // checkLossless asserts that a load lost no request, and that it made
-// enough of them to mean something.
-func checkLossless(t *testing.T, label string, r result) {
-	t.Helper()
+// enough of them to mean something. A failure is reported after the
+// pool's log.
+func checkLossless(p *pool, label string, r result) {
+	p.t.Helper()
 	if r.total < loadMin/2 {
-		t.Errorf("%s: only %d requests: too few to prove anything", label, r.total)
+		p.errorf("%s: only %d requests: too few to prove anything", label, r.total)
 	}
 	if r.failed == 0 {
 		return
 	}
-	t.Errorf("%s: %d requests failed under load, want 0: %v", label, r.failed, r)
+	p.errorf("%s: %d requests failed under load, want 0: %v", label, r.failed, r)
 }
 
 // setMigrateReq sets net.ipv4.tcp_migrate_req to v for the rest of the
@@ -203,7 +204,7 @@ func losslessTTOU(t *testing.T, m mechanism) {
 	label := "TTOU ×2 from 3 workers, " + m.name
 	r := l.finish(label)
 	p.waitChildren(1, 10*time.Second)
-	m.check(t, label, r)
+	m.check(p, label, r)
 }
 
 // losslessTTIN: TTIN twice from 1 worker; the new workers serve.
@@ -230,7 +231,7 @@ func losslessTTIN(t *testing.T, m mechanism) {
 			t.Errorf("added worker %d served none of the last %d requests: %v", pid, l.successes()-since, served)
 		}
 	}
-	m.check(t, label, r)
+	m.check(p, label, r)
 }
 
 // losslessHUP: three rolling restarts of 3 workers in a row, each under
@@ -282,7 +283,7 @@ func losslessHUP(t *testing.T, m mechanism) {
 				t.Errorf("after restart %d, pid %d answered, which is not a worker of the new generation %v", i+1, pid, now)
 			}
 		}
-		m.check(t, label, r)
+		m.check(p, label, r)
 	}
 	t.Logf("rolling restarts of 3 workers took %s", strings.Join(took, ", "))
 	p.waitChildren(3, 10*time.Second)
@@ -340,7 +341,7 @@ func losslessUpgrade(t *testing.T, m mechanism) {
 			t.Errorf("after the old supervisor exited, pid %d answered, which is not a worker of the new supervisor %d %v", pid, newPid, workers)
 		}
 	}
-	m.check(t, label, r)
+	m.check(p, label, r)
 }
 
 // losslessFailedUpgrade: a new supervisor that exits before it serves
@@ -374,7 +375,7 @@ func losslessFailedUpgrade(t *testing.T, m mechanism) {
 	if served := l.pidsSince(since); len(served) == 0 {
 		t.Error("no request served after the failed upgrade")
 	}
-	m.check(t, label, r)
+	m.check(p, label, r)
 }
 
 func sameSet(a, b []int) bool {
@@ -542,7 +543,7 @@ func testRollingRestartSurge(t *testing.T, mig string) {
 		t.Logf("MEASUREMENT, not asserted (no migration here): lost %d of %d", r.failed, r.total)
 		return
 	}
-	checkLossless(t, label, r)
+	checkLossless(p, label, r)
 }
 
 // TestMaxRequestsRecycles: workers that served MaxRequests are replaced
@@ -585,7 +586,7 @@ func testMaxRequestsRecycles(t *testing.T, mig string) {
 		t.Logf("MEASUREMENT, not asserted (no migration here): lost %d of %d", r.failed, r.total)
 		return
 	}
-	checkLossless(t, label, r)
+	checkLossless(p, label, r)
 }
 
 // TestUpgradeSteeredGroup: with migration cbpf a binary upgrade hands the
@@ -675,7 +676,7 @@ func TestUpgradeSteeredGroup(t *testing.T) {
 	waitWorkers(2)
 	label := "USR2 upgrade of 3 steered workers, then TTOU in the new pool"
 	r := l.finish(label)
-	checkLossless(t, label, r)
+	checkLossless(p, label, r)
 	seen := map[string]bool{}
 	for range 60 {
 		body, err := p.get("/")
@@ -707,7 +708,7 @@ func TestUpgradeIntoSteering(t *testing.T) {
 		// The new supervisor checked before its first socket listened:
 		// the refusal cost the old pool nothing.
 		label := "USR2 into cbpf refused, old pool (none) serving"
-		checkLossless(t, label, l.finish(label))
+		checkLossless(p, label, l.finish(label))
 		select {
 		case <-p.exited:
 			t.Fatalf("the old supervisor exited after a refused upgrade: %v", p.exit)

@@ -33,30 +33,49 @@ const (
 	loadMin      = 2000                   // requests a load makes at least, unless it hits loadBound
 )
 
-// load is a bounded closed-loop load of new connections: loadClients
-// goroutines each send "GET /" with Connection: close on a fresh TCP
-// connection, read the whole answer, and start over, until stopped or
-// loadBound passes.
+// load is a bounded closed-loop load: loadClients goroutines each make a
+// request and start over, until stopped or the bound passes. The load of
+// startLoad sends "GET /" with Connection: close on a fresh TCP connection
+// and reads the whole answer.
 type load struct {
 	t     *testing.T
-	addr  string
+	do    requestFunc
+	bound time.Duration
 	start time.Time
 	quit  chan struct{} // closed to stop the clients
 	done  chan struct{} // closed when every client has returned
 	once  sync.Once
 
 	mu       sync.Mutex
-	served   []int          // pid that answered each successful request, in order
-	failures map[string]int // failed requests by kind
+	served   []int             // pid that answered each successful request, in order
+	failures map[string]int    // failed requests by kind
+	examples map[string]string // kind: the first failure of that kind, in full
 	total    int
-	boundHit bool // the clients stopped at loadBound, not when asked
+	boundHit bool             // the clients stopped at loadBound, not when asked
+	kernel   map[string]int64 // listenCounters at the start
 }
 
-// startLoad starts the clients against addr; they are stopped and waited for
-// when the test ends, if not before.
+// requestFunc makes one request and returns the pid that answered, or the
+// kind of failure and its full description.
+type requestFunc func() (pid int, failure, detail string)
+
+// startLoad starts the clients against addr, each request on a new
+// connection, for at most loadBound; they are stopped and waited for when
+// the test ends, if not before.
 func startLoad(t *testing.T, addr string) *load {
-	l := &load{t: t, addr: addr, start: time.Now(), quit: make(chan struct{}), done: make(chan struct{}), failures: map[string]int{}}
-	bound := time.AfterFunc(loadBound, func() {
+	d := &net.Dialer{Timeout: loadDeadline}
+	return startLoadFunc(t, loadBound, func() (int, string, string) {
+		pid, failure := request(d, addr)
+		return pid, failure, failure
+	})
+}
+
+// startLoadFunc starts loadClients clients making requests with do, for at
+// most bound.
+func startLoadFunc(t *testing.T, bound time.Duration, do requestFunc) *load {
+	l := &load{t: t, do: do, bound: bound, start: time.Now(), quit: make(chan struct{}), done: make(chan struct{}),
+		failures: map[string]int{}, examples: map[string]string{}, kernel: listenCounters()}
+	timer := time.AfterFunc(bound, func() {
 		l.mu.Lock()
 		l.boundHit = true
 		l.mu.Unlock()
@@ -68,7 +87,7 @@ func startLoad(t *testing.T, addr string) *load {
 	}
 	go func() {
 		wg.Wait()
-		bound.Stop()
+		timer.Stop()
 		close(l.done)
 	}()
 	t.Cleanup(func() {
@@ -81,20 +100,22 @@ func startLoad(t *testing.T, addr string) *load {
 func (l *load) stop() { l.once.Do(func() { close(l.quit) }) }
 
 func (l *load) client() {
-	d := &net.Dialer{Timeout: loadDeadline}
 	for {
 		select {
 		case <-l.quit:
 			return
 		default:
 		}
-		pid, kind := request(d, l.addr)
+		pid, kind, detail := l.do()
 		l.mu.Lock()
 		l.total++
 		if kind == "" {
 			l.served = append(l.served, pid)
 		} else {
 			l.failures[kind]++
+			if _, ok := l.examples[kind]; !ok {
+				l.examples[kind] = detail
+			}
 		}
 		l.mu.Unlock()
 	}
@@ -216,6 +237,9 @@ type result struct {
 	total, failed int
 	failures      map[string]int
 	took          time.Duration
+	// kernel is what listenCounters counted meanwhile, those that changed
+	// (the network namespace's: other tests' connections count too).
+	kernel string
 }
 
 func (r result) String() string {
@@ -227,7 +251,56 @@ func (r result) String() string {
 		}
 		s += " (" + strings.Join(kinds, ", ") + ")"
 	}
+	if r.kernel != "" {
+		s += "; the kernel meanwhile: " + r.kernel
+	}
 	return s
+}
+
+// listenCounters returns the kernel's counters of connections lost or
+// moved at a listener (TcpExt in /proc/net/netstat): a migration that
+// failed (TCPMigrateReqFailure: the child is reset), drops at a full or
+// closing listener; and net.ipv4.tcp_migrate_req, which another test
+// run in the same network namespace may change. Nil where they cannot
+// be read.
+func listenCounters() map[string]int64 {
+	b, err := os.ReadFile("/proc/net/netstat")
+	if err != nil {
+		return nil
+	}
+	var keys []string
+	out := map[string]int64{}
+	if v, err := os.ReadFile(migrateReqPath); err == nil {
+		out["tcp_migrate_req"], _ = strconv.ParseInt(strings.TrimSpace(string(v)), 10, 64)
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "TcpExt:" {
+			continue
+		}
+		if keys == nil {
+			keys = f
+			continue
+		}
+		for i := 1; i < len(f) && i < len(keys); i++ {
+			switch keys[i] {
+			case "TCPMigrateReqSuccess", "TCPMigrateReqFailure", "ListenDrops", "ListenOverflows", "TCPReqQFullDrop":
+				out[keys[i]], _ = strconv.ParseInt(f[i], 10, 64)
+			}
+		}
+	}
+	return out
+}
+
+// grown names the counters that changed since before, with how much.
+func grown(before, after map[string]int64) string {
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(after)) {
+		if d := after[k] - before[k]; d != 0 {
+			out = append(out, fmt.Sprintf("%s %+d", k, d))
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 func (l *load) summary() string {
@@ -241,7 +314,7 @@ func (l *load) summary() string {
 }
 
 // finish lets the load run for a further loadTail and until loadMin
-// requests in all (within loadBound), stops it, logs its counts under label
+// requests in all (within its bound), stops it, logs its counts under label
 // and returns them. It fails the test if the load had stopped at its bound
 // before finish was called: what happened after that was not under load.
 func (l *load) finish(label string) result {
@@ -258,7 +331,7 @@ func (l *load) finish(label string) result {
 	for l.requests() < loadMin {
 		select {
 		case <-l.done:
-		case <-time.After(5 * time.Millisecond): // polling interval, bounded by loadBound
+		case <-time.After(5 * time.Millisecond): // polling interval, bounded by the load's bound
 			continue
 		}
 		break
@@ -266,14 +339,20 @@ func (l *load) finish(label string) result {
 	l.stop()
 	<-l.done
 	l.mu.Lock()
-	r := result{total: l.total, failures: maps.Clone(l.failures), took: time.Since(l.start)}
+	r := result{total: l.total, failures: maps.Clone(l.failures), took: time.Since(l.start), kernel: grown(l.kernel, listenCounters())}
+	examples := maps.Clone(l.examples)
 	l.mu.Unlock()
 	for _, n := range r.failures {
 		r.failed += n
 	}
 	l.t.Logf("%s: %v", label, r)
+	for _, k := range slices.Sorted(maps.Keys(examples)) {
+		if examples[k] != k {
+			l.t.Logf("%s: the first %q: %s", label, k, examples[k])
+		}
+	}
 	if early {
-		l.t.Errorf("%s: the load stopped at its bound of %v before the events were over: they were not all under load", label, loadBound)
+		l.t.Errorf("%s: the load stopped at its bound of %v before the events were over: they were not all under load", label, l.bound)
 	}
 	return r
 }

@@ -341,7 +341,7 @@ func TestSocketActivation(t *testing.T) {
 	p.signal(syscall.SIGTTOU)
 	stop := p.waitEvent(mark, supervisor.EventStop, func(e event) bool { return e.Reason == "retired" })
 	p.waitCleanExit(mark, stop.Worker.Pid)
-	checkLossless(t, "socket activation, TTOU", l.finish("socket activation, TTOU"))
+	checkLossless(p, "socket activation, TTOU", l.finish("socket activation, TTOU"))
 }
 
 // TestPID1ReapsOrphans: as PID 1 of a new PID namespace (a container with
