@@ -30,14 +30,18 @@ const (
 // drainTimes are the deadlines of one worker's drain, from the moment it
 // was asked to stop.
 type drainTimes struct {
-	fresh time.Duration // first requests of accepted connections: read
-	grace time.Duration // idle keep-alive connections: their next request
-	end   time.Duration // everything, hijacked connections included: closed
+	fresh    time.Duration // first requests of accepted connections: read
+	grace    time.Duration // idle keep-alive connections: their next request
+	hijacked time.Duration // hijacked connections: closed
+	// requests bounds the wait for requests in flight: past
+	// ShutdownTimeout, so that a request that outlives it gets its worker
+	// killed by the supervisor, which says so.
+	requests time.Duration
 }
 
-// newDrainTimes derives a drain's deadlines from the pool's timing. The
-// end comes a little before ShutdownTimeout, so that the worker closes
-// what remains itself rather than its supervisor's kill.
+// newDrainTimes derives a drain's deadlines from the pool's timing.
+// Hijacked connections are closed a little before ShutdownTimeout, by the
+// worker itself rather than its supervisor's kill.
 func newDrainTimes(t proto.Timing) drainTimes {
 	margin := min(100*time.Millisecond, t.Shutdown/10)
 	return drainTimes{
@@ -46,8 +50,9 @@ func newDrainTimes(t proto.Timing) drainTimes {
 		// is closed, or Shutdown would wait for it (it counts a new
 		// connection as active for 5 s) past the supervisor's kill.
 		fresh: min(newConnDrainLimit, t.Shutdown/4),
-		grace: min(maxKeepAliveGrace, t.Shutdown/2),
-		end:   t.Shutdown - margin,
+		grace:    min(maxKeepAliveGrace, t.Shutdown/2),
+		hijacked: t.Shutdown - margin,
+		requests: t.WorkerStop,
 	}
 }
 
@@ -92,11 +97,18 @@ func drain(srv *http.Server, ln net.Listener, conns *connTracker, t proto.Timing
 		time.Sleep(time.Until(start.Add(min(times.grace, h2GoAwayGap))))
 	}
 
-	ctx, cancel := context.WithDeadline(context.Background(), start.Add(times.end))
+	hijacked := make(chan struct{})
+	go func() {
+		defer close(hijacked)
+		ctx, cancel := context.WithDeadline(context.Background(), start.Add(times.hijacked))
+		defer cancel()
+		conns.waitHijacked(ctx)
+		conns.closeHijacked()
+	}()
+	ctx, cancel := context.WithDeadline(context.Background(), start.Add(times.requests))
 	defer cancel()
 	err := shutdown(ctx, srv, conns)
-	conns.waitHijacked(ctx)
-	conns.closeHijacked()
+	<-hijacked
 	return err
 }
 

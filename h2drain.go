@@ -128,6 +128,7 @@ type h2Conn struct {
 	hdrN      int     // bytes of hdr written
 	left      int     // payload bytes of the current frame still to write
 	pending   []byte  // to write at the next frame boundary
+	framed    bool    // the server has written a frame (its SETTINGS come first)
 	sentFirst bool
 	goAwayAt  time.Time // when the server's own GOAWAY was written
 	idleSince time.Time // zero while a stream is open
@@ -162,13 +163,13 @@ func (c *h2Conn) Write(p []byte) (int, error) {
 		return c.Conn.Write(p)
 	}
 	n := 0
-	if !c.atBoundary() {
+	if !c.atBoundary() || !c.framed {
 		n = c.advance(p)
 		if w, err := c.Conn.Write(p[:n]); err != nil {
 			return w, err
 		}
 	}
-	if c.atBoundary() {
+	if c.atBoundary() && c.framed {
 		if _, err := c.Conn.Write(c.pending); err != nil {
 			return n, err
 		}
@@ -209,6 +210,7 @@ func (c *h2Conn) advance(p []byte) int {
 			continue
 		}
 		c.hdrN = 0
+		c.framed = true
 		c.left = int(c.hdr[0])<<16 | int(c.hdr[1])<<8 | int(c.hdr[2])
 		if c.hdr[3] == 7 && binary.BigEndian.Uint32(c.hdr[5:9])&0x7fffffff == 0 {
 			c.goAwayAt = time.Now()
@@ -228,7 +230,7 @@ func (c *h2Conn) goAway() {
 		return
 	}
 	c.sentFirst = true
-	if c.atBoundary() {
+	if c.atBoundary() && c.framed {
 		c.Conn.Write(firstGoAway)
 		return
 	}

@@ -88,6 +88,9 @@ func TestH2FirstGoAwayBetweenFrames(t *testing.T) {
 			stream = stream[n:]
 		}
 		got := splitFrames(t, rec.buf.Bytes())
+		if bytes.Equal(got[0], firstGoAway) {
+			t.Fatalf("seed %d: the first GOAWAY before the server's first frame (its SETTINGS)", seed)
+		}
 		var without [][]byte
 		goAways := 0
 		for _, f := range got {
