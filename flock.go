@@ -36,6 +36,11 @@ type Options struct {
 	// ShutdownTimeout is how long a worker that is asked to stop (graceful
 	// shutdown, retirement, restart) may take to finish its in-flight
 	// requests before it is killed. 0 means 1s; negative is an error.
+	// Meanwhile (with Run) idle keep-alive connections stay open for half
+	// of it, at most 5 s, so that a client's next request on one is
+	// answered (with Connection: close); hijacked connections (websockets)
+	// count until their handlers close them, or are closed a little before
+	// it (see [DrainStarted]).
 	ShutdownTimeout time.Duration
 	// Logger receives the pool's logs. nil means text logs on stderr.
 	Logger *slog.Logger
