@@ -49,7 +49,7 @@ func newDrainTimes(t proto.Timing) drainTimes {
 		// then (a slowloris, a client that connected and says nothing)
 		// is closed, or Shutdown would wait for it (it counts a new
 		// connection as active for 5 s) past the supervisor's kill.
-		fresh: min(newConnDrainLimit, t.Shutdown/4),
+		fresh:    min(newConnDrainLimit, t.Shutdown/4),
 		grace:    min(maxKeepAliveGrace, t.Shutdown/2),
 		hijacked: t.Shutdown - margin,
 		requests: t.WorkerStop,
