@@ -128,3 +128,34 @@ func ExampleOptions() {
 		log.Fatal(err)
 	}
 }
+
+// A long-lived connection (here a server-sent-events stream; a websocket
+// handler does the same with its close message) ends cleanly when its
+// worker drains: retired, replaced by a rolling restart or a guard, or the
+// pool stopping. Until it ends, the worker waits for it, up to
+// ShutdownTimeout.
+func ExampleDrainStarted() {
+	events := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-clusterflock.DrainStarted(r.Context()):
+				fmt.Fprint(w, "event: reconnect\ndata: this worker is going away\n\n")
+				return // the response ends; the client reconnects to another worker
+			case <-r.Context().Done():
+				return
+			case t := <-tick.C:
+				fmt.Fprintf(w, "data: %s\n\n", t.Format(time.RFC3339))
+				http.NewResponseController(w).Flush()
+			}
+		}
+	})
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	if err := clusterflock.Run(ctx, events, clusterflock.Options{ShutdownTimeout: 10 * time.Second}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
