@@ -148,6 +148,9 @@ func (l *loop) command(c command) {
 		if why == "" {
 			why = "requested"
 		}
+		if !l.stopping {
+			l.inTurn = c.inTurn
+		}
 		l.stop(false, why)
 	case cmdKill:
 		l.stop(true, "requested")
@@ -235,7 +238,7 @@ func (l *loop) release(slot int) <-chan struct{} {
 func (l *loop) retire(w *worker) {
 	drained := l.release(w.Slot)
 	if drained == nil {
-		l.gracefulStop(w, ReasonRetired)
+		l.requestStop(w, ReasonRetired)
 		return
 	}
 	w.State = Draining
@@ -323,11 +326,16 @@ func (l *loop) stop(immediate bool, why string) {
 		t.Stop()
 		delete(l.reforks, slot)
 	}
+	if immediate || !l.inTurn {
+		l.clearTurns() // nothing outlives the pool: no worker waits its turn
+	}
 	for _, w := range l.sorted() {
-		if immediate {
+		switch {
+		case immediate:
 			l.kill(w, "immediate stop")
-		} else if w.State != Stopping {
-			l.gracefulStop(w, ReasonPoolStopping)
+		case w.State == Stopping, w.turnWhy != "":
+		default:
+			l.requestStop(w, ReasonPoolStopping)
 		}
 	}
 	if immediate && l.result == nil {
@@ -347,6 +355,7 @@ func (l *loop) sorted() []*worker {
 // gracefulStop asks w to stop; the stop timeout runs from now.
 func (l *loop) gracefulStop(w *worker, why string) {
 	w.State = Stopping
+	w.turnWhy = ""
 	l.hooks.WorkerStopping(w.Worker)
 	l.emit(Event{Kind: EventStop, Worker: w.Worker, Reason: why})
 	_ = w.proc.Stop()
@@ -372,9 +381,12 @@ func (l *loop) event(ev childEvent) {
 		}
 		return
 	case timerDrained:
-		if w, ok := l.workers[ev.id]; ok && w.State == Draining {
-			l.gracefulStop(w, ReasonRetired)
+		if w, ok := l.workers[ev.id]; ok && w.State == Draining && w.turnWhy == "" {
+			l.requestStop(w, ReasonRetired)
 		}
+		return
+	case timerCloseWait:
+		l.closeWaitOver(ev.id)
 		return
 	case timerStopDeadline:
 		if w, ok := l.workers[ev.id]; ok {
@@ -394,6 +406,7 @@ func (l *loop) event(ev childEvent) {
 		return
 	}
 	l.exited(w, *ev.exit)
+	l.turnOver(w.ID)
 }
 
 func (l *loop) message(w *worker, m Message) {
@@ -420,7 +433,7 @@ func (l *loop) message(w *worker, m Message) {
 				if w.replaceWhy != "" {
 					why = w.replaceWhy
 				}
-				l.gracefulStop(old, why)
+				l.requestStop(old, why)
 			}
 			if l.restarting {
 				l.roll()
@@ -428,6 +441,8 @@ func (l *loop) message(w *worker, m Message) {
 			}
 		}
 		l.checkPoolReady()
+	case MessageClosed:
+		l.turnOver(w.ID)
 	case MessageFailed:
 		w.failure = m.Text
 	case MessageInvalid:
@@ -443,7 +458,7 @@ func (l *loop) message(w *worker, m Message) {
 // replacement is ready. Not now if the pool is busy: w asks again at its
 // next heartbeat.
 func (l *loop) replaceOnRequest(w *worker, m Message) {
-	if l.stopping || w.State != Ready || l.busy() != "" {
+	if l.stopping || w.State != Ready || w.leaving() || l.busy() != "" {
 		return
 	}
 	for _, o := range l.workers {
