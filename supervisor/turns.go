@@ -40,6 +40,9 @@ func (l *loop) turnOver(id int) {
 	}
 	l.closeTimer.Stop()
 	l.closing, l.closeTimer = 0, nil
+	if len(l.turns) > 0 {
+		l.log.Debug("the next leaving worker's turn to stop", "after", id, "waiting", len(l.turns))
+	}
 	for len(l.turns) > 0 {
 		w, ok := l.workers[l.turns[0]]
 		l.turns = l.turns[1:]
