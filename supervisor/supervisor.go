@@ -180,7 +180,9 @@ const CloseWait = 100 * time.Millisecond
 func (s *Supervisor) Kill() bool { return s.send(command{kind: cmdKill}) }
 
 // Restart begins a rolling restart: each worker is replaced by a new one
-// (Surge at a time), the old one stopping only once its replacement is ready.
+// (Surge at a time), the old one stopping only once its replacement is ready
+// and the old worker asked to stop before it has closed its listener (see
+// [Supervisor.StopInTurn]).
 func (s *Supervisor) Restart() bool { return s.send(command{kind: cmdRestart}) }
 
 // Report logs ev and passes it to Config.OnEvent on Run's goroutine, in
