@@ -386,7 +386,7 @@ func (l *loop) event(ev childEvent) {
 		}
 		return
 	case timerCloseWait:
-		l.closeWaitOver(ev.id)
+		l.turnOver(ev.id, turnWaited)
 		return
 	case timerStopDeadline:
 		if w, ok := l.workers[ev.id]; ok {
@@ -406,7 +406,7 @@ func (l *loop) event(ev childEvent) {
 		return
 	}
 	l.exited(w, *ev.exit)
-	l.turnOver(w.ID)
+	l.turnOver(w.ID, turnExited)
 }
 
 func (l *loop) message(w *worker, m Message) {
@@ -442,7 +442,7 @@ func (l *loop) message(w *worker, m Message) {
 		}
 		l.checkPoolReady()
 	case MessageClosed:
-		l.turnOver(w.ID)
+		l.turnOver(w.ID, turnClosed)
 	case MessageFailed:
 		w.failure = m.Text
 	case MessageInvalid:

@@ -31,18 +31,24 @@ func (l *loop) requestStop(w *worker, why string) {
 	l.closeTimer = l.after(CloseWait, childEvent{id: w.ID, fire: timerCloseWait})
 }
 
-// turnOver ends worker id's turn if it is the one closing (it reported
-// MessageClosed, exited, or CloseWait passed): the next worker waiting
-// its turn is asked to stop.
-func (l *loop) turnOver(id int) {
+// The causes of a turn's end: the closing worker reported its listener
+// closed, it exited, or CloseWait passed without either (the next worker
+// is asked to stop anyway).
+const (
+	turnClosed = "closed"
+	turnExited = "exited"
+	turnWaited = "CloseWait passed"
+)
+
+// turnOver ends worker id's turn if it is the one closing, for cause: the
+// next worker waiting its turn is asked to stop.
+func (l *loop) turnOver(id int, cause string) {
 	if id == 0 || id != l.closing {
 		return
 	}
 	l.closeTimer.Stop()
 	l.closing, l.closeTimer = 0, nil
-	if len(l.turns) > 0 {
-		l.log.Debug("the next leaving worker's turn to stop", "after", id, "waiting", len(l.turns))
-	}
+	l.log.Debug("leaving worker's turn to stop over", "worker", id, "cause", cause, "wait", CloseWait, "waiting", len(l.turns))
 	for len(l.turns) > 0 {
 		w, ok := l.workers[l.turns[0]]
 		l.turns = l.turns[1:]
@@ -53,19 +59,6 @@ func (l *loop) turnOver(id int) {
 			return
 		}
 	}
-}
-
-// closeWaitOver handles CloseWait's end for worker id: if it is still the
-// one closing, the next worker's turn comes without its report.
-func (l *loop) closeWaitOver(id int) {
-	if id != l.closing {
-		return
-	}
-	if w, ok := l.workers[id]; ok && len(l.turns) > 0 {
-		l.log.Debug("worker has not reported its listener closed: asking the next one to stop anyway",
-			"worker", w.ID, "pid", w.Pid, "wait", CloseWait)
-	}
-	l.turnOver(id)
 }
 
 // clearTurns forgets the stops in turn: the workers waiting theirs are
