@@ -135,3 +135,21 @@ func TestRollingRestartStopsInTurn(t *testing.T) {
 		h.wantSignals(3, TERM)
 	})
 }
+
+// A worker that exits while it waits its turn was not asked to: its exit
+// says so, and it is not re-forked (its slot's replacement serves).
+func TestExitWhileWaitingTurn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := startThree(t, 3, time.Minute)
+		h.sup.Restart()
+		synctest.Wait()
+		h.readyAll(4, 5)
+		h.take()
+		h.proc(2).Exit(1)
+		h.expect(eExit(2, 1, 0, code(1), "exited while waiting its turn to stop"))
+		h.proc(1).Closed()
+		h.expect() // nobody waits
+		h.wantWorkers(wk(1, 0, 0, supervisor.Stopping), wk(3, 2, 0, supervisor.Ready),
+			wk(4, 0, 1, supervisor.Ready), wk(5, 1, 1, supervisor.Ready), wk(6, 2, 1, supervisor.Starting))
+	})
+}
