@@ -291,7 +291,9 @@ func (l *loop) roll() {
 			return
 		}
 	}
-	if l.inFlight == 0 && len(l.rolling) == 0 {
+	// Done once every old worker has been asked to stop: none waits its
+	// turn (see requestStop).
+	if l.inFlight == 0 && len(l.rolling) == 0 && len(l.turns) == 0 {
 		l.restarting = false
 		l.hooks.Restart("done")
 		l.emit(Event{Kind: EventRestart, Reason: "done"})
@@ -406,6 +408,7 @@ func (l *loop) event(ev childEvent) {
 		return
 	}
 	l.exited(w, *ev.exit)
+	l.turns = slices.DeleteFunc(l.turns, func(id int) bool { return id == w.ID })
 	l.turnOver(w.ID, turnExited)
 }
 

@@ -56,8 +56,11 @@ func (l *loop) turnOver(id int, cause string) {
 			why := w.turnWhy
 			w.turnWhy = ""
 			l.requestStop(w, why)
-			return
+			break
 		}
+	}
+	if l.restarting && len(l.turns) == 0 {
+		l.roll() // it may be done now
 	}
 }
 
