@@ -32,10 +32,10 @@ func TestStopsInTurn(t *testing.T) {
 				p.signal(syscall.SIGUSR2)
 				newPid := p.waitUpgradeBegin(mark)
 				if res := p.upgradeOutcome(mark); res.NewPid != newPid || res.Reason != "done" {
-					t.Fatalf("upgrade to supervisor %d: %s (new supervisor %d)", newPid, res.Reason, res.NewPid)
+					p.fatalf("upgrade to supervisor %d: %s (new supervisor %d)", newPid, res.Reason, res.NewPid)
 				}
 				if code, runErr := p.wait(15 * time.Second); code != 0 || runErr != "" {
-					t.Fatalf("old supervisor after the upgrade: exit code %d, Run error %q; want 0 and nil", code, runErr)
+					p.fatalf("old supervisor after the upgrade: exit code %d, Run error %q; want 0 and nil", code, runErr)
 				}
 				checkInTurn(t, p, mark, p.pid(), supervisor.ReasonPoolStopping, 3)
 			})
@@ -90,7 +90,7 @@ func checkInTurn(t *testing.T, p *pool, from, sup int, why string, n int) {
 			}
 			order = append(order, fmt.Sprintf("stop %d at +%v", e.Worker.ID, at.Sub(first).Round(100*time.Microsecond)))
 			if on != 0 {
-				t.Errorf("worker %d asked to stop while worker %d's turn was on", e.Worker.ID, on)
+				p.errorf("worker %d asked to stop while worker %d's turn was on", e.Worker.ID, on)
 			}
 			on = e.Worker.ID
 			stops++
@@ -98,9 +98,9 @@ func checkInTurn(t *testing.T, p *pool, from, sup int, why string, n int) {
 	}
 	t.Logf("supervisor %d: %s; turns ended by %s", sup, strings.Join(order, ", "), strings.Join(causes, ", "))
 	if stops != n {
-		t.Errorf("supervisor %d asked %d workers to stop (%s), want %d", sup, stops, why, n)
+		p.errorf("supervisor %d asked %d workers to stop (%s), want %d", sup, stops, why, n)
 	}
 	if closed == 0 {
-		t.Errorf("no worker's turn ended with its report that its listener closed (turns ended by %v)", causes)
+		p.errorf("no worker's turn ended with its report that its listener closed (turns ended by %v)", causes)
 	}
 }
