@@ -17,7 +17,9 @@ func (l *loop) exited(w *worker, e Exit) {
 	}
 	l.hooks.WorkerExited(w.Worker)
 	if w.leaving() || l.stopping {
-		l.emit(Event{Kind: EventExit, Worker: w.Worker, Exit: e})
+		// Nothing to re-fork; but one that exits while it waits its
+		// turn to be asked to stop was not asked.
+		l.emit(Event{Kind: EventExit, Worker: w.Worker, Exit: e, Reason: unaskedExit(w)})
 		return
 	}
 	reason := "unexpected exit"
@@ -44,6 +46,18 @@ func (l *loop) exited(w *worker, e Exit) {
 	}
 	young := time.Since(w.Started) < l.s.cfg.YoungAge
 	l.refork(w.Slot, young)
+}
+
+// unaskedExit is the Reason of the exit of a leaving worker: "" if it was
+// asked to stop (or killed by the pool's stop), else why it ended.
+func unaskedExit(w *worker) string {
+	switch {
+	case w.turnWhy == "":
+		return ""
+	case w.killReason != "":
+		return "killed: " + w.killReason
+	}
+	return "exited while waiting its turn to stop"
 }
 
 // replacing reports whether a live worker replaces the worker id.

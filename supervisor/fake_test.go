@@ -69,7 +69,7 @@ func (p *fakeProc) ignoreTerm() {
 	p.onTerm = termIgnore
 }
 
-// Ready, Heartbeat, Fail and Retiring send a message to the supervisor.
+// Ready, Heartbeat, Fail, Retiring, Closed and Invalid send a message to the supervisor.
 func (p *fakeProc) Ready()     { p.send(supervisor.Message{Kind: supervisor.MessageReady}) }
 func (p *fakeProc) Heartbeat() { p.send(supervisor.Message{Kind: supervisor.MessageHeartbeat}) }
 func (p *fakeProc) Fail(text string) {
@@ -78,6 +78,7 @@ func (p *fakeProc) Fail(text string) {
 func (p *fakeProc) Retiring(text string) {
 	p.send(supervisor.Message{Kind: supervisor.MessageRetiring, Text: text})
 }
+func (p *fakeProc) Closed() { p.send(supervisor.Message{Kind: supervisor.MessageClosed}) }
 func (p *fakeProc) Invalid(text string) {
 	p.send(supervisor.Message{Kind: supervisor.MessageInvalid, Text: text})
 }

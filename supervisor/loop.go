@@ -148,6 +148,9 @@ func (l *loop) command(c command) {
 		if why == "" {
 			why = "requested"
 		}
+		if !l.stopping {
+			l.inTurn = c.inTurn
+		}
 		l.stop(false, why)
 	case cmdKill:
 		l.stop(true, "requested")
@@ -235,7 +238,7 @@ func (l *loop) release(slot int) <-chan struct{} {
 func (l *loop) retire(w *worker) {
 	drained := l.release(w.Slot)
 	if drained == nil {
-		l.gracefulStop(w, ReasonRetired)
+		l.requestStop(w, ReasonRetired)
 		return
 	}
 	w.State = Draining
@@ -288,7 +291,9 @@ func (l *loop) roll() {
 			return
 		}
 	}
-	if l.inFlight == 0 && len(l.rolling) == 0 {
+	// Done once every old worker has been asked to stop: none waits its
+	// turn (see requestStop).
+	if l.inFlight == 0 && len(l.rolling) == 0 && len(l.turns) == 0 {
 		l.restarting = false
 		l.hooks.Restart("done")
 		l.emit(Event{Kind: EventRestart, Reason: "done"})
@@ -323,11 +328,16 @@ func (l *loop) stop(immediate bool, why string) {
 		t.Stop()
 		delete(l.reforks, slot)
 	}
+	if immediate || !l.inTurn {
+		l.clearTurns() // nothing outlives the pool: no worker waits its turn
+	}
 	for _, w := range l.sorted() {
-		if immediate {
+		switch {
+		case immediate:
 			l.kill(w, "immediate stop")
-		} else if w.State != Stopping {
-			l.gracefulStop(w, ReasonPoolStopping)
+		case w.State == Stopping, w.turnWhy != "":
+		default:
+			l.requestStop(w, ReasonPoolStopping)
 		}
 	}
 	if immediate && l.result == nil {
@@ -347,6 +357,7 @@ func (l *loop) sorted() []*worker {
 // gracefulStop asks w to stop; the stop timeout runs from now.
 func (l *loop) gracefulStop(w *worker, why string) {
 	w.State = Stopping
+	w.turnWhy = ""
 	l.hooks.WorkerStopping(w.Worker)
 	l.emit(Event{Kind: EventStop, Worker: w.Worker, Reason: why})
 	_ = w.proc.Stop()
@@ -372,9 +383,12 @@ func (l *loop) event(ev childEvent) {
 		}
 		return
 	case timerDrained:
-		if w, ok := l.workers[ev.id]; ok && w.State == Draining {
-			l.gracefulStop(w, ReasonRetired)
+		if w, ok := l.workers[ev.id]; ok && w.State == Draining && w.turnWhy == "" {
+			l.requestStop(w, ReasonRetired)
 		}
+		return
+	case timerCloseWait:
+		l.turnOver(ev.id, turnWaited)
 		return
 	case timerStopDeadline:
 		if w, ok := l.workers[ev.id]; ok {
@@ -394,6 +408,8 @@ func (l *loop) event(ev childEvent) {
 		return
 	}
 	l.exited(w, *ev.exit)
+	l.turns = slices.DeleteFunc(l.turns, func(id int) bool { return id == w.ID })
+	l.turnOver(w.ID, turnExited)
 }
 
 func (l *loop) message(w *worker, m Message) {
@@ -420,7 +436,7 @@ func (l *loop) message(w *worker, m Message) {
 				if w.replaceWhy != "" {
 					why = w.replaceWhy
 				}
-				l.gracefulStop(old, why)
+				l.requestStop(old, why)
 			}
 			if l.restarting {
 				l.roll()
@@ -428,6 +444,8 @@ func (l *loop) message(w *worker, m Message) {
 			}
 		}
 		l.checkPoolReady()
+	case MessageClosed:
+		l.turnOver(w.ID, turnClosed)
 	case MessageFailed:
 		w.failure = m.Text
 	case MessageInvalid:
@@ -443,7 +461,7 @@ func (l *loop) message(w *worker, m Message) {
 // replacement is ready. Not now if the pool is busy: w asks again at its
 // next heartbeat.
 func (l *loop) replaceOnRequest(w *worker, m Message) {
-	if l.stopping || w.State != Ready || l.busy() != "" {
+	if l.stopping || w.State != Ready || w.leaving() || l.busy() != "" {
 		return
 	}
 	for _, o := range l.workers {

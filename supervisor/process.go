@@ -38,6 +38,10 @@ const (
 	MessageRetiring  MessageKind = "retiring"  // the worker asks to be replaced; Text says why
 	MessageStuck     MessageKind = "stuck"     // the worker's requests make no progress: replace it; Text is its report
 	MessageMemory    MessageKind = "memory"    // the worker's memory stays above its limit: replace it; Text says how much
+	// MessageClosed: the worker has closed its listener (it was asked to
+	// stop): the next worker waiting its turn to stop may be asked to (see
+	// [Supervisor.StopInTurn]).
+	MessageClosed MessageKind = "closed"
 	// MessageInvalid: what the worker sent breaks the protocol (Text says
 	// how); the supervisor kills and replaces it. A Process sends nothing
 	// after it.

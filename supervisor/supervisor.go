@@ -130,6 +130,9 @@ type command struct {
 	reply chan Snapshot // for cmdList
 	ev    Event         // for cmdReport
 	why   string        // for cmdStop: the reason EventStopping gives ("" is "requested")
+	// inTurn: for cmdStop, the workers are asked to stop one at a time
+	// (StopInTurn).
+	inTurn bool
 }
 
 // send delivers c to Run's loop; it reports false if Run is not running.
@@ -156,11 +159,30 @@ func (s *Supervisor) Stop() bool { return s.send(command{kind: cmdStop}) }
 // StopFor is Stop with the reason EventStopping gives ("graceful: why").
 func (s *Supervisor) StopFor(why string) bool { return s.send(command{kind: cmdStop, why: why}) }
 
+// StopInTurn is StopFor for a pool whose workers' listeners belong to a
+// group that lives on after it (a binary upgrade's new pool keeps serving
+// on it): the workers are asked to stop one at a time, as workers leaving
+// a pool that goes on always are (a rolling restart's, a retirement's),
+// so that no two of them close their listeners at once. Each is asked
+// once the one before has reported [MessageClosed], or exited, or
+// [CloseWait] has passed; StopTimeout runs from each worker's own request.
+func (s *Supervisor) StopInTurn(why string) bool {
+	return s.send(command{kind: cmdStop, why: why, inTurn: true})
+}
+
+// CloseWait bounds how long a worker asked to stop while its pool's
+// listeners live on (see [Supervisor.StopInTurn]) holds up the next one:
+// past it without a [MessageClosed] (a worker of an older build never
+// sends one), the next is asked to stop anyway.
+const CloseWait = 100 * time.Millisecond
+
 // Kill kills every worker at once with SIGKILL; Run returns [ErrKilled].
 func (s *Supervisor) Kill() bool { return s.send(command{kind: cmdKill}) }
 
 // Restart begins a rolling restart: each worker is replaced by a new one
-// (Surge at a time), the old one stopping only once its replacement is ready.
+// (Surge at a time), the old one stopping only once its replacement is ready
+// and the old worker asked to stop before it has closed its listener (see
+// [Supervisor.StopInTurn]).
 func (s *Supervisor) Restart() bool { return s.send(command{kind: cmdRestart}) }
 
 // Report logs ev and passes it to Config.OnEvent on Run's goroutine, in
@@ -206,7 +228,8 @@ const (
 	timerNone timerKind = iota
 	timerStopDeadline
 	timerRefork
-	timerDrained // a draining worker's slot has drained
+	timerDrained   // a draining worker's slot has drained
+	timerCloseWait // CloseWait has passed since the worker was asked to stop
 )
 
 type worker struct {
@@ -220,7 +243,14 @@ type worker struct {
 	replaceWhy string // why it replaces it, if it asked: ReasonStuck, ReasonMemory ("" for a recycle or a restart)
 	failure    string // what it reported in a Failed message
 	stopTimer  *time.Timer
+	// turnWhy, if set, is why it waits its turn to be asked to stop (see
+	// requestStop): it still serves meanwhile.
+	turnWhy string
 }
+
+// leaving reports whether w is on its way out: draining, stopping, or
+// waiting its turn to be asked to stop.
+func (w *worker) leaving() bool { return w.Worker.leaving() || w.turnWhy != "" }
 
 // loop is the state owned by Run's goroutine.
 type loop struct {
@@ -246,11 +276,19 @@ type loop struct {
 	inFlight   int   // replacements started and not yet ready
 
 	stopping bool
+	inTurn   bool // the pool's stop asks its workers to stop one at a time
 	result   error
 	timeouts []int // pids killed at the stop deadline
 
 	holding bool    // emit queues events (see holdEvents)
 	held    []Event // queued events, in order
+
+	// Stops in turn (see requestStop): the worker asked to stop whose
+	// listener may still be open (0: none), its CloseWait timer, and the
+	// workers waiting their turn, in order.
+	closing    int
+	closeTimer *time.Timer
+	turns      []int
 }
 
 // Run starts the workers and supervises them until ctx is done (a graceful
@@ -302,6 +340,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	for _, t := range l.reforks {
 		t.Stop()
+	}
+	if l.closeTimer != nil {
+		l.closeTimer.Stop()
 	}
 	if l.result == nil && len(l.timeouts) > 0 {
 		l.result = &StopTimeoutError{Timeout: s.cfg.StopTimeout, Pids: l.timeouts}

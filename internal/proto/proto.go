@@ -62,6 +62,13 @@ const (
 	EnvHandover = "CLUSTERFLOCK_HANDOVER"
 )
 
+// EnvClosed, set to "1" in a worker, says that its supervisor reads
+// [Closed] messages: the worker sends one once its listener is closed. A
+// separate variable, so that a worker of this build sends none to an older
+// supervisor (which would skip it) and a supervisor of this build knows
+// that an older build's worker sends none.
+const EnvClosed = "CLUSTERFLOCK_CLOSED"
+
 // TakeFlag reports whether the environment variable name is "1", and
 // removes it, so that the process's children do not inherit it.
 func TakeFlag(name string) bool {
@@ -131,6 +138,7 @@ const (
 	Standby   Kind = "standby"   // a standby worker waits for its slot on ControlFD
 	Stuck     Kind = "stuck"     // the worker's requests make no progress (StuckTimeout); Text is its report
 	Memory    Kind = "memory"    // the worker's RSS stays above MemoryLimit; Text says how much
+	Closed    Kind = "closed"    // the worker's listener is closed (sent only with EnvClosed)
 )
 
 // Message is one line a worker writes on its status pipe.
@@ -224,7 +232,7 @@ func (r *Reader) Next() (Message, error) {
 	kind, text, _ := strings.Cut(r.s.Text(), " ")
 	m := Message{Kind: Kind(kind), Text: text}
 	switch m.Kind {
-	case Ready, Heartbeat, Failed, Retiring, Standby, Stuck, Memory:
+	case Ready, Heartbeat, Failed, Retiring, Standby, Stuck, Memory, Closed:
 		return m, nil
 	}
 	line := r.s.Text()

@@ -39,7 +39,7 @@ func TestParseWorkerEnvRejects(t *testing.T) {
 
 func TestMessages(t *testing.T) {
 	var b bytes.Buffer
-	want := []Message{{Kind: Ready}, {Kind: Heartbeat}, {Kind: Failed, Text: "listen tcp: address already in use"}, {Kind: Retiring, Text: "max requests"}}
+	want := []Message{{Kind: Ready}, {Kind: Heartbeat}, {Kind: Failed, Text: "listen tcp: address already in use"}, {Kind: Retiring, Text: "max requests"}, {Kind: Closed}}
 	for _, m := range want {
 		if err := Write(&b, m); err != nil {
 			t.Fatal(err)

@@ -23,6 +23,7 @@ type pool interface {
 	Retire() bool
 	Stop() bool
 	StopFor(why string) bool
+	StopInTurn(why string) bool
 	Kill() bool
 	Restart() bool
 	Workers() []supervisor.Worker
@@ -253,7 +254,9 @@ func (d *dispatcher) upgraded(res upgradeResult) {
 		d.handover = s.handover
 	}
 	d.stopping = true
-	d.sup.Stop()
+	// The new pool serves on the same listeners' group: the old workers
+	// close theirs one at a time (see supervisor.StopInTurn).
+	d.sup.StopInTurn("requested")
 }
 
 // abandonUpgrade stops a new supervisor that was not ready when this one

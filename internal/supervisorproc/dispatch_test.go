@@ -33,6 +33,7 @@ func (p *fakePool) Add() bool                    { return p.call("add") }
 func (p *fakePool) StopFor(why string) bool      { return p.call("stop") }
 func (p *fakePool) Retire() bool                 { return p.call("retire") }
 func (p *fakePool) Stop() bool                   { return p.call("stop") }
+func (p *fakePool) StopInTurn(why string) bool   { return p.call("stop in turn") }
 func (p *fakePool) Kill() bool                   { return p.call("kill") }
 func (p *fakePool) Restart() bool                { return p.call("restart") }
 func (p *fakePool) Workers() []supervisor.Worker { return []supervisor.Worker{{ID: 1}} }
@@ -142,7 +143,7 @@ func TestDispatchUpgradeDone(t *testing.T) {
 		"refused: HUP: a binary upgrade is under way (pid 4242)",
 		"refused: USR2: binary upgrade: one is already under way (pid 4242)")
 	h.d.upgraded(upgradeResult{pid: 4242})
-	h.want(t, "upgrade: done (pid 4242)", "stop")
+	h.want(t, "upgrade: done (pid 4242)", "stop in turn")
 	if diff := cmp.Diff([]string{"MAINPID=4242"}, h.sd.sent); diff != "" {
 		t.Errorf("systemd (-want +got):\n%s", diff)
 	}

@@ -59,6 +59,7 @@ func TestStatusReader(t *testing.T) {
 	}{
 		{"protocol", "ready\nheartbeat\nfailed cannot bind\nretiring served 5\n", false, []supervisor.Message{ready, beat,
 			{Kind: supervisor.MessageFailed, Text: "cannot bind"}, {Kind: supervisor.MessageRetiring, Text: "served 5"}}, false},
+		{"closed", "ready\nclosed\n", false, []supervisor.Message{ready, {Kind: supervisor.MessageClosed}}, false},
 		{"newer worker's message", "metrics-v2 123\nready\n", false, []supervisor.Message{ready}, false},
 		{"standby", "standby\nready\n", true, []supervisor.Message{ready}, true},
 		{"standby twice", "standby\nstandby\nready\n", true, []supervisor.Message{invalid(`"standby" from a worker that is not a standby, or twice`)}, true},

@@ -81,6 +81,7 @@ func workerEnviron(env []string, gomaxprocs, workers, cpus int) []string {
 	for _, kv := range env {
 		if strings.HasPrefix(kv, proto.EnvWorker+"=") || strings.HasPrefix(kv, proto.EnvUpgrade+"=") ||
 			strings.HasPrefix(kv, proto.EnvMetrics+"=") || strings.HasPrefix(kv, proto.EnvHandover+"=") ||
+			strings.HasPrefix(kv, proto.EnvClosed+"=") ||
 			strings.HasPrefix(kv, "NOTIFY_SOCKET=") || strings.HasPrefix(kv, "WATCHDOG_") {
 			continue // the supervisor's alone
 		}
@@ -202,7 +203,7 @@ func (s *spawner) start(w supervisor.Worker, control *os.File) (*process, error)
 		Migration: string(s.lis.migration()), Inherited: s.lis.inherited(), Addr: s.lis.addr()}
 	// proto.StatusFD, LifelineFD, ListenerFD, ControlFD, StderrFD, ImageFD, MetricsFD (nil: none)
 	files := []*os.File{cf.statusW, s.lifeline, cf.ln, control, os.Stderr, image, cf.metricsW}
-	env := append(s.env[:len(s.env):len(s.env)], proto.EnvWorker+"="+marker.Encode())
+	env := append(s.env[:len(s.env):len(s.env)], proto.EnvWorker+"="+marker.Encode(), proto.EnvClosed+"=1")
 	if cf.metricsW != nil {
 		env = append(env, proto.EnvMetrics+"=1")
 	}
@@ -372,6 +373,8 @@ func messageKind(k proto.Kind) (supervisor.MessageKind, bool) {
 		return supervisor.MessageStuck, true
 	case proto.Memory:
 		return supervisor.MessageMemory, true
+	case proto.Closed:
+		return supervisor.MessageClosed, true
 	}
 	return "", false
 }

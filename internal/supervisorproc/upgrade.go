@@ -119,7 +119,7 @@ func withoutMarkers(environ []string) []string {
 	for _, kv := range environ {
 		if !strings.HasPrefix(kv, proto.EnvUpgrade+"=") && !strings.HasPrefix(kv, proto.EnvWorker+"=") &&
 			!strings.HasPrefix(kv, proto.EnvHandover+"=") && !strings.HasPrefix(kv, proto.EnvMetrics+"=") &&
-			!strings.HasPrefix(kv, proto.EnvUpgradeWorkers+"=") {
+			!strings.HasPrefix(kv, proto.EnvUpgradeWorkers+"=") && !strings.HasPrefix(kv, proto.EnvClosed+"=") {
 			env = append(env, kv)
 		}
 	}

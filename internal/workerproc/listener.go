@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 
 	"github.com/clusterflock/clusterflock/internal/proto"
@@ -33,6 +34,37 @@ func listen(env proto.WorkerEnv, inherited *os.File) (net.Listener, error) {
 		return nil, err
 	}
 	return ln, nil
+}
+
+// reportingListener is the listener the serve function gets. Its first
+// Close (the serve function's or the worker's, whichever comes first: the
+// other waits for it) closes the listener and then tells the supervisor,
+// if it reads it, that the listener is closed: the supervisor asks the
+// next leaving worker to stop only then, so that no two listeners of the
+// group close at once (see supervisor.StopInTurn). Go's Close returns once
+// the socket is closed, so the kernel has migrated its queue by then.
+type reportingListener struct {
+	net.Listener
+	status *statusWriter
+	once   sync.Once
+	err    error
+}
+
+// Close closes the listener; a Close after the first returns what the
+// listener's own does then (net.ErrClosed).
+func (l *reportingListener) Close() error {
+	first := false
+	l.once.Do(func() {
+		first = true
+		l.err = l.Listener.Close()
+		if l.status.closed {
+			l.status.send(proto.Message{Kind: proto.Closed})
+		}
+	})
+	if !first {
+		return l.Listener.Close()
+	}
+	return l.err
 }
 
 // enableMigration prepares the worker's own listener for the pool's

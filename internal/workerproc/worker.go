@@ -65,7 +65,7 @@ func Run(ctx context.Context, cfg Config, env proto.WorkerEnv, serve ServeFunc) 
 	syscall.CloseOnExec(proto.StatusFD)
 	syscall.CloseOnExec(proto.LifelineFD)
 	os.Unsetenv(proto.EnvWorker)
-	status := &statusWriter{f: os.NewFile(proto.StatusFD, "clusterflock-status")}
+	status := &statusWriter{f: os.NewFile(proto.StatusFD, "clusterflock-status"), closed: proto.TakeFlag(proto.EnvClosed)}
 	defer status.f.Close()
 	lifeline := os.NewFile(proto.LifelineFD, "clusterflock-lifeline")
 	defer lifeline.Close()
@@ -118,10 +118,11 @@ func (w *worker) run(ctx context.Context, serve ServeFunc) error {
 		}
 	}
 	log := w.cfg.Logger.With("pid", os.Getpid(), "slot", w.env.Slot, "generation", w.env.Generation)
-	ln, err := listen(w.env, inherited)
+	raw, err := listen(w.env, inherited)
 	if err != nil {
 		return w.fail("worker", err)
 	}
+	ln := &reportingListener{Listener: raw, status: w.status}
 	defer ln.Close()
 
 	// The serve function stops when the pool says so; the program's
@@ -137,7 +138,7 @@ func (w *worker) run(ctx context.Context, serve ServeFunc) error {
 	// migration program goes on before ready: the supervisor stops other
 	// workers only once this one is ready.
 	runtime.Gosched()
-	enableMigration(ln, w.env, log)
+	enableMigration(raw, w.env, log)
 	w.status.send(proto.Message{Kind: proto.Ready})
 	directStderr()
 	if !standby {
