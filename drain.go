@@ -30,9 +30,12 @@ const (
 // drainTimes are the deadlines of one worker's drain, from the moment it
 // was asked to stop.
 type drainTimes struct {
-	fresh    time.Duration // first requests of accepted connections: read
-	grace    time.Duration // idle keep-alive connections: their next request
-	hijacked time.Duration // hijacked connections: closed
+	fresh time.Duration // first requests of accepted connections: read
+	grace time.Duration // idle keep-alive connections: their next request
+	// secondGoAway bounds the wait for every HTTP/2 connection's first
+	// GOAWAY to be h2GoAwayGap old, before Go's own.
+	secondGoAway time.Duration
+	hijacked     time.Duration // hijacked connections: closed
 	// requests bounds the wait for requests in flight: past
 	// ShutdownTimeout, so that a request that outlives it gets its worker
 	// killed by the supervisor, which says so.
@@ -44,15 +47,19 @@ type drainTimes struct {
 // worker itself rather than its supervisor's kill.
 func newDrainTimes(t proto.Timing) drainTimes {
 	margin := min(100*time.Millisecond, t.Shutdown/10)
+	grace := min(maxKeepAliveGrace, t.Shutdown/2)
 	return drainTimes{
 		// A quarter of ShutdownTimeout at most: what is still fresh
 		// then (a slowloris, a client that connected and says nothing)
 		// is closed, or Shutdown would wait for it (it counts a new
 		// connection as active for 5 s) past the supervisor's kill.
-		fresh:    min(newConnDrainLimit, t.Shutdown/4),
-		grace:    min(maxKeepAliveGrace, t.Shutdown/2),
-		hijacked: t.Shutdown - margin,
-		requests: t.WorkerStop,
+		fresh: min(newConnDrainLimit, t.Shutdown/4),
+		grace: grace,
+		// The grace plus the gap, within three quarters of
+		// ShutdownTimeout (the streams in flight then finish).
+		secondGoAway: max(grace, min(grace+h2GoAwayGap, t.Shutdown*3/4)),
+		hijacked:     t.Shutdown - margin,
+		requests:     t.WorkerStop,
 	}
 }
 
@@ -93,9 +100,9 @@ func drain(srv *http.Server, ln net.Listener, conns *connTracker, t proto.Timing
 	grace, cancelGrace := context.WithDeadline(context.Background(), start.Add(times.grace))
 	conns.wait(grace, func() bool { return conns.open == len(conns.h2) })
 	cancelGrace()
-	if conns.hasH2() { // the second GOAWAY a round trip after the first
-		time.Sleep(time.Until(start.Add(min(times.grace, h2GoAwayGap))))
-	}
+	gap, cancelGap := context.WithDeadline(context.Background(), start.Add(times.secondGoAway))
+	conns.waitFirstGoAways(gap) // the second GOAWAY a round trip after the first
+	cancelGap()
 
 	hijacked := make(chan struct{})
 	go func() {
@@ -220,7 +227,7 @@ func (c *connTracker) track(conn net.Conn, s http.ConnState) {
 // follows it. One that arrives while the drain has begun gets its first
 // GOAWAY at once.
 func (c *connTracker) addH2(raw, under net.Conn) net.Conn {
-	h := &h2Conn{Conn: under, idleSince: time.Now()}
+	h := newH2Conn(under)
 	c.mu.Lock()
 	if c.h2 == nil {
 		c.h2 = make(map[net.Conn]*h2Conn)
@@ -246,10 +253,27 @@ func (c *connTracker) goAwayH2() {
 	}
 }
 
-func (c *connTracker) hasH2() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.h2) > 0
+// waitFirstGoAways waits until every HTTP/2 connection's first GOAWAY was
+// written at least h2GoAwayGap ago, or ctx is done.
+func (c *connTracker) waitFirstGoAways(ctx context.Context) {
+	tick := time.NewTicker(hijackPoll)
+	defer tick.Stop()
+	for {
+		c.mu.Lock()
+		now, old := time.Now(), true
+		for _, h := range c.h2 {
+			old = old && h.firstSince(now, h2GoAwayGap)
+		}
+		c.mu.Unlock()
+		if old {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // waitQuiet waits until every connection has closed but quiet HTTP/2 ones
@@ -275,21 +299,50 @@ func (c *connTracker) waitQuiet(ctx context.Context) bool {
 // is one, and reports whether it did (or none is open).
 func (c *connTracker) closeQuiet() bool {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	now := time.Now()
-	quiet := 0
+	var quiet []net.Conn
 	for _, h := range c.h2 {
 		if h.quiet(now) {
-			quiet++
+			quiet = append(quiet, h)
 		}
 	}
-	if quiet < c.open {
+	all := len(quiet) >= c.open
+	c.mu.Unlock()
+	if !all {
 		return false
 	}
-	for _, h := range c.h2 {
-		h.Close()
+	for _, h := range quiet {
+		closeNow(h)
 	}
 	return true
+}
+
+// closeNow closes conn without waiting on its peer: a TLS connection's
+// close_notify waits up to 5 s for a client that does not read.
+func closeNow(conn net.Conn) {
+	if h, ok := h2Of(conn); ok {
+		conn = h.Conn
+	}
+	if n, ok := conn.(interface{ NetConn() net.Conn }); ok {
+		conn = n.NetConn()
+	}
+	conn.Close()
+}
+
+// taken returns the connections of the set that which returns (and
+// empties it, if clear), with c.mu held: they are closed without it.
+func (c *connTracker) taken(which func() map[net.Conn]struct{}, clear bool) []net.Conn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	set := which()
+	conns := make([]net.Conn, 0, len(set))
+	for conn := range set {
+		conns = append(conns, conn)
+		if clear {
+			delete(set, conn)
+		}
+	}
+	return conns
 }
 
 // addHijacked records a hijacked connection; c.mu is held. The set is
@@ -320,10 +373,8 @@ func (c *connTracker) pruneHijacked() {
 // closeFresh closes the connections whose first request has not reached a
 // handler.
 func (c *connTracker) closeFresh() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for conn := range c.fresh {
-		conn.Close()
+	for _, conn := range c.taken(func() map[net.Conn]struct{} { return c.fresh }, false) {
+		closeNow(conn)
 	}
 }
 
@@ -390,11 +441,8 @@ func (c *connTracker) waitHijacked(ctx context.Context) {
 
 // closeHijacked closes the hijacked connections still open.
 func (c *connTracker) closeHijacked() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for conn := range c.hijacked {
-		conn.Close()
-		delete(c.hijacked, conn)
+	for _, conn := range c.taken(func() map[net.Conn]struct{} { return c.hijacked }, true) {
+		closeNow(conn)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -121,17 +122,36 @@ func (u unencryptedConn) UnencryptedNetConn() net.Conn { return u.conn }
 
 // h2Conn is an HTTP/2 connection under Go's server: it follows the frames
 // the server writes, and writes the first GOAWAY between two of them.
+//
+// No lock is held across I/O: a write in progress (the server's, or the
+// first GOAWAY) owns the frame state (writing), and a write that finds
+// another in progress waits for it. The state the drain and the server's
+// ConnState reports read (goAwayAt, idleSince) is atomic, so a client
+// that stops reading blocks only the writes to its own connection.
 type h2Conn struct {
 	net.Conn
-	mu        sync.Mutex
+	mu      sync.Mutex
+	done    sync.Cond // signalled when a write ends
+	writing bool      // a write is in progress: it owns what follows
+	pending []byte    // to write at the next boundary
+	first   bool      // the first GOAWAY is pending or written
+	// The frame state, owned by the write in progress.
 	hdr       [9]byte // the frame header being written
 	hdrN      int     // bytes of hdr written
 	left      int     // payload bytes of the current frame still to write
-	pending   []byte  // to write at the next frame boundary
 	framed    bool    // the server has written a frame (its SETTINGS come first)
-	sentFirst bool
-	goAwayAt  time.Time // when the server's own GOAWAY was written
-	idleSince time.Time // zero while a stream is open
+	inHeaders bool    // a header block (HEADERS or PUSH_PROMISE) awaits its END_HEADERS
+
+	firstAt   atomic.Int64 // when the first GOAWAY was written (UnixNano); 0 before
+	goAwayAt  atomic.Int64 // when the server's own GOAWAY was written; 0 before
+	idleSince atomic.Int64 // since when no stream is open; 0 while one is
+}
+
+func newH2Conn(under net.Conn) *h2Conn {
+	c := &h2Conn{Conn: under}
+	c.done.L = &c.mu
+	c.idleSince.Store(time.Now().UnixNano())
+	return c
 }
 
 // h2TLSConn is an h2Conn over TLS: Go's HTTP/2 server checks the TLS
@@ -153,34 +173,78 @@ func h2Of(c net.Conn) (*h2Conn, bool) {
 	return nil, false
 }
 
-// Write writes what the server wrote, and the first GOAWAY at the first
-// frame boundary once it is pending.
-func (c *h2Conn) Write(p []byte) (int, error) {
+// acquire waits until no write is in progress and makes this one the
+// write in progress; it returns what is pending.
+func (c *h2Conn) acquire() []byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.pending == nil {
+	for c.writing {
+		c.done.Wait()
+	}
+	c.writing = true
+	return c.pending
+}
+
+// release ends the write in progress; what became pending meanwhile is
+// written first, if the stream is at a boundary.
+func (c *h2Conn) release() {
+	c.mu.Lock()
+	if p := c.pending; p != nil && c.insertable() {
+		c.pending = nil
+		c.mu.Unlock()
+		c.write(p)
+		c.mu.Lock()
+	}
+	c.writing = false
+	c.done.Broadcast()
+	c.mu.Unlock()
+}
+
+// insertable reports whether a frame of ours can go now: between two of
+// the server's frames, after its first, outside a header block.
+func (c *h2Conn) insertable() bool {
+	return c.hdrN == 0 && c.left == 0 && c.framed && !c.inHeaders
+}
+
+// write writes one of our frames.
+func (c *h2Conn) write(f []byte) error {
+	_, err := c.Conn.Write(f)
+	if err == nil && c.firstAt.Load() == 0 {
+		c.firstAt.Store(time.Now().UnixNano())
+	}
+	return err
+}
+
+// Write writes what the server wrote, and the first GOAWAY at the first
+// boundary once it is pending.
+func (c *h2Conn) Write(p []byte) (int, error) {
+	pending := c.acquire()
+	defer c.release()
+	if pending == nil {
 		c.follow(p)
 		return c.Conn.Write(p)
 	}
 	n := 0
-	if !c.atBoundary() || !c.framed {
-		n = c.advance(p)
+	for n < len(p) && !c.insertable() {
+		n += c.advance(p[n:])
+	}
+	if n > 0 {
 		if w, err := c.Conn.Write(p[:n]); err != nil {
 			return w, err
 		}
 	}
-	if c.atBoundary() && c.framed {
-		if _, err := c.Conn.Write(c.pending); err != nil {
+	if c.insertable() {
+		c.mu.Lock()
+		c.pending = nil
+		c.mu.Unlock()
+		if err := c.write(pending); err != nil {
 			return n, err
 		}
-		c.pending = nil
 	}
 	c.follow(p[n:])
 	w, err := c.Conn.Write(p[n:])
 	return n + w, err
 }
-
-func (c *h2Conn) atBoundary() bool { return c.hdrN == 0 && c.left == 0 }
 
 // follow advances over all of p.
 func (c *h2Conn) follow(p []byte) {
@@ -209,12 +273,7 @@ func (c *h2Conn) advance(p []byte) int {
 		if c.hdrN < len(c.hdr) {
 			continue
 		}
-		c.hdrN = 0
-		c.framed = true
-		c.left = int(c.hdr[0])<<16 | int(c.hdr[1])<<8 | int(c.hdr[2])
-		if c.hdr[3] == 7 && binary.BigEndian.Uint32(c.hdr[5:9])&0x7fffffff == 0 {
-			c.goAwayAt = time.Now()
-		}
+		c.header()
 		if c.left == 0 {
 			return n
 		}
@@ -222,40 +281,68 @@ func (c *h2Conn) advance(p []byte) int {
 	return n
 }
 
-// goAway writes the first GOAWAY, or has the next frame boundary write it.
+// header takes in the frame header just written.
+func (c *h2Conn) header() {
+	const (
+		typeHeaders, typePushPromise, typeGoAway, typeContinuation = 1, 5, 7, 9
+		endHeaders                                                 = 0x4
+	)
+	c.hdrN = 0
+	c.framed = true
+	c.left = int(c.hdr[0])<<16 | int(c.hdr[1])<<8 | int(c.hdr[2])
+	switch typ, flags := c.hdr[3], c.hdr[4]; typ {
+	case typeHeaders, typePushPromise, typeContinuation:
+		c.inHeaders = flags&endHeaders == 0
+	case typeGoAway:
+		if binary.BigEndian.Uint32(c.hdr[5:9])&0x7fffffff == 0 {
+			c.goAwayAt.Store(time.Now().UnixNano())
+		}
+	}
+}
+
+// goAway has the first GOAWAY written: now, if no write is in progress and
+// the stream is at a boundary; else by the write in progress or the next.
+// It may block on the connection's socket (a client that does not read):
+// call it in a goroutine of its own.
 func (c *h2Conn) goAway() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.sentFirst || !c.goAwayAt.IsZero() {
+	if c.first || c.goAwayAt.Load() != 0 {
+		c.mu.Unlock()
 		return
 	}
-	c.sentFirst = true
-	if c.atBoundary() && c.framed {
-		c.Conn.Write(firstGoAway)
+	c.first = true
+	if c.writing || !c.insertable() {
+		c.pending = firstGoAway
+		c.mu.Unlock()
 		return
 	}
-	c.pending = firstGoAway
+	c.writing = true
+	c.mu.Unlock()
+	c.write(firstGoAway)
+	c.release()
 }
 
 // setIdle records whether a stream is open (Go's HTTP/2 server reports
 // StateActive and StateIdle).
 func (c *h2Conn) setIdle(idle bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	switch {
-	case !idle:
-		c.idleSince = time.Time{}
-	case c.idleSince.IsZero():
-		c.idleSince = time.Now()
+	if !idle {
+		c.idleSince.Store(0)
+		return
 	}
+	c.idleSince.CompareAndSwap(0, time.Now().UnixNano())
 }
 
 // quiet reports whether the connection has had the server's GOAWAY and has
 // had no stream open, both for h2Linger: the server would close it a
 // second later.
 func (c *h2Conn) quiet(now time.Time) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return !c.goAwayAt.IsZero() && !c.idleSince.IsZero() &&
-		now.Sub(c.goAwayAt) >= h2Linger && now.Sub(c.idleSince) >= h2Linger
+	g, i := c.goAwayAt.Load(), c.idleSince.Load()
+	linger := now.Add(-h2Linger).UnixNano()
+	return g != 0 && i != 0 && g <= linger && i <= linger
+}
+
+// firstSince reports whether the first GOAWAY was written at least d ago.
+func (c *h2Conn) firstSince(now time.Time, d time.Duration) bool {
+	f := c.firstAt.Load()
+	return f != 0 && f <= now.Add(-d).UnixNano()
 }

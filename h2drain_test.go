@@ -58,21 +58,48 @@ func splitFrames(t *testing.T, b []byte) [][]byte {
 	return out
 }
 
+// randomFrames returns n frames of a server's: DATA, SETTINGS, PING,
+// WINDOW_UPDATE and RST_STREAM frames of random sizes, and header blocks,
+// some in one HEADERS frame (END_HEADERS), some continued in CONTINUATION
+// frames.
+func randomFrames(rng *rand.Rand, n int) [][]byte {
+	var frames [][]byte
+	for i := range n {
+		stream := uint32(2*i + 1)
+		switch typ := []byte{0, 1, 3, 4, 6, 8}[rng.IntN(6)]; typ {
+		case 1:
+			parts := 1 + rng.IntN(3)
+			for k := range parts {
+				t := byte(1)
+				if k > 0 {
+					t = 9
+				}
+				f := frame(t, stream, rng.IntN(300))
+				if k == parts-1 {
+					f[4] |= 0x4 // END_HEADERS
+				}
+				frames = append(frames, f)
+			}
+		default:
+			frames = append(frames, frame(typ, stream, rng.IntN(300)))
+		}
+	}
+	return frames
+}
+
 // TestH2FirstGoAwayBetweenFrames: whatever pieces the server writes its
 // frames in, the first GOAWAY goes out once, between two frames, and every
 // frame of the server's goes out whole and in order.
 func TestH2FirstGoAwayBetweenFrames(t *testing.T) {
 	for seed := range uint64(200) {
 		rng := rand.New(rand.NewPCG(seed, 1))
-		var frames [][]byte
+		frames := randomFrames(rng, 40)
 		var stream []byte
-		for i := range 40 {
-			f := frame(byte(rng.IntN(7)), uint32(2*i+1), rng.IntN(300))
-			frames = append(frames, f)
+		for _, f := range frames {
 			stream = append(stream, f...)
 		}
 		rec := &recordConn{}
-		c := &h2Conn{Conn: rec}
+		c := newH2Conn(rec)
 		at := rng.IntN(len(stream))
 		for len(stream) > 0 {
 			n := min(len(stream), 1+rng.IntN(700))
@@ -93,9 +120,12 @@ func TestH2FirstGoAwayBetweenFrames(t *testing.T) {
 		}
 		var without [][]byte
 		goAways := 0
-		for _, f := range got {
+		for i, f := range got {
 			if bytes.Equal(f, firstGoAway) {
 				goAways++
+				if i > 0 && got[i-1][3] != 0 && got[i-1][4]&0x4 == 0 && (got[i-1][3] == 1 || got[i-1][3] == 9) {
+					t.Fatalf("seed %d: the first GOAWAY inside a header block", seed)
+				}
 				continue
 			}
 			without = append(without, f)
@@ -117,15 +147,15 @@ func TestH2FirstGoAwayBetweenFrames(t *testing.T) {
 // TestH2ServersGoAwaySeen: the server's own GOAWAY is noticed (it starts
 // the linger), a GOAWAY-like payload inside another frame is not.
 func TestH2ServersGoAwaySeen(t *testing.T) {
-	c := &h2Conn{Conn: &recordConn{}}
+	c := newH2Conn(&recordConn{})
 	c.Write(frame(0, 1, 17)) // DATA whose payload is not a frame header
-	if !c.goAwayAt.IsZero() {
+	if c.goAwayAt.Load() != 0 {
 		t.Fatal("a DATA frame taken for a GOAWAY")
 	}
 	g := frame(7, 0, 8)
 	c.Write(g[:4])
 	c.Write(g[4:])
-	if c.goAwayAt.IsZero() {
+	if c.goAwayAt.Load() == 0 {
 		t.Fatal("the server's GOAWAY, written in two pieces, not seen")
 	}
 }
@@ -217,10 +247,104 @@ func BenchmarkH2ConnWrite(b *testing.B) {
 		}
 	})
 	b.Run("wrapped", func(b *testing.B) {
-		var c net.Conn = &h2Conn{Conn: discardConn{}}
+		var c net.Conn = newH2Conn(discardConn{})
 		b.SetBytes(int64(len(resp)))
 		for b.Loop() {
 			c.Write(resp)
 		}
 	})
+}
+
+// blockedConn is a net.Conn whose writes block until unblock is closed: a
+// client that stopped reading, its socket buffer full.
+type blockedConn struct {
+	net.Conn
+	unblock chan struct{}
+}
+
+func (b blockedConn) Write(p []byte) (int, error) {
+	<-b.unblock
+	return len(p), nil
+}
+
+// TestH2BlockedWriteBlocksNothingElse: while the server's write to a
+// client that does not read is blocked, what the drain and the server's
+// ConnState reports do with that connection returns at once (a lock held
+// across the write once stopped the worker accepting).
+func TestH2BlockedWriteBlocksNothingElse(t *testing.T) {
+	under := blockedConn{unblock: make(chan struct{})}
+	tr := &connTracker{}
+	h, _ := h2Of(tr.addH2(under, under))
+	wrote := make(chan struct{})
+	go func() {
+		h.Write(frame(0, 1, 100))
+		close(wrote)
+	}()
+	for h.acquireFree() {
+		time.Sleep(time.Millisecond) // until the write is under way
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tr.track(h, http.StateIdle)                            // Go's HTTP/2 server: no stream open
+		tr.track(&net.TCPConn{}, http.StateNew)                // the next connection accepted
+		tr.goAwayH2()                                          // the drain's first GOAWAY
+		tr.closeQuiet()                                        // the drain's wait
+		tr.waitFirstGoAways(canceledContext())                 // the gap's wait
+		_ = h.quiet(time.Now()) || h.firstSince(time.Now(), 0) // the drain's checks
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the drain's and ConnState's calls blocked behind a blocked write")
+	}
+	close(under.unblock)
+	<-wrote
+}
+
+func canceledContext() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}
+
+// acquireFree reports whether no write is in progress.
+func (c *h2Conn) acquireFree() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.writing
+}
+
+// TestCloseNowTLS: closing a TLS connection whose client does not read
+// returns at once (tls.Conn.Close would wait up to 5 s to send its
+// close_notify), so hijacked connections are closed at the deadline.
+func TestCloseNowTLS(t *testing.T) {
+	ts := httptest.NewUnstartedServer(nil)
+	ts.StartTLS()
+	cert := ts.TLS.Certificates
+	ts.Close()
+	a, b := net.Pipe() // writes block until read: a client that does not read
+	defer b.Close()
+	srv := tls.Server(a, &tls.Config{Certificates: cert})
+	cli := tls.Client(b, &tls.Config{InsecureSkipVerify: true})
+	errc := make(chan error, 1)
+	go func() { errc <- cli.Handshake() }()
+	if err := srv.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	tr := &connTracker{}
+	tr.track(srv, http.StateNew)
+	tr.track(srv, http.StateHijacked)
+	start := time.Now()
+	tr.closeHijacked()
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("closing a hijacked TLS connection whose client does not read took %v", took)
+	}
+	b.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := b.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("the client's read after the close: %v; want EOF", err)
+	}
 }
