@@ -250,6 +250,9 @@ func Run(ctx context.Context, h http.Handler, opts Options) error {
 // gracefully: it stops accepting, finishes the work in flight and returns
 // nil. (The worker closes ln just after ctx is done, too.) Returning before
 // ctx is done counts as the worker failing. ctx carries the [WorkerInfo].
+// ln is the worker's TCP listener behind a wrapper (its Close tells the
+// supervisor the socket is closed), so it is not a *net.TCPListener; its
+// SyscallConn and File reach the socket.
 type ServeFunc func(ctx context.Context, ln net.Listener) error
 
 // Serve is [Run] for any server that serves on a net.Listener: gRPC, a raw

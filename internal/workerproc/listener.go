@@ -3,6 +3,7 @@
 package workerproc
 
 import (
+	"fmt"
 	"context"
 	"errors"
 	"log/slog"
@@ -79,4 +80,24 @@ func enableMigration(ln net.Listener, env proto.WorkerEnv, log *slog.Logger) {
 	if err := sockets.EnableMigration(ln, sockets.Migration(env.Migration)); err != nil && !errors.Is(err, net.ErrClosed) {
 		log.Warn("cannot enable connection migration on this worker's listener", "migration", env.Migration, "err", err.Error())
 	}
+}
+
+// SyscallConn reaches the socket, as a *net.TCPListener's does (a serve
+// function may set socket options on it).
+func (l *reportingListener) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := l.Listener.(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("clusterflock: the listener (%T) has no SyscallConn", l.Listener)
+	}
+	return sc.SyscallConn()
+}
+
+// File returns a copy of the socket's descriptor, as a *net.TCPListener's
+// File does.
+func (l *reportingListener) File() (*os.File, error) {
+	f, ok := l.Listener.(interface{ File() (*os.File, error) })
+	if !ok {
+		return nil, fmt.Errorf("clusterflock: the listener (%T) has no File", l.Listener)
+	}
+	return f.File()
 }
