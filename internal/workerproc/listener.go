@@ -3,9 +3,9 @@
 package workerproc
 
 import (
-	"fmt"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
