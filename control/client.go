@@ -103,14 +103,43 @@ const probeTimeout = 2 * time.Second
 // that serves addr, among the sockets in dir; with neither, the only pool
 // there. It asks each socket for its status. A dir that is not the user's
 // own with mode 0700 (another user's, a symbolic link) is refused: a
-// socket there could be anyone's.
+// socket there could be anyone's. A socket in it that another user owns
+// (made while the directory was open to others, before a pool made it
+// 0700) is not asked, and is named in the error if no pool is found;
+// [FindForeign] also returns those.
 func Find(ctx context.Context, dir string, pid int, addr string) (string, error) {
+	path, _, err := FindForeign(ctx, dir, pid, addr)
+	return path, err
+}
+
+// Foreign is a socket in Find's directory that another user owns: Find
+// ignores it.
+type Foreign struct {
+	Path string
+	UID  uint32 // its owner
+}
+
+// String returns "path (owner uid N)".
+func (f Foreign) String() string { return fmt.Sprintf("%s (owner uid %d)", f.Path, f.UID) }
+
+// FindForeign is Find, and also returns the sockets it ignored because
+// another user owns them, for the caller to warn of.
+func FindForeign(ctx context.Context, dir string, pid int, addr string) (string, []Foreign, error) {
 	if err := rundir.Check(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("control: %w", err)
+		return "", nil, fmt.Errorf("control: %w", err)
 	}
 	paths, _ := filepath.Glob(filepath.Join(dir, "*.sock"))
 	var found []string
+	var foreign []Foreign
 	for _, p := range paths {
+		fi, err := os.Lstat(p)
+		if err != nil || fi.Mode().Type() != fs.ModeSocket {
+			continue // gone, or not a socket
+		}
+		if uid, other := rundir.OtherOwner(fi); other {
+			foreign = append(foreign, Foreign{Path: p, UID: uid})
+			continue
+		}
 		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 		st, err := (&Client{Path: p}).Status(pctx)
 		cancel()
@@ -121,15 +150,25 @@ func Find(ctx context.Context, dir string, pid int, addr string) (string, error)
 			found = append(found, p)
 		}
 	}
-	switch {
-	case len(found) == 1:
-		return found[0], nil
-	case len(found) == 0 && pid == 0 && addr == "":
-		return "", fmt.Errorf("control: no pool of this user answers in %s", dir)
-	case len(found) == 0:
-		return "", fmt.Errorf("control: no pool with pid %d / address %q answers in %s", pid, addr, dir)
+	if len(found) == 1 {
+		return found[0], foreign, nil
 	}
-	return "", fmt.Errorf("control: %d pools answer in %s: say which with -p or -a", len(found), dir)
+	return "", foreign, findError(dir, pid, addr, len(found), foreign)
+}
+
+// findError says why FindForeign found no one pool.
+func findError(dir string, pid int, addr string, found int, foreign []Foreign) error {
+	var ignored string
+	if len(foreign) > 0 {
+		ignored = fmt.Sprintf(" (ignored, another user's: %v; remove them)", foreign)
+	}
+	switch {
+	case found == 0 && pid == 0 && addr == "":
+		return fmt.Errorf("control: no pool of this user answers in %s%s", dir, ignored)
+	case found == 0:
+		return fmt.Errorf("control: no pool with pid %d / address %q answers in %s%s", pid, addr, dir, ignored)
+	}
+	return fmt.Errorf("control: %d pools answer in %s: say which with -p or -a", found, dir)
 }
 
 // sameAddr reports whether two host:port addresses name the same port with

@@ -64,9 +64,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	path := *sock
 	if path == "" {
-		if path, err = control.Find(ctx, control.DefaultDir(), *pid, *addr); err != nil {
+		var foreign []control.Foreign
+		path, foreign, err = control.FindForeign(ctx, control.DefaultDir(), *pid, *addr)
+		if err != nil {
 			fmt.Fprintf(stderr, "flockctl: %v\n", err)
 			return exitUsage
+		}
+		for _, f := range foreign {
+			fmt.Fprintf(stderr, "flockctl: warning: ignored %v: another user's socket; remove it\n", f)
 		}
 	}
 	out := &printer{w: stdout, json: *asJSON}

@@ -319,19 +319,37 @@ func ParseUpgradeEnv(s string) (UpgradeEnv, error) {
 }
 
 // EnvUpgradeWorkers, beside [EnvUpgrade], is the old supervisor's pool
-// size: the workers it had asked for at the hand-over (Options.Workers, as
-// TTIN, TTOU or a control socket's scale changed it since), which the new
-// supervisor starts. A separate variable, so that EnvUpgrade's format
-// stays the one older builds parse; a new supervisor that finds none was
-// started by an older build.
+// size: "<old supervisor pid>:<workers>", the workers it had asked for at
+// the hand-over (Options.Workers, as TTIN, TTOU or a control socket's scale
+// changed it since), which the new supervisor starts. A separate variable,
+// so that EnvUpgrade's format stays the one older builds parse. An older
+// build neither sets nor strips it: after a rollback to one, the variable
+// it inherited stays in its environment and passes on to the next upgrade,
+// stale. The PID ties the value to its sender: a new supervisor accepts it
+// only if it names the supervisor that started it ([UpgradeWorkers]).
 const EnvUpgradeWorkers = "CLUSTERFLOCK_UPGRADE_WORKERS"
 
-// ParseUpgradeWorkers parses the value of [EnvUpgradeWorkers]: a count of
-// at least 1.
-func ParseUpgradeWorkers(s string) (int, error) {
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 1 {
-		return 0, fmt.Errorf("malformed %s=%q: want a worker count of 1 or more", EnvUpgradeWorkers, s)
+// EncodeUpgradeWorkers returns the value of [EnvUpgradeWorkers] that the
+// supervisor oldPID sets for a pool of n workers.
+func EncodeUpgradeWorkers(oldPID, n int) string {
+	return strconv.Itoa(oldPID) + ":" + strconv.Itoa(n)
+}
+
+// UpgradeWorkers parses s, the value of [EnvUpgradeWorkers], and returns
+// its count of at least 1 if it was set by oldPID (the upgrade marker's,
+// see [LookupUpgrade]) and that is this process's parent. Any other value
+// (malformed, or left over from another supervisor by an older build that
+// passed its environment on) is an error that says why.
+func UpgradeWorkers(s string, oldPID int) (int, error) {
+	pid, count, ok := strings.Cut(s, ":")
+	p, perr := strconv.Atoi(pid)
+	n, nerr := strconv.Atoi(count)
+	if !ok || perr != nil || p <= 0 || nerr != nil || n < 1 {
+		return 0, fmt.Errorf("malformed %s=%q: want <old supervisor pid>:<worker count of 1 or more>", EnvUpgradeWorkers, s)
+	}
+	if ppid := os.Getppid(); p != oldPID || p != ppid {
+		return 0, fmt.Errorf("%s=%q was set by process %d, not by the old supervisor %d that started this one (parent %d): "+
+			"a stale value an older build passed on", EnvUpgradeWorkers, s, p, oldPID, ppid)
 	}
 	return n, nil
 }

@@ -3,6 +3,7 @@ package proto
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -88,13 +89,34 @@ func TestUpgradeEnv(t *testing.T) {
 	}
 }
 
+// The pool size counts only if it names the supervisor that started this
+// process: a value an older build passed on from its own environment after
+// a rollback names another, earlier supervisor.
 func TestUpgradeWorkers(t *testing.T) {
-	if n, err := ParseUpgradeWorkers("3"); err != nil || n != 3 {
-		t.Errorf("ParseUpgradeWorkers(%q) = %d, %v; want 3", "3", n, err)
+	ppid := os.Getppid()
+	v := EncodeUpgradeWorkers(ppid, 3)
+	if n, err := UpgradeWorkers(v, ppid); err != nil || n != 3 {
+		t.Errorf("UpgradeWorkers(%q, %d) = %d, %v; want 3", v, ppid, n, err)
 	}
-	for _, bad := range []string{"", "0", "-2", "3 ", "x", "99999999999999999999"} {
-		if n, err := ParseUpgradeWorkers(bad); err == nil || !strings.Contains(err.Error(), EnvUpgradeWorkers) {
-			t.Errorf("ParseUpgradeWorkers(%q) = %d, %v; want an error naming %s", bad, n, err, EnvUpgradeWorkers)
+	malformed := []string{"", "3", "0", ":3", "x:3", "-1:3", "0:3",
+		fmt.Sprintf("%d:", ppid), fmt.Sprintf("%d:0", ppid), fmt.Sprintf("%d:-2", ppid),
+		fmt.Sprintf("%d:3 ", ppid), fmt.Sprintf("%d:x", ppid), fmt.Sprintf("%d:99999999999999999999", ppid),
+		fmt.Sprintf("%d:3:1", ppid)}
+	for _, bad := range malformed {
+		if n, err := UpgradeWorkers(bad, ppid); err == nil || !strings.Contains(err.Error(), "malformed "+EnvUpgradeWorkers) {
+			t.Errorf("UpgradeWorkers(%q, %d) = %d, %v; want an error naming %s malformed", bad, ppid, n, err, EnvUpgradeWorkers)
+		}
+	}
+	stale := []struct {
+		value  string
+		oldPID int
+	}{
+		{EncodeUpgradeWorkers(ppid+1, 6), ppid},     // set by an earlier supervisor, passed on
+		{EncodeUpgradeWorkers(ppid+1, 6), ppid + 1}, // names the marker's PID, but that is not our parent
+	}
+	for _, c := range stale {
+		if n, err := UpgradeWorkers(c.value, c.oldPID); err == nil || !strings.Contains(err.Error(), "stale") {
+			t.Errorf("UpgradeWorkers(%q, %d) = %d, %v; want an error saying the value is stale", c.value, c.oldPID, n, err)
 		}
 	}
 }

@@ -25,8 +25,21 @@ type Dir struct {
 	// Repaired is the permission bits it had if it was this user's but
 	// open to group or others: Open set it to 0700. Zero otherwise.
 	Repaired os.FileMode
-	fd       int
+	// Foreign lists, if Open repaired the directory, the entries in it
+	// that another user owns: made while it was open, by anyone. Nothing
+	// here trusts them (see OtherOwner); the caller warns of them.
+	Foreign []Entry
+	fd      int
 }
+
+// Entry is an entry of a Dir that another user owns.
+type Entry struct {
+	Name string
+	UID  uint32 // its owner
+}
+
+// String returns "name (uid N)".
+func (e Entry) String() string { return fmt.Sprintf("%s (uid %d)", e.Name, e.UID) }
 
 // refused is the error for a directory that Open will not use: it names
 // the path, what is wrong, the owner and the mode, and the fixes.

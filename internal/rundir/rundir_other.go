@@ -5,6 +5,7 @@ package rundir
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 )
 
 // Open is not supported off unix: a pool runs only there.
@@ -24,3 +25,6 @@ func (d *Dir) Create(name string, body []byte) (string, error) {
 
 // Close does nothing off unix.
 func (d *Dir) Close() error { return nil }
+
+// OtherOwner reports no owner off unix.
+func OtherOwner(fi fs.FileInfo) (uint32, bool) { return 0, false }

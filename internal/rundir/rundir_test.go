@@ -4,8 +4,10 @@ package rundir
 
 import (
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -94,6 +96,64 @@ func TestOpenForeign(t *testing.T) {
 		if fi, _ := os.Lstat(dir); fi.Mode().Perm() != mode {
 			t.Errorf("nobody's directory: mode %v after Open, want %v", fi.Mode().Perm(), mode)
 		}
+	}
+}
+
+// TestRepairListsForeign: our directory, open to others and repaired to
+// 0700, lists the entries another user (here nobody, made by root) put in
+// it meanwhile, a socket and a symbolic link among them, and OtherOwner
+// says they are not ours; our own entries are not listed.
+func TestRepairListsForeign(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIP: making an entry of another user takes root")
+	}
+	const nobody = 65534
+	dir := filepath.Join(t.TempDir(), "open")
+	os.Mkdir(dir, 0o700)
+	os.Chmod(dir, 0o777)
+	os.WriteFile(filepath.Join(dir, "mine"), nil, 0o600)
+	planted := []string{"planted.sock", "planted-link", "planted-file"}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, planted[0]), Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	os.Symlink("/etc/passwd", filepath.Join(dir, planted[1]))
+	os.WriteFile(filepath.Join(dir, planted[2]), nil, 0o666)
+	for _, name := range planted {
+		if err := os.Lchown(filepath.Join(dir, name), nobody, nobody); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, err := Open(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	var got []string
+	for _, e := range d.Foreign {
+		if e.UID != nobody {
+			t.Errorf("foreign entry %s: uid %d, want %d", e.Name, e.UID, nobody)
+		}
+		got = append(got, e.Name)
+	}
+	slices.Sort(got)
+	if want := slices.Sorted(slices.Values(planted)); !slices.Equal(got, want) {
+		t.Errorf("Foreign = %v; want %v", got, want)
+	}
+	for name, other := range map[string]bool{planted[0]: true, planted[1]: true, "mine": false} {
+		fi, err := os.Lstat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if uid, isOther := OtherOwner(fi); isOther != other || (other && uid != nobody) {
+			t.Errorf("OtherOwner(%s) = %d, %v; want %v", name, uid, isOther, other)
+		}
+	}
+	if d, err := Open(dir, true); err != nil || d.Foreign != nil {
+		t.Errorf("Open of the now private directory: Foreign %v, %v; want none listed (no repair)", d.Foreign, err)
+	} else {
+		d.Close()
 	}
 }
 

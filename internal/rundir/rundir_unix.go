@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -58,8 +59,41 @@ func Open(path string, repair bool) (*Dir, error) {
 			return nil, refused(path, fmt.Sprintf("it is open to others and cannot be made 0700 (%v)", err), st.Uid, uint32(st.Mode))
 		}
 		d.Repaired = os.FileMode(st.Mode) & 0o777
+		d.Foreign = foreignEntries(fd)
 	}
 	return d, nil
+}
+
+// foreignEntries lists the entries of the directory fd that another user
+// owns. It is a warning's content: an entry it cannot read is left out.
+func foreignEntries(fd int) []Entry {
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil
+	}
+	f := os.NewFile(uintptr(dup), "rundir")
+	defer f.Close()
+	names, _ := f.Readdirnames(-1)
+	var foreign []Entry
+	for _, name := range names {
+		var st unix.Stat_t
+		if unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && int(st.Uid) != os.Geteuid() {
+			foreign = append(foreign, Entry{Name: name, UID: st.Uid})
+		}
+	}
+	return foreign
+}
+
+// OtherOwner returns the owner of fi (from os.Lstat) and whether that is
+// another user than this process's effective uid: an entry of this user's
+// private directory that someone else made before it was private, which
+// nothing should trust.
+func OtherOwner(fi fs.FileInfo) (uint32, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, false
+	}
+	return st.Uid, int(st.Uid) != os.Geteuid()
 }
 
 // Check validates path as Open does, without creating or changing it (for

@@ -73,11 +73,15 @@ func openControl(path string, heir bool, log *slog.Logger) (*controlServer, erro
 		log.Warn("control socket: its directory was open to other users; it is now 0700",
 			"path", dir.Path, "mode", fmt.Sprintf("%#o", dir.Repaired))
 	}
+	if len(dir.Foreign) > 0 {
+		log.Warn("control socket: its directory holds entries of other users, made while it was open; nothing here trusts them, remove them",
+			"path", dir.Path, "foreign", fmt.Sprint(dir.Foreign))
+	}
 	bind := path
 	if heir {
 		bind = fmt.Sprintf("%s.%d", path, os.Getpid())
 	}
-	if err := clearSocketPath(bind); err != nil {
+	if err := clearSocketPath(bind, log); err != nil {
 		return nil, err
 	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: bind, Net: "unix"})
@@ -100,16 +104,28 @@ func openControl(path string, heir bool, log *slog.Logger) (*controlServer, erro
 
 // clearSocketPath makes path free for a new socket: nothing is there, or a
 // socket nobody answers on (of a supervisor that died), which it removes.
-// Anything else (a live socket, a file, a symbolic link) is refused, never
-// followed or removed.
-func clearSocketPath(path string) error {
+// An entry of another user (made while the directory was open to others,
+// before rundir.Open made it private) is removed with a warning: this
+// user's directory is private now, and nothing there is that user's to
+// keep. Anything else of ours (a live socket, a file, a symbolic link) is
+// refused, never followed or removed.
+func clearSocketPath(path string, log *slog.Logger) error {
 	fi, err := os.Lstat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return nil
 	case err != nil:
 		return fmt.Errorf("clusterflock: control socket: %w", err)
-	case fi.Mode().Type() != fs.ModeSocket:
+	}
+	if uid, other := rundir.OtherOwner(fi); other {
+		if err := os.Remove(path); err != nil {
+			return fmt.Errorf("clusterflock: %s belongs to another user (uid %d) and cannot be removed: %w", path, uid, err)
+		}
+		log.Warn("control socket: removed an entry of another user from this user's private directory",
+			"path", path, "owner_uid", uid, "mode", fi.Mode().String())
+		return nil
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
 		return fmt.Errorf("clusterflock: %s exists and is not a socket (mode %v); remove it", path, fi.Mode())
 	}
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {

@@ -21,7 +21,8 @@ type heir struct {
 	socks  []*sockets.Socket // the sockets inherited from ListenerFD on
 	lost   bool              // an inherited socket could not be taken over
 	// workers is the old pool's size (proto.EnvUpgradeWorkers), or 0 if
-	// the old supervisor, an older build, did not say it.
+	// the old supervisor, an older build, did not say it, or if the value
+	// it passed on was not its own (stale, logged).
 	workers int
 	// handover is the metrics hand-over channel from the old supervisor
 	// (proto.HandoverFD), or nil.
@@ -58,7 +59,7 @@ func takeHeir(log *slog.Logger) *heir {
 	}
 	h := &heir{env: env, status: os.NewFile(proto.StatusFD, "clusterflock-upgrade")}
 	if sizeSet {
-		if h.workers, err = proto.ParseUpgradeWorkers(size); err != nil {
+		if h.workers, err = proto.UpgradeWorkers(size, env.OldPID); err != nil {
 			log.Warn("binary upgrade: ignoring the old pool's size: Options.Workers applies", "err", err.Error())
 		}
 	}

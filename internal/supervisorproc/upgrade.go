@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -60,7 +59,7 @@ func startSuccessor(lis listeners, socks []*sockets.Socket, workers int, metrics
 	}
 	env := append(withoutMarkers(os.Environ()), proto.EnvUpgrade+"="+marker.Encode())
 	if workers > 0 {
-		env = append(env, proto.EnvUpgradeWorkers+"="+strconv.Itoa(workers))
+		env = append(env, proto.EnvUpgradeWorkers+"="+proto.EncodeUpgradeWorkers(marker.OldPID, workers))
 	}
 	var mine, theirs *os.File
 	if metrics {
