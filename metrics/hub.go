@@ -117,6 +117,7 @@ func (h *hub) serve(ln net.Listener) {
 			promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, EnableOpenMetrics: true, ErrorLog: slogPrinter{h.log}}),
 		gathers: make(chan struct{}, maxGathers),
 		writes:  make(chan struct{}, maxWrites),
+		write:   scrapeWrite,
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute,
 		ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelDebug)}
@@ -145,9 +146,18 @@ const (
 type scrapeHandler struct {
 	gather          http.Handler
 	gathers, writes chan struct{}
+	write           time.Duration // each response's write deadline: scrapeWrite
 }
 
+// ServeHTTP answers one scrape. Every response, a 503 included, is
+// written within s.write of its start (the write of a gathered one within
+// s.write of the gather's end), whatever deadline an earlier response left
+// on the connection. The slots are released however the gather ends, a
+// panic included (net/http recovers it; a leaked slot would turn every
+// later scrape into a 503).
 func (s *scrapeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Now().Add(s.write))
 	select {
 	case s.writes <- struct{}{}:
 		defer func() { <-s.writes }()
@@ -155,22 +165,32 @@ func (s *scrapeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "too many scrapes being answered", http.StatusServiceUnavailable)
 		return
 	}
-	select {
-	case s.gathers <- struct{}{}:
-	default:
+	b, ok := s.gathered(r)
+	if !ok {
 		http.Error(w, "too many scrapes gathering", http.StatusServiceUnavailable)
 		return
 	}
-	b := &bufferedResponse{header: http.Header{}}
-	s.gather.ServeHTTP(b, r)
-	<-s.gathers
-	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(scrapeWrite))
+	_ = rc.SetWriteDeadline(time.Now().Add(s.write))
 	for k, v := range b.header {
 		w.Header()[k] = v
 	}
 	w.Header().Set("Content-Length", strconv.Itoa(b.body.Len()))
 	w.WriteHeader(cmp.Or(b.code, http.StatusOK))
 	_, _ = w.Write(b.body.Bytes())
+}
+
+// gathered is r's response, gathered into memory in a gather slot; false
+// if none is free.
+func (s *scrapeHandler) gathered(r *http.Request) (*bufferedResponse, bool) {
+	select {
+	case s.gathers <- struct{}{}:
+		defer func() { <-s.gathers }()
+	default:
+		return nil, false
+	}
+	b := &bufferedResponse{header: http.Header{}}
+	s.gather.ServeHTTP(b, r)
+	return b, true
 }
 
 // bufferedResponse is a response held in memory.
