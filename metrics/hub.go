@@ -66,7 +66,7 @@ type member struct {
 	changed chan struct{} // closed at the next frame, or at the end
 	warned  bool          // a refused frame was logged (later ones are only counted)
 	cut     int           // series left out of snap (MaxSeries)
-	cutNext int           // series left out of the next snapshot, as its worker said
+	cutNext cutSeries     // left out of the next snapshot, as its worker said
 }
 
 // Supervisor implements the pool's seam (Options.Metrics); programs do not
@@ -290,12 +290,11 @@ func (h *hub) read(m *member) {
 			h.refused(m, "gather", "metrics: a worker's registry failed to gather (logged once a worker; counted in clusterflock_metrics_worker_errors_total)", string(body))
 			continue
 		case frameCut:
-			n, err := strconv.Atoi(string(body))
-			if err != nil || n < 0 {
-				h.refused(m, "malformed", "metrics: refused a worker's count of cut series (logged once a worker; counted in clusterflock_metrics_worker_errors_total)", fmt.Sprintf("%q", body))
-				n = 0
+			c, err := parseCut(body)
+			if err != nil {
+				h.refused(m, "malformed", "metrics: refused a worker's account of cut series (logged once a worker; counted in clusterflock_metrics_worker_errors_total)", err.Error())
 			}
-			m.cutNext = n
+			m.cutNext = c
 			continue
 		}
 		s, cut, err := decodeSnapshot(body, h.admit.limit)
@@ -303,8 +302,8 @@ func (h *hub) read(m *member) {
 			h.refused(m, "malformed", "metrics: refused a worker's snapshot: its previous one stays (logged once a worker; counted in clusterflock_metrics_worker_errors_total)", err.Error())
 			continue
 		}
-		h.update(m, s, m.cutNext+cut)
-		m.cutNext = 0
+		h.update(m, s, m.cutNext.plus(cut))
+		m.cutNext = cutSeries{}
 	}
 }
 
@@ -338,14 +337,19 @@ func (h *hub) refused(m *member, reason, msg, detail string) {
 }
 
 // update makes s m's snapshot (cut series left out of it), keeping what m
-// reset or dropped.
-func (h *hub) update(m *member, s set, cut int) {
+// reset or dropped. A cumulative series of m's that is missing from s in a
+// family cut is no reset: if it was shown, s carries its last value (m's,
+// until m leaves or sends it again; not counted as cut); if not, it stays
+// out (a cut series folded into kept would count twice once it came back).
+func (h *hub) update(m *member, s set, cut cutSeries) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	carried := 0
 	if m.snap != nil {
-		h.fold(resets(m.snap, s))
+		carried = carry(m.snap, s, cut.families, h.admit.has)
+		h.fold(resets(m.snap, s, cut.families))
 	}
-	m.snap, m.cut = s, cut
+	m.snap, m.cut = s, max(cut.n-carried, 0)
 	m.frames++
 	close(m.changed)
 	m.changed = make(chan struct{})
