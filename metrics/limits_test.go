@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -522,5 +523,34 @@ func TestCutFrame(t *testing.T) {
 	}
 	if got, err := parseCut([]byte("0")); err != nil || got.n != 0 {
 		t.Errorf("parseCut(\"0\") = %v, %v; want nothing cut", got, err)
+	}
+}
+
+// TestKeptFillsMaxSeries: once the gone workers' kept totals fill
+// MaxSeries, a new worker's new series are refused, counted at every
+// scrape, while its series that are kept already keep counting; the kept
+// series stay at their values.
+func TestKeptFillsMaxSeries(t *testing.T) {
+	const limit = 10
+	h := startHub(t, &Exporter{MaxSeries: limit})
+	ra, _ := minted("a", 8) // 8 + 2 series: the limit
+	a := attachWorkerWith(t, h, 101, &Exporter{Gatherer: ra, MaxSeries: limit})
+	before := merged(t, h)
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitMembers(t, h, 0)
+	rb, _ := minted("b", 5)
+	attachWorkerWith(t, h, 102, &Exporter{Gatherer: rb, MaxSeries: limit})
+	for scrape := range 2 {
+		after := merged(t, h)
+		want := maps.Clone(before)
+		want[`app_small_total{k="a"}`], want[`app_small_total{k="b"}`] = 2, 2 // a's kept 1, b's 1
+		if diff := cmp.Diff(want, after); diff != "" {
+			t.Errorf("scrape %d: merged (-want +got):\n%s", scrape, diff)
+		}
+		if got := poolValue(t, h, "clusterflock_metrics_series_refused"); got != 5 {
+			t.Errorf("scrape %d: clusterflock_metrics_series_refused = %v, want b's 5 new ids", scrape, got)
+		}
 	}
 }
