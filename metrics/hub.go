@@ -298,12 +298,13 @@ func (h *hub) read(m *member) {
 			continue
 		}
 		s, cut, err := decodeSnapshot(body, h.admit.limit)
+		workerCut := m.cutNext
+		m.cutNext = cutSeries{} // it told of this snapshot alone
 		if err != nil {
 			h.refused(m, "malformed", "metrics: refused a worker's snapshot: its previous one stays (logged once a worker; counted in clusterflock_metrics_worker_errors_total)", err.Error())
 			continue
 		}
-		h.update(m, s, m.cutNext.plus(cut))
-		m.cutNext = cutSeries{}
+		h.update(m, s, workerCut.plus(cut))
 	}
 }
 
