@@ -74,10 +74,19 @@ type Exporter struct {
 	// each worker's snapshot: what keeps the supervisor small when a
 	// program mints label values. A worker's snapshot beyond it is cut
 	// down, its largest families first (so that one family's leak does
-	// not push out the others); at the merge, series beyond it are refused
-	// (those already shown keep their place, so no counter goes
-	// backwards). Either is counted in
-	// clusterflock_metrics_series_refused and logged once. 0 means
+	// not push out the others); a counter, histogram or summary series
+	// once shown that a cut leaves out is shown at its last value (not
+	// counted twice when it comes back). At the merge, series beyond it
+	// are refused (those already shown keep their place, so no counter
+	// goes backwards). Either is counted in
+	// clusterflock_metrics_series_refused and logged once.
+	//
+	// A counter, histogram or summary series once shown keeps its place
+	// for the supervisor's life, as the total of its gone workers if none
+	// reports it any more, and through a binary upgrade's hand-over: once
+	// those fill MaxSeries, every new series is refused (series_refused
+	// stays above 0 at every scrape). Only a new supervisor, or an upgrade
+	// to a larger MaxSeries, makes room (see the README). 0 means
 	// DefaultMaxSeries; negative is an error.
 	MaxSeries int
 }

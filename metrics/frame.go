@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -23,9 +25,10 @@ import (
 // has stopped serving. A frame is a 4-byte big-endian length, then that
 // many bytes: a kind byte and its body. A snapshot's body is the worker's
 // metric families in the Prometheus delimited protobuf format; an error's
-// body is the text of what went wrong gathering, a cut's the number of
-// series the worker left out of its snapshot (Exporter.MaxSeries), in
-// decimal (a snapshot follows either).
+// body is the text of what went wrong gathering, a cut's what the worker
+// left out of its snapshot (Exporter.MaxSeries): the number of series, in
+// decimal, then the name of each family it cut, a line each, quoted as Go
+// does (strconv.Quote). A snapshot follows either.
 
 const gatherByte = 'g'
 
@@ -113,25 +116,85 @@ func encodeFamilies(mfs []*dto.MetricFamily) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
+// cutSeries is what MaxSeries left out of a snapshot: how many series, and
+// from which families. A series of such a family that is missing from the
+// snapshot may have been cut, not dropped by its worker.
+type cutSeries struct {
+	n        int
+	families map[string]bool
+}
+
+// plus is c and o together.
+func (c cutSeries) plus(o cutSeries) cutSeries {
+	out := cutSeries{n: c.n + o.n}
+	for _, fs := range []map[string]bool{c.families, o.families} {
+		for name := range fs {
+			out.cutFamily(name, 0)
+		}
+	}
+	return out
+}
+
+// cutFamily records n series cut from family name.
+func (c *cutSeries) cutFamily(name string, n int) {
+	if c.families == nil {
+		c.families = map[string]bool{}
+	}
+	c.families[name] = true
+	c.n += n
+}
+
+// encode is c as a cut frame's body.
+func (c cutSeries) encode() []byte {
+	b := strconv.AppendInt(nil, int64(c.n), 10)
+	names := slices.Sorted(maps.Keys(c.families))
+	for _, name := range names {
+		b = strconv.AppendQuote(append(b, '\n'), name)
+	}
+	return b
+}
+
+// parseCut parses a cut frame's body.
+func parseCut(body []byte) (cutSeries, error) {
+	lines := strings.Split(string(body), "\n")
+	n, err := strconv.Atoi(lines[0])
+	if err != nil || n < 0 {
+		return cutSeries{}, fmt.Errorf("a count of cut series that is not one: %q", lines[0])
+	}
+	c := cutSeries{n: n}
+	for _, l := range lines[1:] {
+		name, err := strconv.Unquote(l)
+		if err != nil {
+			return cutSeries{}, fmt.Errorf("a cut family's name that is not quoted: %q", l)
+		}
+		c.cutFamily(name, 0)
+	}
+	if n > 0 && len(c.families) == 0 {
+		return cutSeries{}, fmt.Errorf("%d series cut from no family", n)
+	}
+	return c, nil
+}
+
 // decodeSnapshot parses and checks a snapshot body (see newSet), without
 // the host's families (hostWide), cut down to limit series (see
-// seriesCap: the largest families keep their first series), reporting how
-// many it left out. The cut is made on the encoded families, before they
+// seriesCap: the largest families keep their first series), reporting what
+// it left out. The cut is made on the encoded families, before they
 // are decoded: a worker's snapshot never makes the supervisor allocate
 // more than limit series. Each family's length prefix is bounded by the
 // body's own length: a prefix that claims more must not make the
 // supervisor allocate it (expfmt's decoder would).
-func decodeSnapshot(body []byte, limit int) (set, int, error) {
+func decodeSnapshot(body []byte, limit int) (set, cutSeries, error) {
+	var cut cutSeries
 	msgs, sizes, err := splitFamilies(body)
 	if err != nil {
-		return nil, 0, fmt.Errorf("malformed snapshot: %w", err)
+		return nil, cut, fmt.Errorf("malformed snapshot: %w", err)
 	}
 	c := seriesCap(sizes, limit)
-	cut := 0
 	mfs := make([]*dto.MetricFamily, 0, len(msgs))
 	for i, msg := range msgs {
-		if c >= 0 && sizes[i] > c {
-			msg, cut = firstMetrics(msg, c), cut+sizes[i]-c
+		cutHere := c >= 0 && sizes[i] > c
+		if cutHere {
+			msg = firstMetrics(msg, c)
 		}
 		mf := &dto.MetricFamily{}
 		err := proto.Unmarshal(msg, mf)
@@ -139,7 +202,10 @@ func decodeSnapshot(body []byte, limit int) (set, int, error) {
 			err = checkNames(mf)
 		}
 		if err != nil {
-			return nil, 0, fmt.Errorf("malformed snapshot: %w", err)
+			return nil, cutSeries{}, fmt.Errorf("malformed snapshot: %w", err)
+		}
+		if cutHere {
+			cut.cutFamily(mf.GetName(), sizes[i]-c)
 		}
 		if !hostWide(mf.GetName()) {
 			mfs = append(mfs, mf)
@@ -147,7 +213,7 @@ func decodeSnapshot(body []byte, limit int) (set, int, error) {
 	}
 	s, err := newSet(mfs)
 	if err != nil {
-		return nil, 0, fmt.Errorf("malformed snapshot: %w", err)
+		return nil, cutSeries{}, fmt.Errorf("malformed snapshot: %w", err)
 	}
 	return s, cut, nil
 }

@@ -39,7 +39,7 @@ func FuzzSnapshot(f *testing.F) {
 				continue
 			}
 			kept := set{}
-			kept.keep(resets(s, set{}))
+			kept.keep(resets(s, set{}, nil))
 			a := &admission{limit: 4}
 			mergeBounded(kept, []contribution{{slot: 0, snap: s}}, nil, reserved, a)
 			out, _ := mergeBounded(kept, []contribution{{slot: 0, snap: s}, {slot: 1, snap: s}}, map[string]bool{"x": true}, reserved, a)

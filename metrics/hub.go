@@ -66,7 +66,7 @@ type member struct {
 	changed chan struct{} // closed at the next frame, or at the end
 	warned  bool          // a refused frame was logged (later ones are only counted)
 	cut     int           // series left out of snap (MaxSeries)
-	cutNext int           // series left out of the next snapshot, as its worker said
+	cutNext cutSeries     // left out of the next snapshot, as its worker said
 }
 
 // Supervisor implements the pool's seam (Options.Metrics); programs do not
@@ -117,6 +117,7 @@ func (h *hub) serve(ln net.Listener) {
 			promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, EnableOpenMetrics: true, ErrorLog: slogPrinter{h.log}}),
 		gathers: make(chan struct{}, maxGathers),
 		writes:  make(chan struct{}, maxWrites),
+		write:   scrapeWrite,
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute,
 		ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelDebug)}
@@ -145,9 +146,18 @@ const (
 type scrapeHandler struct {
 	gather          http.Handler
 	gathers, writes chan struct{}
+	write           time.Duration // each response's write deadline: scrapeWrite
 }
 
+// ServeHTTP answers one scrape. Every response, a 503 included, is
+// written within s.write of its start (the write of a gathered one within
+// s.write of the gather's end), whatever deadline an earlier response left
+// on the connection. The slots are released however the gather ends, a
+// panic included (net/http recovers it; a leaked slot would turn every
+// later scrape into a 503).
 func (s *scrapeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Now().Add(s.write))
 	select {
 	case s.writes <- struct{}{}:
 		defer func() { <-s.writes }()
@@ -155,22 +165,32 @@ func (s *scrapeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "too many scrapes being answered", http.StatusServiceUnavailable)
 		return
 	}
-	select {
-	case s.gathers <- struct{}{}:
-	default:
+	b, ok := s.gathered(r)
+	if !ok {
 		http.Error(w, "too many scrapes gathering", http.StatusServiceUnavailable)
 		return
 	}
-	b := &bufferedResponse{header: http.Header{}}
-	s.gather.ServeHTTP(b, r)
-	<-s.gathers
-	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(scrapeWrite))
+	_ = rc.SetWriteDeadline(time.Now().Add(s.write))
 	for k, v := range b.header {
 		w.Header()[k] = v
 	}
 	w.Header().Set("Content-Length", strconv.Itoa(b.body.Len()))
 	w.WriteHeader(cmp.Or(b.code, http.StatusOK))
 	_, _ = w.Write(b.body.Bytes())
+}
+
+// gathered is r's response, gathered into memory in a gather slot; false
+// if none is free.
+func (s *scrapeHandler) gathered(r *http.Request) (*bufferedResponse, bool) {
+	select {
+	case s.gathers <- struct{}{}:
+		defer func() { <-s.gathers }()
+	default:
+		return nil, false
+	}
+	b := &bufferedResponse{header: http.Header{}}
+	s.gather.ServeHTTP(b, r)
+	return b, true
 }
 
 // bufferedResponse is a response held in memory.
@@ -270,21 +290,21 @@ func (h *hub) read(m *member) {
 			h.refused(m, "gather", "metrics: a worker's registry failed to gather (logged once a worker; counted in clusterflock_metrics_worker_errors_total)", string(body))
 			continue
 		case frameCut:
-			n, err := strconv.Atoi(string(body))
-			if err != nil || n < 0 {
-				h.refused(m, "malformed", "metrics: refused a worker's count of cut series (logged once a worker; counted in clusterflock_metrics_worker_errors_total)", fmt.Sprintf("%q", body))
-				n = 0
+			c, err := parseCut(body)
+			if err != nil {
+				h.refused(m, "malformed", "metrics: refused a worker's account of cut series (logged once a worker; counted in clusterflock_metrics_worker_errors_total)", err.Error())
 			}
-			m.cutNext = n
+			m.cutNext = c
 			continue
 		}
 		s, cut, err := decodeSnapshot(body, h.admit.limit)
+		workerCut := m.cutNext
+		m.cutNext = cutSeries{} // it told of this snapshot alone
 		if err != nil {
 			h.refused(m, "malformed", "metrics: refused a worker's snapshot: its previous one stays (logged once a worker; counted in clusterflock_metrics_worker_errors_total)", err.Error())
 			continue
 		}
-		h.update(m, s, m.cutNext+cut)
-		m.cutNext = 0
+		h.update(m, s, workerCut.plus(cut))
 	}
 }
 
@@ -318,14 +338,19 @@ func (h *hub) refused(m *member, reason, msg, detail string) {
 }
 
 // update makes s m's snapshot (cut series left out of it), keeping what m
-// reset or dropped.
-func (h *hub) update(m *member, s set, cut int) {
+// reset or dropped. A cumulative series of m's that is missing from s in a
+// family cut is no reset: if it was shown, s carries its last value (m's,
+// until m leaves or sends it again; not counted as cut); if not, it stays
+// out (a cut series folded into kept would count twice once it came back).
+func (h *hub) update(m *member, s set, cut cutSeries) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	carried := 0
 	if m.snap != nil {
-		h.fold(resets(m.snap, s))
+		carried = carry(m.snap, s, cut.families, h.admit.has)
+		h.fold(resets(m.snap, s, cut.families))
 	}
-	m.snap, m.cut = s, cut
+	m.snap, m.cut = s, max(cut.n-carried, 0)
 	m.frames++
 	close(m.changed)
 	m.changed = make(chan struct{})

@@ -257,3 +257,51 @@ func TestHubConflictServed(t *testing.T) {
 		t.Errorf("status %d, body:\n%s", resp.StatusCode, body)
 	}
 }
+
+// TestHubCutFrameOfRefusedSnapshot: a worker's account of a cut applies to
+// the snapshot that follows it alone: after that snapshot is refused, a
+// series missing from the next is taken for dropped (its value kept), so
+// it counts on from there when it comes back.
+func TestHubCutFrameOfRefusedSnapshot(t *testing.T) {
+	h := startHub(t, &Exporter{ScrapeTimeout: 50 * time.Millisecond})
+	hits := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "app_hits_total", Help: "Hits."}, []string{"path"})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(hits)
+	snap := func() []byte {
+		mfs, _ := reg.Gather()
+		body, _ := encodeFamilies(mfs)
+		return frame(frameSnapshot, body)
+	}
+	sup, wk := pair(t)
+	h.Attach(200, sup)
+	hits.WithLabelValues("/").Add(1)
+	hits.WithLabelValues("/gone").Add(3)
+	wk.Write(snap())
+	wantHits(t, h, `/gone`, 3)
+	wk.Write(frame(frameCut, cutSeries{n: 1, families: map[string]bool{"app_hits_total": true}}.encode()))
+	wk.Write(frame(frameSnapshot, []byte{0xff, 0xff, 0xff, 0x0f, 1, 2}))
+	hits.DeleteLabelValues("/gone")
+	wk.Write(snap()) // dropped, no cut
+	wantHits(t, h, `/gone`, 3)
+	hits.WithLabelValues("/gone").Add(5)
+	wk.Write(snap())
+	wantHits(t, h, `/gone`, 8)
+}
+
+// wantHits waits, within a deadline, for app_hits_total{path} to be want.
+func wantHits(t *testing.T, h *hub, path string, want float64) {
+	t.Helper()
+	var got float64
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		mfs, err := h.workerFamilies()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, _ := newSet(mfs)
+		if got = seriesValue(s, "app_hits_total", `path="`+path+`"`); got == want {
+			return
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval, bounded by the deadline
+	}
+	t.Fatalf("app_hits_total{path=%q} = %v, want %v", path, got, want)
+}

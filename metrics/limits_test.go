@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -404,7 +405,152 @@ func TestDecodeCuts(t *testing.T) {
 	}
 	slices.Sort(keys)
 	want := []string{`id="d00000"`, `id="d00001"`, `id="d00002"`, `id="d00003"`, `id="d00004"`, `id="d00005"`, `id="d00006"`, `id="d00007"`}
-	if diff := cmp.Diff(want, keys); diff != "" || cut != 992 || len(s["app_small_total"].series) != 2 {
-		t.Errorf("cut %d, app_small_total %d series, app_minted_total (-want +got):\n%s", cut, len(s["app_small_total"].series), diff)
+	if diff := cmp.Diff(want, keys); diff != "" || cut.n != 992 || !cut.families["app_minted_total"] || len(cut.families) != 1 || len(s["app_small_total"].series) != 2 {
+		t.Errorf("cut %v, app_small_total %d series, app_minted_total (-want +got):\n%s", cut, len(s["app_small_total"].series), diff)
+	}
+}
+
+// TestCutSeriesComeBack: a counter series that MaxSeries cuts from its
+// worker's snapshot (another family grew) keeps its last value shown, and
+// when the cut eases (that family shrank) it comes back at its worker's
+// count, not that count plus the value it had when cut; so after the
+// worker leaves.
+func TestCutSeriesComeBack(t *testing.T) {
+	const limit = 10
+	h := startHub(t, &Exporter{MaxSeries: limit})
+	counts := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "app_minted_total", Help: "Minted."}, []string{"id"})
+	gauges := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "app_level", Help: "Level."}, []string{"id"})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(counts, gauges)
+	for i := range 6 {
+		counts.WithLabelValues(fmt.Sprint(i)).Add(100)
+	}
+	level := func(n int) {
+		gauges.Reset()
+		for i := range n {
+			gauges.WithLabelValues(fmt.Sprint(i)).Set(1)
+		}
+	}
+	level(4) // 6 + 4 series: no cut
+	w := attachWorkerWith(t, h, 101, &Exporter{Gatherer: reg, MaxSeries: limit})
+	last := `app_minted_total{id="5"}`
+	if got := merged(t, h)[last]; got != 100 {
+		t.Fatalf("%s = %v before any cut, want 100", last, got)
+	}
+	level(8) // 6 + 8 series: each family keeps 5, id 5 is cut
+	if got := merged(t, h)[last]; got != 100 {
+		t.Errorf("%s = %v while cut, want its last value, 100", last, got)
+	}
+	if got := poolValue(t, h, "clusterflock_metrics_series_refused"); got != 4 {
+		t.Errorf("clusterflock_metrics_series_refused = %v while cut, want 4", got)
+	}
+	counts.WithLabelValues("5").Add(5)
+	level(4) // no cut again
+	if got := merged(t, h)[last]; got != 105 {
+		t.Errorf("%s = %v after the cut eased, want its worker's count, 105", last, got)
+	}
+	level(8) // cut again, then the worker leaves with id 5 cut from its final snapshot
+	merged(t, h)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitMembers(t, h, 0)
+	got := merged(t, h)
+	for i := range 6 {
+		k, want := fmt.Sprintf(`app_minted_total{id="%d"}`, i), 100.0
+		if i == 5 {
+			want = 105
+		}
+		if got[k] != want {
+			t.Errorf("%s = %v after the worker left, want %v", k, got[k], want)
+		}
+	}
+}
+
+// TestCutUnshownNotKept: a series cut from a worker's snapshot before
+// any scrape showed it is not kept as if its worker had dropped it: when
+// it comes back, it is shown at its worker's count alone.
+func TestCutUnshownNotKept(t *testing.T) {
+	h := startHub(t, &Exporter{MaxSeries: 10})
+	reg, c := minted("u", 3)
+	snap := func() set {
+		t.Helper()
+		mfs, _ := reg.Gather()
+		body, _ := encodeFamilies(mfs)
+		s, _, err := decodeSnapshot(body, DefaultMaxSeries)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	m := &member{pid: 101, changed: make(chan struct{})}
+	h.update(m, snap(), cutSeries{}) // not merged: nothing shown yet
+	cutOut := snap()
+	delete(cutOut["app_minted_total"].series, `id="u00002"`)
+	h.update(m, cutOut, cutSeries{n: 1, families: map[string]bool{"app_minted_total": true}})
+	h.mu.Lock()
+	kept := h.kept.len()
+	h.mu.Unlock()
+	if kept != 0 {
+		t.Errorf("%d series kept after a cut, want 0", kept)
+	}
+	c.WithLabelValues("u00002").Add(4)
+	h.update(m, snap(), cutSeries{})
+	h.mu.Lock()
+	h.members[m.pid] = m // merged alone: m has no channel to ask
+	h.mu.Unlock()
+	out, _ := h.merged()
+	h.mu.Lock()
+	delete(h.members, m.pid)
+	h.mu.Unlock()
+	if got := seriesValue(out, "app_minted_total", `id="u00002"`); got != 5 {
+		t.Errorf("the series back from its cut = %v, want its worker's count, 5", got)
+	}
+}
+
+// TestCutFrame: a cut frame names the families cut, whatever their names
+// hold; one that does not, or whose count is not one, is refused.
+func TestCutFrame(t *testing.T) {
+	c := cutSeries{n: 7, families: map[string]bool{"a_total": true, "odd\nname \"x\"": true}}
+	got, err := parseCut(c.encode())
+	if err != nil || got.n != 7 || !cmp.Equal(got.families, c.families) {
+		t.Errorf("parseCut(encode(%v)) = %v, %v", c, got, err)
+	}
+	for _, body := range []string{"", "-1", "x", "3", "3\nnot quoted"} {
+		if _, err := parseCut([]byte(body)); err == nil {
+			t.Errorf("parseCut(%q) = nil error, want one", body)
+		}
+	}
+	if got, err := parseCut([]byte("0")); err != nil || got.n != 0 {
+		t.Errorf("parseCut(\"0\") = %v, %v; want nothing cut", got, err)
+	}
+}
+
+// TestKeptFillsMaxSeries: once the gone workers' kept totals fill
+// MaxSeries, a new worker's new series are refused, counted at every
+// scrape, while its series that are kept already keep counting; the kept
+// series stay at their values.
+func TestKeptFillsMaxSeries(t *testing.T) {
+	const limit = 10
+	h := startHub(t, &Exporter{MaxSeries: limit})
+	ra, _ := minted("a", 8) // 8 + 2 series: the limit
+	a := attachWorkerWith(t, h, 101, &Exporter{Gatherer: ra, MaxSeries: limit})
+	before := merged(t, h)
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitMembers(t, h, 0)
+	rb, _ := minted("b", 5)
+	attachWorkerWith(t, h, 102, &Exporter{Gatherer: rb, MaxSeries: limit})
+	for scrape := range 2 {
+		after := merged(t, h)
+		want := maps.Clone(before)
+		want[`app_small_total{k="a"}`], want[`app_small_total{k="b"}`] = 2, 2 // a's kept 1, b's 1
+		if diff := cmp.Diff(want, after); diff != "" {
+			t.Errorf("scrape %d: merged (-want +got):\n%s", scrape, diff)
+		}
+		if got := poolValue(t, h, "clusterflock_metrics_series_refused"); got != 5 {
+			t.Errorf("scrape %d: clusterflock_metrics_series_refused = %v, want b's 5 new ids", scrape, got)
+		}
 	}
 }

@@ -111,8 +111,9 @@ func count(m *dto.Metric, t dto.MetricType) float64 {
 // resets returns the cumulative series of old that next no longer carries
 // at the same or a higher count: a series the worker dropped, or reset (or
 // changed to another type). Their last values must be kept, as if the
-// worker that counted them had left.
-func resets(old, next set) set {
+// worker that counted them had left. A series missing from a family of
+// cut (see cutSeries) may only have been cut: it is no reset.
+func resets(old, next set, cut map[string]bool) set {
 	var out set
 	for name, f := range old {
 		if !cumulative(f.typ) {
@@ -121,9 +122,12 @@ func resets(old, next set) set {
 		nf := next[name]
 		for key, m := range f.series {
 			if nf != nil && nf.typ == f.typ {
-				if nm, ok := nf.series[key]; ok && count(nm, f.typ) >= count(m, f.typ) {
+				nm, ok := nf.series[key]
+				if ok && count(nm, f.typ) >= count(m, f.typ) || !ok && cut[name] {
 					continue
 				}
+			} else if nf == nil && cut[name] {
+				continue
 			}
 			if out == nil {
 				out = set{}
@@ -132,6 +136,35 @@ func resets(old, next set) set {
 		}
 	}
 	return out
+}
+
+// carry adds into next the cumulative series of old that shown reports
+// shown and that next lacks in a family of cut, with their values in old:
+// series a cut left out, which must not disappear. It returns how many it
+// added.
+func carry(old, next set, cut map[string]bool, shown func(name, key string) bool) int {
+	n := 0
+	for name := range cut {
+		f := old[name]
+		if f == nil || !cumulative(f.typ) {
+			continue
+		}
+		nf := next[name]
+		if nf == nil {
+			nf = &family{name: name, typ: f.typ, help: f.help, series: map[string]*dto.Metric{}}
+			next[name] = nf
+		}
+		if nf.typ != f.typ {
+			continue
+		}
+		for key, m := range f.series {
+			if _, ok := nf.series[key]; !ok && shown(name, key) {
+				nf.series[key] = m
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // keep adds the cumulative series of from into s: the totals of a worker

@@ -133,7 +133,7 @@ func TestMergeKeepsWhatLeft(t *testing.T) {
 	a.hits.Reset()
 	a.hits.WithLabelValues("/").Add(1)
 	after := a.snap(t)
-	kept.keep(resets(before, after))
+	kept.keep(resets(before, after, nil))
 
 	// b leaves: its counters stay, its gauges go.
 	kept.keep(b.snap(t))

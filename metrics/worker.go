@@ -103,14 +103,14 @@ func (w *worker) gather() ([]outFrame, error) {
 		fs = append(fs, outFrame{frameError, []byte(gerr.Error())})
 	}
 	if c := seriesCap(sizes, w.limit); c >= 0 {
-		cut := 0
+		var cut cutSeries
 		for _, mf := range mfs {
 			if len(mf.Metric) > c {
-				cut += len(mf.Metric) - c
+				cut.cutFamily(mf.GetName(), len(mf.Metric)-c)
 				mf.Metric = mf.Metric[:c] // in label order, as gathered
 			}
 		}
-		fs = append(fs, outFrame{frameCut, strconv.AppendInt(nil, int64(cut), 10)})
+		fs = append(fs, outFrame{frameCut, cut.encode()})
 	}
 	body, err := encodeFamilies(mfs)
 	if err != nil {
