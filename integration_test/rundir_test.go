@@ -34,7 +34,7 @@ func TestForeignRuntimeDir(t *testing.T) {
 	}
 	for _, c := range []struct {
 		name  string
-		owner int // of the runtime directory, mode 0777
+		owner int    // of the runtime directory, mode 0777
 		want  string // in the control socket's error; "": it starts
 	}{
 		{"another user's", 0, "belongs to another user"},
@@ -71,7 +71,9 @@ func foreignRuntimeDir(t *testing.T, owner int, wantCtl string) {
 		if got, e := start.str("control_socket"), start.str("control_socket_error"); got != socket || e != "" {
 			t.Errorf("the start line says control_socket %q, control_socket_error %q; want %s, none", got, e, socket)
 		}
-		if _, err := p.find(0, "", func(r record) bool { return r.str("level") == "WARN" && r.str("path") == socket && r.str("owner_uid") == "0" }, 0); err != nil {
+		if _, err := p.find(0, "", func(r record) bool {
+			return r.str("level") == "WARN" && r.str("path") == socket && r.str("owner_uid") == "0"
+		}, 0); err != nil {
 			t.Errorf("no warning names the owner (uid 0) of the entry removed at the socket's path: %v", err)
 		}
 		planted = planted[:0:0] // the link at the socket's path is gone; the socket is there
