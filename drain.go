@@ -22,9 +22,10 @@ const (
 	// maxKeepAliveGrace bounds how long a draining worker keeps an idle
 	// keep-alive connection open for its client's next request.
 	maxKeepAliveGrace = 5 * time.Second
-	// hijackPoll is how often a draining worker looks for hijacked
-	// connections (websockets) that their handlers have closed.
-	hijackPoll = 10 * time.Millisecond
+	// drainPoll is how often a draining worker looks at what net/http
+	// reports no change of: hijacked connections (websockets) that their
+	// handlers have closed, and the age of HTTP/2 GOAWAYs.
+	drainPoll = 10 * time.Millisecond
 )
 
 // drainTimes are the deadlines of one worker's drain, from the moment it
@@ -198,12 +199,12 @@ func (c *connTracker) wrap(h http.Handler) http.Handler {
 func (c *connTracker) closeKeepAlives() { c.closing.Store(true) }
 
 func (c *connTracker) track(conn net.Conn, s http.ConnState) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	if h, ok := h2Of(conn); ok { // Go's HTTP/2 server: streams open or not
 		h.setIdle(s == http.StateIdle)
 		return
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	switch s {
 	case http.StateNew:
 		if c.fresh == nil {
@@ -256,43 +257,37 @@ func (c *connTracker) goAwayH2() {
 // waitFirstGoAways waits until every HTTP/2 connection's first GOAWAY was
 // written at least h2GoAwayGap ago, or ctx is done.
 func (c *connTracker) waitFirstGoAways(ctx context.Context) {
-	tick := time.NewTicker(hijackPoll)
-	defer tick.Stop()
-	for {
+	poll(ctx, func() bool {
 		c.mu.Lock()
-		now, old := time.Now(), true
+		defer c.mu.Unlock()
+		now := time.Now()
 		for _, h := range c.h2 {
-			old = old && h.firstSince(now, h2GoAwayGap)
+			if !h.firstSince(now, h2GoAwayGap) {
+				return false
+			}
 		}
-		c.mu.Unlock()
-		if old {
-			return
-		}
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			return
-		}
-	}
+		return true
+	})
 }
 
 // waitQuiet waits until every connection has closed but quiet HTTP/2 ones
 // (see h2Conn.quiet), which it closes, and reports whether that happened
-// before ctx was done. It looks every hijackPoll: quiet is a matter of
-// time.
-func (c *connTracker) waitQuiet(ctx context.Context) bool {
-	tick := time.NewTicker(hijackPoll)
+// before ctx was done.
+func (c *connTracker) waitQuiet(ctx context.Context) bool { return poll(ctx, c.closeQuiet) }
+
+// poll reports whether cond became true, looking every drainPoll, before
+// ctx was done.
+func poll(ctx context.Context, cond func() bool) bool {
+	tick := time.NewTicker(drainPoll)
 	defer tick.Stop()
-	for {
-		if c.closeQuiet() {
-			return true
-		}
+	for !cond() {
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
 			return false
 		}
 	}
+	return true
 }
 
 // closeQuiet closes the quiet HTTP/2 connections if every open connection
@@ -329,17 +324,16 @@ func closeNow(conn net.Conn) {
 	conn.Close()
 }
 
-// taken returns the connections of the set that which returns (and
-// empties it, if clear), with c.mu held: they are closed without it.
-func (c *connTracker) taken(which func() map[net.Conn]struct{}, clear bool) []net.Conn {
+// taken returns the connections of *set (and empties it, if clear), with
+// c.mu held: they are closed without it.
+func (c *connTracker) taken(set *map[net.Conn]struct{}, clear bool) []net.Conn {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	set := which()
-	conns := make([]net.Conn, 0, len(set))
-	for conn := range set {
+	conns := make([]net.Conn, 0, len(*set))
+	for conn := range *set {
 		conns = append(conns, conn)
 		if clear {
-			delete(set, conn)
+			delete(*set, conn)
 		}
 	}
 	return conns
@@ -373,7 +367,7 @@ func (c *connTracker) pruneHijacked() {
 // closeFresh closes the connections whose first request has not reached a
 // handler.
 func (c *connTracker) closeFresh() {
-	for _, conn := range c.taken(func() map[net.Conn]struct{} { return c.fresh }, false) {
+	for _, conn := range c.taken(&c.fresh, false) {
 		closeNow(conn)
 	}
 }
@@ -419,29 +413,19 @@ func (c *connTracker) wait(ctx context.Context, cond func() bool) bool {
 
 // waitHijacked waits until every hijacked connection has been closed by
 // its handler, or ctx is done. net/http says nothing when a hijacked
-// connection closes, so it looks every hijackPoll.
+// connection closes, so it looks every drainPoll.
 func (c *connTracker) waitHijacked(ctx context.Context) {
-	tick := time.NewTicker(hijackPoll)
-	defer tick.Stop()
-	for {
+	poll(ctx, func() bool {
 		c.mu.Lock()
+		defer c.mu.Unlock()
 		c.pruneHijacked()
-		n := len(c.hijacked)
-		c.mu.Unlock()
-		if n == 0 {
-			return
-		}
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			return
-		}
-	}
+		return len(c.hijacked) == 0
+	})
 }
 
 // closeHijacked closes the hijacked connections still open.
 func (c *connTracker) closeHijacked() {
-	for _, conn := range c.taken(func() map[net.Conn]struct{} { return c.hijacked }, true) {
+	for _, conn := range c.taken(&c.hijacked, true) {
 		closeNow(conn)
 	}
 }

@@ -3,6 +3,7 @@ package clusterflock
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -205,5 +206,49 @@ func TestDrainStarted(t *testing.T) {
 	}
 	if !Draining(ctx) {
 		t.Fatal("not Draining once the drain began")
+	}
+}
+
+// TestDrainFinishesSlowUpload: an upload still arriving when the drain
+// starts is read to its end and answered, within ShutdownTimeout.
+func TestDrainFinishesSlowUpload(t *testing.T) {
+	const size = 16 << 10
+	started := make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprint(w, n)
+	})
+	addr, stop := serveForDrain(t, h, 3*time.Second)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", size)
+	chunk := make([]byte, 1<<10)
+	c.Write(chunk)
+	<-started
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	tick := time.NewTicker(50 * time.Millisecond) // 1 KiB every 50 ms: 0.75 s for the rest
+	defer tick.Stop()
+	for sent := len(chunk); sent < size; sent += len(chunk) {
+		<-tick.C
+		if _, err := c.Write(chunk); err != nil {
+			t.Fatalf("the upload cut after %d bytes, during the drain: %v", sent, err)
+		}
+	}
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("the slow upload's answer: %v", err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != 200 || string(b) != fmt.Sprint(size) {
+		t.Errorf("the slow upload's answer: %d %q; want 200 %q", res.StatusCode, b, fmt.Sprint(size))
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("drain: %v", err)
 	}
 }

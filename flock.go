@@ -10,7 +10,6 @@ import (
 	"os"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/clusterflock/clusterflock/internal/plug"
@@ -407,7 +406,7 @@ type workerKey struct{}
 // own replaced the worker's context.
 func Draining(ctx context.Context) bool {
 	d, ok := ctx.Value(lameDuckKey{}).(*lameDuck)
-	return ok && d.draining.Load()
+	return ok && d.isDraining()
 }
 
 // DrainStarted returns a channel that is closed when the worker serving
@@ -432,11 +431,10 @@ type lameDuckKey struct{}
 // lameDuck is a worker's knowledge of its drain: the pool's lame-duck
 // period, or its own stop.
 type lameDuck struct {
-	draining atomic.Bool
-	started  chan struct{} // closed when the drain begins
-	once     sync.Once
-	mu       sync.Mutex
-	servers  []*connTracker // keep-alive goes off in each when it begins
+	started chan struct{} // closed when the drain begins
+	once    sync.Once
+	mu      sync.Mutex
+	servers []*connTracker // keep-alive goes off in each when it begins
 }
 
 func newLameDuck() *lameDuck { return &lameDuck{started: make(chan struct{})} }
@@ -454,11 +452,16 @@ func (d *lameDuck) begin() {
 }
 
 // drainStarts marks the drain begun (lame duck or stop), once.
-func (d *lameDuck) drainStarts() {
-	d.once.Do(func() {
-		d.draining.Store(true)
-		close(d.started)
-	})
+func (d *lameDuck) drainStarts() { d.once.Do(func() { close(d.started) }) }
+
+// isDraining reports whether the drain has begun.
+func (d *lameDuck) isDraining() bool {
+	select {
+	case <-d.started:
+		return true
+	default:
+		return false
+	}
 }
 
 // serving registers a server's connections, whose keep-alive goes off when
@@ -467,7 +470,7 @@ func (d *lameDuck) serving(c *connTracker) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.servers = append(d.servers, c)
-	if d.draining.Load() {
+	if d.isDraining() {
 		c.closeKeepAlives()
 	}
 }

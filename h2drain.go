@@ -38,7 +38,7 @@ const (
 
 // firstGoAway is a GOAWAY frame (type 7, stream 0) with the last stream
 // identifier 2^31-1 and NO_ERROR.
-var firstGoAway = []byte{0, 0, 8, 7, 0, 0, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0}
+const firstGoAway = "\x00\x00\x08\x07\x00\x00\x00\x00\x00\x7f\xff\xff\xff\x00\x00\x00\x00"
 
 // installH2 puts the drain's wrapper under srv's HTTP/2 connections, when
 // srv serves HTTP/2 with the server net/http bundles (a program that set
@@ -312,13 +312,13 @@ func (c *h2Conn) goAway() {
 	}
 	c.first = true
 	if c.writing || !c.insertable() {
-		c.pending = firstGoAway
+		c.pending = []byte(firstGoAway)
 		c.mu.Unlock()
 		return
 	}
 	c.writing = true
 	c.mu.Unlock()
-	c.write(firstGoAway)
+	c.write([]byte(firstGoAway))
 	c.release()
 }
 

@@ -115,13 +115,13 @@ func TestH2FirstGoAwayBetweenFrames(t *testing.T) {
 			stream = stream[n:]
 		}
 		got := splitFrames(t, rec.buf.Bytes())
-		if bytes.Equal(got[0], firstGoAway) {
+		if bytes.Equal(got[0], []byte(firstGoAway)) {
 			t.Fatalf("seed %d: the first GOAWAY before the server's first frame (its SETTINGS)", seed)
 		}
 		var without [][]byte
 		goAways := 0
 		for i, f := range got {
-			if bytes.Equal(f, firstGoAway) {
+			if bytes.Equal(f, []byte(firstGoAway)) {
 				goAways++
 				if i > 0 && got[i-1][3] != 0 && got[i-1][4]&0x4 == 0 && (got[i-1][3] == 1 || got[i-1][3] == 9) {
 					t.Fatalf("seed %d: the first GOAWAY inside a header block", seed)

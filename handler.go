@@ -123,11 +123,9 @@ type requests struct {
 	inFlight atomic.Int64
 	// With StuckTimeout: requests are labelled for goroutine dumps, and
 	// progress counts completions, response writes and flushes, body
-	// reads that return bytes, and hijacks; hijacked counts requests
-	// whose connection was taken over.
+	// reads that return bytes, and hijacks.
 	labelled bool
 	progress atomic.Int64
-	hijacked atomic.Int64
 }
 
 func newRequests(o options) *requests {
