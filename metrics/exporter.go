@@ -76,10 +76,10 @@ type Exporter struct {
 	// down, its largest families first (so that one family's leak does
 	// not push out the others); a counter, histogram or summary series
 	// once shown that a cut leaves out is shown at its last value (not
-	// counted twice when it comes back). At the merge, series beyond it
-	// are refused (those already shown keep their place, so no counter
-	// goes backwards). Either is counted in
-	// clusterflock_metrics_series_refused and logged once.
+	// counted twice when it comes back, and not counted as refused). At
+	// the merge, series beyond it are refused (those already shown keep
+	// their place, so no counter goes backwards). What is left out is
+	// counted in clusterflock_metrics_series_refused and logged once.
 	//
 	// A counter, histogram or summary series once shown keeps its place
 	// for the supervisor's life, as the total of its gone workers if none

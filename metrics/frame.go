@@ -71,7 +71,7 @@ func readFrame(r io.Reader) (byte, []byte, error) {
 			// A worker that exits with a gather byte unread resets the
 			// channel; its frames before were all read.
 			return 0, nil, io.EOF
-		case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET):
+		case cutShort(err):
 			return 0, nil, fmt.Errorf("%w (in its header): %w", errInterrupted, err)
 		}
 		return 0, nil, err
@@ -89,7 +89,7 @@ func readFrame(r io.Reader) (byte, []byte, error) {
 	if err == nil && len(buf) < int(n) {
 		err = io.ErrUnexpectedEOF
 	}
-	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
+	if cutShort(err) {
 		return 0, nil, fmt.Errorf("%w (%d of %d bytes): %w", errInterrupted, len(buf), n, err)
 	}
 	if err != nil {
@@ -312,4 +312,10 @@ func checkNames(mf *dto.MetricFamily) error {
 		}
 	}
 	return nil
+}
+
+// cutShort reports whether err is a channel that ended inside a frame: its
+// worker exited, or was killed, while writing it.
+func cutShort(err error) bool {
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
 }

@@ -33,8 +33,8 @@ type hub struct {
 	scrapeTimeout  time.Duration
 	pool           *poolMetrics
 	errs           *prometheus.CounterVec
-	series         prometheus.Gauge     // the merged workers' series at the last merge
-	refusedSeries  prometheus.Gauge     // series left out at the last merge (MaxSeries)
+	series         prometheus.Gauge     // the merged workers' series at the last scrape
+	refusedSeries  prometheus.Gauge     // series left out at the last scrape (MaxSeries)
 	registry       *prometheus.Registry // the pool's own metrics
 
 	mu       sync.Mutex
@@ -377,6 +377,9 @@ func (h *hub) leave(m *member) {
 // while there is room, and is otherwise dropped (never shown, it cannot go
 // backwards). h.mu is held.
 func (h *hub) fold(from set) {
+	if len(from) == 0 {
+		return
+	}
 	a := h.admit
 	room := a.limit
 	for _, ks := range a.shown {

@@ -366,15 +366,13 @@ func mergeBounded(kept set, live []contribution, perSlot map[string]bool, reserv
 	if a == nil {
 		m.pass(live, func(string, string, bool) bool { return true })
 	} else {
-		known := func(name, key string) bool {
-			return a.has(name, key) || kept[name] != nil && kept[name].series[key] != nil
-		}
-		m.pass(live, func(name, key string, _ bool) bool { return known(name, key) })
+		// Shown holds kept's keys too (out.keep(kept) put them in out).
+		m.pass(live, func(name, key string, _ bool) bool { return a.has(name, key) })
 		n := out.len()
 		a.refused = 0
 		m.pass(live, func(name, key string, exists bool) bool {
 			switch {
-			case known(name, key):
+			case a.has(name, key):
 				return false // added by the first pass
 			case exists:
 				return true

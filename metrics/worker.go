@@ -30,7 +30,7 @@ const finalWrite = 2 * time.Second
 const serveWrite = 10 * time.Second
 
 // errGaveUp is a final snapshot not sent within finalWrite.
-var errGaveUp = errors.New("clusterflock/metrics: the final snapshot was not sent within 2s")
+var errGaveUp = errors.New("clusterflock/metrics: the final snapshot was not sent within " + finalWrite.String())
 
 // worker is the exporter in a worker process: it answers the supervisor's
 // gathers on the metrics channel and counts Run's HTTP requests.
@@ -141,9 +141,9 @@ func (w *worker) write(fs []outFrame, deadline time.Time) error {
 // closes, within finalWrite whatever the registry or the supervisor do.
 func (w *worker) Close() error {
 	defer w.conn.Close()
-	limit := time.NewTimer(finalWrite)
-	defer limit.Stop()
 	deadline := time.Now().Add(finalWrite)
+	limit := time.NewTimer(time.Until(deadline))
+	defer limit.Stop()
 	w.conn.SetReadDeadline(time.Now()) // ends serve's wait for a gather byte; a frame it is writing is finished
 	select {
 	case <-w.done:

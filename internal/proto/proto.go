@@ -412,3 +412,15 @@ func ParseLoad(text string) (Load, bool) {
 	}
 	return Load{Served: served, InFlight: inFlight}, true
 }
+
+// IsInternal reports whether kv ("NAME=value", from os.Environ) is one of
+// the pool's own variables between its processes, which a supervisor
+// passes to neither a worker nor a new supervisor of its own making.
+func IsInternal(kv string) bool {
+	name, _, _ := strings.Cut(kv, "=")
+	switch name {
+	case EnvWorker, EnvUpgrade, EnvUpgradeWorkers, EnvMetrics, EnvHandover, EnvClosed:
+		return true
+	}
+	return false
+}

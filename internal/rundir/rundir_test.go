@@ -150,10 +150,13 @@ func TestRepairListsForeign(t *testing.T) {
 			t.Errorf("OtherOwner(%s) = %d, %v; want %v", name, uid, isOther, other)
 		}
 	}
-	if d, err := Open(dir, true); err != nil || d.Foreign != nil {
-		t.Errorf("Open of the now private directory: Foreign %v, %v; want none listed (no repair)", d.Foreign, err)
-	} else {
-		d.Close()
+	d, err = Open(dir, true)
+	if err != nil {
+		t.Fatalf("Open of the now private directory: %v", err)
+	}
+	defer d.Close()
+	if d.Foreign != nil {
+		t.Errorf("Open of the now private directory: Foreign %v; want none listed (no repair)", d.Foreign)
 	}
 }
 

@@ -195,13 +195,13 @@ func (s *controlServer) conn(c *net.UnixConn) {
 	defer c.Close()
 	if uid, ok := peerAllowed(c); !ok {
 		s.log.Warn("control socket: connection refused: another user", "uid", uid)
-		s.write(c, control.Reply{Done: true, Error: "this pool answers only its own user and root"})
+		writeReply(c, control.Reply{Done: true, Error: "this pool answers only its own user and root"})
 		return
 	}
 	br := bufio.NewReaderSize(c, 4096)
 	req, err := readRequest(c, br)
 	if err != nil {
-		s.write(c, control.Reply{Done: true, Error: err.Error()})
+		writeReply(c, control.Reply{Done: true, Error: err.Error()})
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -217,7 +217,7 @@ func (s *controlServer) conn(c *net.UnixConn) {
 		watchPeer(c, br)
 		cancel() // the client is gone (or the request is done)
 	})
-	out := &replies{s: s, c: c, gone: cancel}
+	out := &replies{c: c, gone: cancel}
 	out.send(s.do(ctx, req, out.send))
 	cancel()
 	c.SetReadDeadline(time.Now()) // ends watchPeer
@@ -226,8 +226,9 @@ func (s *controlServer) conn(c *net.UnixConn) {
 
 // readRequest reads and parses the request, within 5 s: one line of at most
 // control.MaxLine bytes, or what precedes the end of the client's input. A
-// request followed by more than white space is refused: one request per
-// connection.
+// request followed by more than white space in what has arrived with it
+// is refused: one request per connection (what arrives later is read and
+// ignored by watchPeer).
 func readRequest(c *net.UnixConn, br *bufio.Reader) (control.Request, error) {
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	defer c.SetReadDeadline(time.Time{})
@@ -295,7 +296,6 @@ func readLine(br *bufio.Reader, max int) ([]byte, error) {
 // replies writes a connection's replies until one cannot be written: the
 // client is gone, and gone is called.
 type replies struct {
-	s      *controlServer
 	c      net.Conn
 	gone   func()
 	broken bool
@@ -305,14 +305,14 @@ func (r *replies) send(rep control.Reply) {
 	if r.broken {
 		return
 	}
-	if err := r.s.write(r.c, rep); err != nil {
+	if err := writeReply(r.c, rep); err != nil {
 		r.broken = true
 		r.gone()
 	}
 }
 
-// write writes one reply, within 5 s.
-func (s *controlServer) write(c net.Conn, r control.Reply) error {
+// writeReply writes one reply, within 5 s.
+func writeReply(c net.Conn, r control.Reply) error {
 	r.V = control.Version
 	b, err := json.Marshal(r)
 	if err != nil {

@@ -21,7 +21,6 @@ type pool interface {
 	Snapshot() supervisor.Snapshot
 	Add() bool
 	Retire() bool
-	Stop() bool
 	StopFor(why string) bool
 	StopInTurn(why string) bool
 	Kill() bool

@@ -32,7 +32,6 @@ func (p *fakePool) call(c string) bool           { p.calls = append(p.calls, c);
 func (p *fakePool) Add() bool                    { return p.call("add") }
 func (p *fakePool) StopFor(why string) bool      { return p.call("stop") }
 func (p *fakePool) Retire() bool                 { return p.call("retire") }
-func (p *fakePool) Stop() bool                   { return p.call("stop") }
 func (p *fakePool) StopInTurn(why string) bool   { return p.call("stop in turn") }
 func (p *fakePool) Kill() bool                   { return p.call("kill") }
 func (p *fakePool) Restart() bool                { return p.call("restart") }

@@ -79,10 +79,7 @@ func workerEnviron(env []string, gomaxprocs, workers, cpus int) []string {
 	out := make([]string, 0, len(env)+2)
 	explicit := false
 	for _, kv := range env {
-		if strings.HasPrefix(kv, proto.EnvWorker+"=") || strings.HasPrefix(kv, proto.EnvUpgrade+"=") ||
-			strings.HasPrefix(kv, proto.EnvMetrics+"=") || strings.HasPrefix(kv, proto.EnvHandover+"=") ||
-			strings.HasPrefix(kv, proto.EnvClosed+"=") ||
-			strings.HasPrefix(kv, "NOTIFY_SOCKET=") || strings.HasPrefix(kv, "WATCHDOG_") {
+		if proto.IsInternal(kv) || strings.HasPrefix(kv, "NOTIFY_SOCKET=") || strings.HasPrefix(kv, "WATCHDOG_") {
 			continue // the supervisor's alone
 		}
 		if strings.HasPrefix(kv, "GOMAXPROCS=") {

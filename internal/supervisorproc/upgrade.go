@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strings"
 	"syscall"
 	"time"
 
@@ -116,9 +115,7 @@ func upgradeFiles(socks []*sockets.Socket) ([]*os.File, error) {
 func withoutMarkers(environ []string) []string {
 	env := make([]string, 0, len(environ)+1)
 	for _, kv := range environ {
-		if !strings.HasPrefix(kv, proto.EnvUpgrade+"=") && !strings.HasPrefix(kv, proto.EnvWorker+"=") &&
-			!strings.HasPrefix(kv, proto.EnvHandover+"=") && !strings.HasPrefix(kv, proto.EnvMetrics+"=") &&
-			!strings.HasPrefix(kv, proto.EnvUpgradeWorkers+"=") && !strings.HasPrefix(kv, proto.EnvClosed+"=") {
+		if !proto.IsInternal(kv) {
 			env = append(env, kv)
 		}
 	}

@@ -58,7 +58,7 @@ func (l *reportingListener) Close() error {
 	l.once.Do(func() {
 		first = true
 		l.err = l.Listener.Close()
-		if l.status.closed {
+		if l.status.readsClosed {
 			l.status.send(proto.Message{Kind: proto.Closed})
 		}
 	})

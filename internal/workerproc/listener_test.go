@@ -24,7 +24,7 @@ func TestReportingListener(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ln := &reportingListener{Listener: raw, status: &statusWriter{f: w, closed: reads}}
+		ln := &reportingListener{Listener: raw, status: &statusWriter{f: w, readsClosed: reads}}
 		var wg sync.WaitGroup
 		errs := make([]error, 3)
 		for i := range errs {

@@ -30,9 +30,9 @@ func init() {
 
 // statusWriter writes messages to the supervisor, one at a time.
 type statusWriter struct {
-	mu     sync.Mutex
-	f      *os.File
-	closed bool // the supervisor reads proto.Closed (proto.EnvClosed)
+	mu          sync.Mutex
+	f           *os.File
+	readsClosed bool // the supervisor reads proto.Closed (proto.EnvClosed)
 }
 
 func (s *statusWriter) send(m proto.Message) {

@@ -65,7 +65,7 @@ func Run(ctx context.Context, cfg Config, env proto.WorkerEnv, serve ServeFunc) 
 	syscall.CloseOnExec(proto.StatusFD)
 	syscall.CloseOnExec(proto.LifelineFD)
 	os.Unsetenv(proto.EnvWorker)
-	status := &statusWriter{f: os.NewFile(proto.StatusFD, "clusterflock-status"), closed: proto.TakeFlag(proto.EnvClosed)}
+	status := &statusWriter{f: os.NewFile(proto.StatusFD, "clusterflock-status"), readsClosed: proto.TakeFlag(proto.EnvClosed)}
 	defer status.f.Close()
 	lifeline := os.NewFile(proto.LifelineFD, "clusterflock-lifeline")
 	defer lifeline.Close()
